@@ -1,1 +1,244 @@
+//! pushroll: restarts Kubernetes workloads the moment a new container image
+//! is pushed (Artifact Registry → Pub/Sub push → `POST /push`).
+//!
+//! A push is parsed in [`push`], verified in [`auth`], looked up in
+//! [`lookup`] (the index format is [`index`], the mounted file
+//! [`index_file`]), turned into patches in [`plan`] and carried out by
+//! [`restart`] through the thin Kubernetes edge [`k8s`]. [`server`] is the
+//! HTTP edge and [`http_error`] the one place errors become status codes.
+
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod http_error;
+pub mod index;
+pub mod index_file;
+pub mod k8s;
+pub mod lookup;
+pub mod metrics;
+pub mod plan;
+pub mod push;
+pub mod reference;
+pub mod restart;
+pub mod server;
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::cli::{AuthMode, Cli, Command, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig};
+use crate::index_file::{FileWatch, IndexFile};
+use crate::k8s::{Kube, infer_client};
+use crate::lookup::IndexStore;
+use crate::metrics::Metrics;
+use crate::restart::Restarter;
+use crate::server::{AppState, ConnLimits};
+
+/// Time a client has to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a parsed command line to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(&cli.log);
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.resolve()?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            serve(config, shutdown).await
+        }
+        Command::Lookup(args) => lookup(args).await,
+    }
+}
+
+fn init_logging(args: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match args.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Ignore "already set": tests may run several commands in one process.
+    let _ = if json {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// SIGTERM (kubelet) or SIGINT (Ctrl-C) starts the graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    shutdown.cancel();
+}
+
+/// Builds the index store: the Kubernetes client when one is configured, the
+/// file loaded once, the ConfigMap read when the file gave nothing.
+async fn build_store(
+    config: &IndexConfig,
+    offline: bool,
+    require_cluster: bool,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Arc<IndexStore>, Option<Kube>, FileWatch)> {
+    let kube = if offline {
+        tracing::info!("demo mode: no cluster is contacted");
+        None
+    } else {
+        match infer_client(config.api_timeout).await {
+            Ok((client, namespace)) => Some((Kube::new(client, metrics.clone()), namespace)),
+            Err(e) if !require_cluster => {
+                tracing::warn!(error = %e, "no Kubernetes configuration; answering from the index alone");
+                None
+            }
+            Err(e) => {
+                return Err(e).context(
+                    "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config); \
+                     use --dry-run or --demo to run without a cluster",
+                );
+            }
+        }
+    };
+    let fallback = kube
+        .as_ref()
+        .map(|(k, ns)| (k.clone(), config.configmap(ns)));
+    if let Some((_, cm)) = &fallback {
+        tracing::info!(configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap fallback");
+    }
+    let store = Arc::new(IndexStore::new(
+        fallback,
+        config.on_miss,
+        config.miss_refresh_interval,
+        metrics.clone(),
+    ));
+    let file = IndexFile { path: config.file.clone(), embedded: config.embedded };
+    let mut watch = FileWatch::new(file, store.clone(), metrics.clone());
+    let (loaded, watch) = tokio::task::spawn_blocking(move || (watch.reload(), watch)).await?;
+    if !loaded && store.has_fallback() {
+        tracing::info!(path = %config.file.display(), "no index file; reading the index ConfigMap");
+        let _ = store.refresh_configmap(true).await;
+    }
+    Ok((store, kube.map(|(k, _)| k), watch))
+}
+
+/// `pushroll serve`: runs until `shutdown` is cancelled and in-flight pushes
+/// have drained.
+pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let auth = match config.auth.mode {
+        AuthMode::None => Authenticator::None,
+        AuthMode::Google => anyhow::bail!(
+            "--auth google: Google token verification is not built yet; use --auth none behind a trusted network"
+        ),
+    };
+    if let Some(warning) = auth.warning() {
+        tracing::warn!("{warning}");
+    }
+    let (store, kube, watch) = build_store(&config.index, config.offline, !config.dry_run, &metrics).await?;
+    if !store.is_loaded() {
+        tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
+    }
+    tokio::spawn(watch.run(config.index.reload_interval, shutdown.clone()));
+    if store.has_fallback() {
+        tokio::spawn(retry_configmap_until_loaded(
+            store.clone(),
+            config.index.reload_interval,
+            shutdown.clone(),
+        ));
+    }
+    if config.dry_run {
+        tracing::info!("dry run: nothing will be patched");
+    }
+    let restarter = Restarter::new(
+        kube,
+        config.namespaces.clone(),
+        config.dry_run,
+        config.max_concurrent_restarts,
+        metrics.clone(),
+    );
+    let state = Arc::new(AppState {
+        auth,
+        store,
+        restarter,
+        metrics,
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        dry_run: config.dry_run,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let limits = ConnLimits {
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+    };
+    server::serve(listener, server::router(state), limits, shutdown, config.shutdown_timeout).await;
+    Ok(())
+}
+
+/// With no index at all, keep trying the ConfigMap so that readiness
+/// recovers without waiting for a push.
+async fn retry_configmap_until_loaded(store: Arc<IndexStore>, every: Duration, shutdown: CancellationToken) {
+    while !store.is_loaded() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let _ = store.refresh_configmap(false).await;
+    }
+}
+
+/// `pushroll lookup IMAGE`.
+async fn lookup(args: LookupArgs) -> anyhow::Result<()> {
+    let config = args.index.resolve(false)?;
+    let reference = reference::Reference::parse(&args.image)
+        .with_context(|| format!("{:?} is not an image reference", args.image))?;
+    anyhow::ensure!(
+        !reference.is_pinned(),
+        "{} is pinned by digest: pinned images never match a push",
+        args.image
+    );
+    let metrics = Metrics::new();
+    let (store, _, _) = build_store(&config, false, false, &metrics).await?;
+    let key = reference.tagged();
+    let found = store.lookup(&key).await?;
+    if args.json {
+        let body = serde_json::json!({
+            "image": key,
+            "source": found.source,
+            "workloads": found.workloads,
+        });
+        println!("{body}");
+    } else if found.workloads.is_empty() {
+        println!("no workload uses {key} (source: {})", found.source.as_str());
+    } else {
+        println!("{:<12} {:<24} {:<32} CONTAINERS", "KIND", "NAMESPACE", "NAME");
+        for w in &found.workloads {
+            println!("{:<12} {:<24} {:<32} {}", w.kind.as_str(), w.namespace, w.name, w.containers.join(","));
+        }
+    }
+    Ok(())
+}

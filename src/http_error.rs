@@ -1,0 +1,107 @@
+//! The one place where failures become HTTP status codes. Pub/Sub reads the
+//! code as a promise: 200 acks, everything else is redelivered, so only
+//! failures a redelivery can fix are 503 and malformed requests are 4xx.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::lookup::LookupError;
+use crate::push::DecodeError;
+use crate::restart::{WorkloadFailure, WorkloadResult};
+
+/// Everything `POST /push` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("the body could not be read: {0}")]
+    Body(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// Some workloads failed for a reason a redelivery can fix; the others
+    /// are done and stay done.
+    #[error("{} workload(s) could not be restarted", failed.len())]
+    Restart {
+        done: Vec<WorkloadResult>,
+        failed: Vec<WorkloadFailure>,
+    },
+    #[error("the push took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workloads: Option<&'a [WorkloadResult]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<&'a [WorkloadFailure]>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Decode(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Auth(e) => e.status(),
+            ApiError::Lookup(_)
+            | ApiError::Restart { .. }
+            | ApiError::Timeout(_)
+            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The short `error` of the JSON body, and the `outcome` metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ApiError::Decode(_) | ApiError::Body(_) => "bad-request",
+            ApiError::TooLarge { .. } => "too-large",
+            ApiError::Auth(e) if e.status() == StatusCode::FORBIDDEN => "forbidden",
+            ApiError::Auth(e) if e.status() == StatusCode::UNAUTHORIZED => "unauthorized",
+            ApiError::Auth(_) => "keys-unavailable",
+            ApiError::Lookup(_) => "index-unavailable",
+            ApiError::Restart { .. } => "restart-failed",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::ShuttingDown => "shutting-down",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (workloads, failed) = match &self {
+            ApiError::Restart { done, failed } => (Some(done.as_slice()), Some(failed.as_slice())),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: self.label(),
+            detail: self.to_string(),
+            workloads,
+            failed,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON error for routes other than `/push` (404, 405, readiness).
+pub fn plain_error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+    let body = ErrorBody { error, detail: detail.into(), workloads: None, failed: None };
+    (status, Json(body)).into_response()
+}

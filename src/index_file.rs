@@ -1,0 +1,200 @@
+//! The mounted index: `--index-file` and its `index.json.gz` sibling, kept
+//! current as kubelet updates the ConfigMap volume.
+//!
+//! Kubelet updates a ConfigMap volume by writing a new timestamped directory
+//! and atomically swapping the `..data` symlink, so a watch on the file
+//! itself fires once and then goes deaf. We watch the directory, debounce,
+//! re-read through the stable path, skip unchanged content by hash, and keep
+//! a periodic re-read as a safety net. A broken new file leaves the last
+//! good index in use.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio_util::sync::CancellationToken;
+
+use crate::index::{Index, IndexError, LoadReport, newest};
+use crate::lookup::{IndexStore, log_report};
+use crate::metrics::{Metrics, ResultLabels};
+
+/// Quiet time after a file event before re-reading: kubelet's swap is a
+/// burst of events.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Where the index is read from.
+#[derive(Debug, Clone)]
+pub struct IndexFile {
+    pub path: PathBuf,
+    /// A copy compiled into the binary (`serve --demo`), used when the path
+    /// does not exist, so the demo works from any directory.
+    pub embedded: Option<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Index { path: PathBuf, source: IndexError },
+}
+
+impl IndexFile {
+    /// `index.json.gz` beside `index.json`.
+    pub fn gz_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".gz");
+        self.path.with_file_name(name)
+    }
+
+    /// Reads the raw bytes (JSON, gzip), `None` for each that is absent.
+    fn read_raw(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), FileError> {
+        let read = |p: &Path| match std::fs::read(p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FileError::Io { path: p.to_owned(), source: e }),
+        };
+        let json = read(&self.path)?;
+        let gz = read(&self.gz_path())?;
+        if json.is_none() && gz.is_none() {
+            return Ok((self.embedded.map(|s| s.as_bytes().to_vec()), None));
+        }
+        Ok((json, gz))
+    }
+
+    /// Reads and parses the index; `None` when no file is there.
+    pub fn load(&self) -> Result<Option<(Index, LoadReport)>, FileError> {
+        let (json, gz) = self.read_raw()?;
+        newest(json.as_deref(), gz.as_deref()).map_err(|source| FileError::Index {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Keeps `store`'s file index current until `shutdown`.
+pub struct FileWatch {
+    file: IndexFile,
+    store: Arc<IndexStore>,
+    metrics: Arc<Metrics>,
+    last_hash: Option<u64>,
+}
+
+impl FileWatch {
+    pub fn new(file: IndexFile, store: Arc<IndexStore>, metrics: Arc<Metrics>) -> FileWatch {
+        FileWatch { file, store, metrics, last_hash: None }
+    }
+
+    /// Reads the file now; returns whether an index is loaded from it.
+    pub fn reload(&mut self) -> bool {
+        let raw = match self.file.read_raw() {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.count("error");
+                tracing::error!(error = %e, "index file unreadable; keeping the last good index");
+                return self.last_hash.is_some();
+            }
+        };
+        let (json, gz) = raw;
+        if json.is_none() && gz.is_none() {
+            if self.last_hash.is_some() {
+                tracing::warn!(path = %self.file.path.display(), "index file disappeared; keeping the last good index");
+            }
+            return self.last_hash.is_some();
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&json, &gz).hash(&mut hasher);
+        let hash = hasher.finish();
+        if self.last_hash == Some(hash) {
+            return true;
+        }
+        match newest(json.as_deref(), gz.as_deref()) {
+            Ok(Some((index, report))) => {
+                log_report(&report, "file");
+                tracing::info!(
+                    path = %self.file.path.display(),
+                    images = index.len(),
+                    generated_at = %index.generated_at.map(|t| t.to_string()).unwrap_or_default(),
+                    "index loaded"
+                );
+                self.store.set_file(index);
+                self.last_hash = Some(hash);
+                self.count("file-ok");
+                true
+            }
+            Ok(None) => self.last_hash.is_some(),
+            Err(e) => {
+                self.count("file-error");
+                tracing::error!(path = %self.file.path.display(), error = %e, "index file is broken; keeping the last good index");
+                self.last_hash.is_some()
+            }
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics.index_reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Watches the file's directory and re-reads every `interval` as well.
+    pub async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let dir = match self.file.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        // The watcher lives as long as this task; dropping it stops the watch.
+        let _watcher = match notify::recommended_watcher(move |event| {
+            let _ = tx.send(event);
+        }) {
+            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the index directory; re-reading every {interval:?}");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no file watcher; re-reading every {interval:?}");
+                None
+            }
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate; the caller just loaded
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+                event = rx.recv() => {
+                    if event.is_none() {
+                        // The watcher is gone; fall back to the ticker alone.
+                        ticker.tick().await;
+                    } else {
+                        // Let the burst settle, then read once.
+                        loop {
+                            match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                                Ok(Some(_)) => continue,
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            }
+            let file = self.file.clone();
+            // File reads block: keep them off the async workers.
+            let this = tokio::task::spawn_blocking(move || {
+                self.reload();
+                self
+            });
+            self = match this.await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, path = %file.path.display(), "index reload panicked; stopping the file watch");
+                    return;
+                }
+            };
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The thin Kubernetes edge: the few API calls pushroll makes, each counted
+//! in `/metrics`, and one error type that says whether a retry can help.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::Value;
+
+use crate::index::Kind;
+use crate::metrics::Metrics;
+use crate::plan::{WorkloadView, resource_of};
+
+/// The field manager pushroll's patches are recorded under.
+pub const FIELD_MANAGER: &str = "pushroll";
+
+/// A failed Kubernetes API call.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// RBAC refused the call; fixing RBAC and redelivering must work.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The API server refused what we sent (422, 400): a bug or an odd object.
+    #[error("rejected ({code}): {message}")]
+    Rejected { code: u16, message: String },
+    /// 429, 5xx, timeouts, unreachable: try again later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl KubeError {
+    fn from_kube(err: kube::Error) -> KubeError {
+        match err {
+            kube::Error::Api(status) => {
+                let message = status.message.clone();
+                match status.code {
+                    404 => KubeError::NotFound,
+                    409 => KubeError::Conflict(message),
+                    403 => KubeError::Forbidden(message),
+                    400 | 422 => KubeError::Rejected { code: status.code, message },
+                    code => KubeError::Unavailable(format!("API server answered {code}: {message}")),
+                }
+            }
+            other => KubeError::Unavailable(other.to_string()),
+        }
+    }
+
+    /// A label for `pushroll_kube_api_requests{outcome}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KubeError::NotFound => "not-found",
+            KubeError::Conflict(_) => "conflict",
+            KubeError::Forbidden(_) => "forbidden",
+            KubeError::Rejected { .. } => "rejected",
+            KubeError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Builds a client by kube-rs' usual inference (in-cluster, `KUBECONFIG`,
+/// `~/.kube/config`), with timeouts so that a dead API server answers a push
+/// with 503 inside Pub/Sub's ack deadline. Returns the default namespace too.
+pub async fn infer_client(timeout: Duration) -> Result<(Client, String), kube::Error> {
+    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    let namespace = config.default_namespace.clone();
+    Ok((Client::try_from(config)?, namespace))
+}
+
+/// The API calls pushroll makes, counted by verb, resource and outcome.
+#[derive(Clone)]
+pub struct Kube {
+    client: Client,
+    metrics: Arc<Metrics>,
+}
+
+fn api_resource(kind: Kind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apps", "v1", kind.as_str()),
+        resource_of(kind),
+    )
+}
+
+impl Kube {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Kube {
+        Kube { client, metrics }
+    }
+
+    fn count<T>(
+        &self,
+        verb: &'static str,
+        resource: &'static str,
+        result: Result<T, kube::Error>,
+    ) -> Result<T, KubeError> {
+        let result = result.map_err(KubeError::from_kube);
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.label(),
+        };
+        self.metrics.api_request(verb, resource, outcome);
+        result
+    }
+
+    fn workloads(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind))
+    }
+
+    pub async fn get_workload(&self, kind: Kind, ns: &str, name: &str) -> Result<DynamicObject, KubeError> {
+        let result = self.workloads(kind, ns).get(name).await;
+        self.count("get", resource_of(kind), result)
+    }
+
+    /// A strategic merge patch under pushroll's field manager.
+    pub async fn patch_workload(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<DynamicObject, KubeError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let result = self
+            .workloads(kind, ns)
+            .patch(name, &params, &Patch::Strategic(patch))
+            .await;
+        self.count("patch", resource_of(kind), result)
+    }
+
+    pub async fn create_event(&self, event: &Event) -> Result<(), KubeError> {
+        let ns = event.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let result = api.create(&PostParams::default(), event).await;
+        self.count("create", "events", result).map(drop)
+    }
+
+    pub async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        let result = api.get(name).await;
+        self.count("get", "configmaps", result)
+    }
+}
+
+/// The parts of a workload object the planner needs.
+pub fn workload_view(obj: &DynamicObject) -> WorkloadView {
+    let template = &obj.data["spec"]["template"];
+    let string_map = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
+        .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["image"].as_str()?.to_owned())))
+        .collect();
+    WorkloadView {
+        resource_version: obj.metadata.resource_version.clone(),
+        annotations: obj.metadata.annotations.clone().unwrap_or_default(),
+        template_annotations: string_map(&template["metadata"]["annotations"]),
+        containers,
+    }
+}
+
+/// The core/v1 Event that tells `kubectl describe` why a workload rolled.
+pub fn restart_event(
+    kind: Kind,
+    obj: &DynamicObject,
+    image: &str,
+    digest: &str,
+    message_id: Option<&str>,
+    now: jiff::Timestamp,
+) -> Event {
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let when = now;
+    let message = match message_id {
+        Some(id) => format!("Restarted for a push of {image} ({digest}), Pub/Sub message {id}"),
+        None => format!("Restarted for a push of {image} ({digest})"),
+    };
+    Event {
+        metadata: ObjectMeta {
+            // kubectl's recorder names events `<object>.<hex nanoseconds>`.
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(kind.as_str().into()),
+            name: Some(name),
+            namespace: Some(ns),
+            uid: obj.metadata.uid.clone(),
+            resource_version: obj.metadata.resource_version.clone(),
+            ..ObjectReference::default()
+        },
+        reason: Some("PushRestart".into()),
+        type_: Some("Normal".into()),
+        message: Some(message),
+        count: Some(1),
+        first_timestamp: Some(Time(when)),
+        last_timestamp: Some(Time(when)),
+        event_time: None::<MicroTime>,
+        source: Some(EventSource {
+            component: Some(FIELD_MANAGER.into()),
+            ..EventSource::default()
+        }),
+        reporting_component: Some(FIELD_MANAGER.into()),
+        reporting_instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+        ..Event::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn view_reads_containers_init_containers_and_annotations() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "prod", "resourceVersion": "12",
+                         "annotations": {"pushroll.io/restart": "false"}},
+            "spec": {"template": {
+                "metadata": {"annotations": {"digest.pushroll.io/db": "sha256:1", "n": 5}},
+                "spec": {"initContainers": [{"name": "migrate", "image": "app:v1"}],
+                         "containers": [{"name": "db", "image": "pg:16"}, {"name": "noimage"}]}}}
+        }))
+        .unwrap();
+        let view = workload_view(&obj);
+        assert_eq!(view.resource_version.as_deref(), Some("12"));
+        assert_eq!(view.annotations.get("pushroll.io/restart").map(String::as_str), Some("false"));
+        assert_eq!(view.template_annotations.len(), 1, "non-string values are skipped");
+        assert_eq!(
+            view.containers,
+            vec![("migrate".into(), "app:v1".into()), ("db".into(), "pg:16".into())]
+        );
+    }
+
+    #[test]
+    fn view_of_an_odd_object_is_empty() {
+        let obj: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": 5}))
+                .unwrap();
+        assert_eq!(workload_view(&obj), WorkloadView::default());
+    }
+}

@@ -1,0 +1,248 @@
+//! Where a push is looked up: the in-memory index (from the mounted file),
+//! then the index ConfigMap through the API, rate-limited and shared by
+//! concurrent misses. Hits never call the API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::index::{Index, IndexError, LoadReport, WorkloadRef};
+use crate::k8s::{Kube, KubeError};
+use crate::metrics::{Metrics, SourceLabels};
+
+/// Which index answered a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    File,
+    Configmap,
+    Scan,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Configmap => "configmap",
+            Source::Scan => "scan",
+        }
+    }
+}
+
+/// What a lookup that finds nothing in the mounted index does (`--on-miss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnMiss {
+    /// Answer no-match: zero API calls.
+    None,
+    /// Refresh from the index ConfigMap (one GET, rate-limited), then answer.
+    Configmap,
+    /// Then scan the cluster's workloads (arrives with the indexer).
+    Scan,
+}
+
+/// The index ConfigMap: where the API fallback reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The keys the indexer writes: JSON in `data`, gzip in `binaryData`.
+pub const CONFIGMAP_KEY: &str = "index.json";
+pub const CONFIGMAP_GZ_KEY: &str = "index.json.gz";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No index is loaded and no fallback answered: Pub/Sub should retry.
+    #[error("no index is loaded and the index ConfigMap is not available: {0}")]
+    Unavailable(String),
+}
+
+/// The result of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub workloads: Vec<WorkloadRef>,
+    pub source: Source,
+}
+
+/// The indexes in memory and the fallback chain.
+pub struct IndexStore {
+    file: ArcSwapOption<Index>,
+    configmap: ArcSwapOption<Index>,
+    fallback: Option<(Kube, ConfigMapRef)>,
+    on_miss: OnMiss,
+    refresh_interval: Duration,
+    /// When the ConfigMap was last fetched; the lock makes concurrent
+    /// misses share one GET.
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl IndexStore {
+    pub fn new(
+        fallback: Option<(Kube, ConfigMapRef)>,
+        on_miss: OnMiss,
+        refresh_interval: Duration,
+        metrics: Arc<Metrics>,
+    ) -> IndexStore {
+        IndexStore {
+            file: ArcSwapOption::empty(),
+            configmap: ArcSwapOption::empty(),
+            fallback,
+            on_miss,
+            refresh_interval,
+            last_refresh: tokio::sync::Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Replaces the index read from the mounted file.
+    pub fn set_file(&self, index: Index) {
+        self.publish(Source::File, &index);
+        self.file.store(Some(Arc::new(index)));
+    }
+
+    fn set_configmap(&self, index: Index) {
+        self.publish(Source::Configmap, &index);
+        self.configmap.store(Some(Arc::new(index)));
+    }
+
+    fn publish(&self, source: Source, index: &Index) {
+        let labels = SourceLabels { source: source.as_str() };
+        self.metrics.index_entries.get_or_create(&labels).set(index.len() as i64);
+        if let Some(t) = index.generated_at {
+            self.metrics
+                .index_generated
+                .get_or_create(&labels)
+                .set(t.as_millisecond() as f64 / 1000.0);
+        }
+    }
+
+    /// Whether any index is loaded (for `/readyz`).
+    pub fn is_loaded(&self) -> bool {
+        self.file.load().is_some() || self.configmap.load().is_some()
+    }
+
+    /// Whether the ConfigMap fallback is configured.
+    pub fn has_fallback(&self) -> bool {
+        self.fallback.is_some()
+    }
+
+    /// The workloads that run `key` (a normalized tagged reference).
+    pub async fn lookup(&self, key: &str) -> Result<Found, LookupError> {
+        let started = Instant::now();
+        let result = self.lookup_inner(key).await;
+        if let Ok(found) = &result {
+            self.metrics.observe_lookup(found.source.as_str(), started.elapsed());
+        }
+        result
+    }
+
+    async fn lookup_inner(&self, key: &str) -> Result<Found, LookupError> {
+        if let Some(found) = self.from_memory(key) {
+            return Ok(found);
+        }
+        let loaded = self.is_loaded();
+        // The file is missing (nothing loaded) or a miss asks for a refresh.
+        if self.fallback.is_some() && (!loaded || self.on_miss != OnMiss::None) {
+            let error = self.refresh_configmap(false).await.err();
+            if let Some(found) = self.from_memory(key) {
+                return Ok(found);
+            }
+            if !self.is_loaded() {
+                let why = error.map_or_else(|| "fetched too recently".to_string(), |e| e.to_string());
+                return Err(LookupError::Unavailable(why));
+            }
+        } else if !loaded {
+            return Err(LookupError::Unavailable("no index file and no ConfigMap fallback".into()));
+        }
+        let source = if self.file.load().is_some() { Source::File } else { Source::Configmap };
+        Ok(Found { workloads: Vec::new(), source })
+    }
+
+    fn from_memory(&self, key: &str) -> Option<Found> {
+        for (slot, source) in [(&self.file, Source::File), (&self.configmap, Source::Configmap)] {
+            if let Some(index) = slot.load().as_deref() {
+                let workloads = index.lookup(key);
+                if !workloads.is_empty() {
+                    return Some(Found { workloads: workloads.to_vec(), source });
+                }
+            }
+        }
+        None
+    }
+
+    /// Fetches the index ConfigMap unless that was done less than
+    /// `--miss-refresh-interval` ago (`force` skips the interval). Callers
+    /// that arrive while a fetch is running wait for it and reuse its result.
+    pub async fn refresh_configmap(&self, force: bool) -> Result<(), RefreshError> {
+        let Some((kube, cm)) = &self.fallback else {
+            return Ok(());
+        };
+        let mut last = self.last_refresh.lock().await;
+        if !force && last.is_some_and(|t| t.elapsed() < self.refresh_interval) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let result = fetch_configmap(kube, cm).await;
+        let label = match &result {
+            Ok(Some(_)) => "configmap-ok",
+            Ok(None) => "configmap-empty",
+            Err(RefreshError::Api(KubeError::NotFound)) => "configmap-missing",
+            Err(_) => "configmap-error",
+        };
+        self.metrics
+            .index_reloads
+            .get_or_create(&crate::metrics::ResultLabels { result: label })
+            .inc();
+        match result {
+            Ok(Some((index, report))) => {
+                log_report(&report, "configmap");
+                self.set_configmap(index);
+                Ok(())
+            }
+            Ok(None) => Err(RefreshError::Empty),
+            Err(e) => {
+                tracing::warn!(error = %e, configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap not read; keeping what is in memory");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("reading the index ConfigMap: {0}")]
+    Api(#[from] KubeError),
+    #[error("the index ConfigMap is broken: {0}")]
+    Index(#[from] IndexError),
+    #[error("the index ConfigMap has neither {CONFIGMAP_KEY} nor {CONFIGMAP_GZ_KEY}")]
+    Empty,
+}
+
+async fn fetch_configmap(kube: &Kube, cm: &ConfigMapRef) -> Result<Option<(Index, LoadReport)>, RefreshError> {
+    let map = kube.get_configmap(&cm.namespace, &cm.name).await?;
+    let json = map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIGMAP_KEY))
+        .map(|s| s.as_bytes().to_vec());
+    let gz = map
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
+        .map(|b| b.0.clone());
+    Ok(crate::index::newest(json.as_deref(), gz.as_deref())?)
+}
+
+/// Logs what loading skipped, once per load.
+pub fn log_report(report: &LoadReport, source: &str) {
+    if !report.invalid_keys.is_empty() {
+        tracing::warn!(source, keys = ?report.invalid_keys, "index keys that are not image references were skipped");
+    }
+    if !report.pinned_keys.is_empty() {
+        tracing::info!(source, count = report.pinned_keys.len(), "index keys pinned by digest were skipped: they never match a push");
+    }
+}

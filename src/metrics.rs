@@ -1,0 +1,164 @@
+//! Prometheus metrics, all named `pushroll_*`. prometheus-client appends
+//! `_total` to counters itself (a name ending in `_total` panics in debug).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub outcome: &'static str,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub verb: &'static str,
+    pub resource: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~20 s: lookups are microseconds, API fallbacks milliseconds.
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 11))
+}
+
+/// Every metric pushroll exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub pushes: Family<PushLabels, Counter>,
+    pub push_duration: HistogramFamily<PushLabels>,
+    pub token_rejections: Family<ReasonLabels, Counter>,
+    pub ignored: Family<ReasonLabels, Counter>,
+    pub lookups: Family<SourceLabels, Counter>,
+    pub lookup_duration: HistogramFamily<SourceLabels>,
+    pub restarts: Family<RestartLabels, Counter>,
+    pub api_requests: Family<ApiLabels, Counter>,
+    pub index_entries: Family<SourceLabels, Gauge>,
+    pub index_generated: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    pub index_reloads: Family<ResultLabels, Counter>,
+    pub inflight_pushes: Gauge<i64, AtomicI64>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("pushroll");
+        let pushes = Family::default();
+        registry.register("pushes", "POST /push requests by outcome and status code", pushes.clone());
+        let push_duration: HistogramFamily<PushLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "push_duration",
+            "Time to answer POST /push",
+            prometheus_client::registry::Unit::Seconds,
+            push_duration.clone(),
+        );
+        let token_rejections = Family::default();
+        registry.register(
+            "token_rejections",
+            "Push requests refused by token verification, by reason",
+            token_rejections.clone(),
+        );
+        let ignored = Family::default();
+        registry.register("ignored", "Deliveries acknowledged without action, by reason", ignored.clone());
+        let lookups = Family::default();
+        registry.register("lookups", "Image lookups by the source that answered", lookups.clone());
+        let lookup_duration: HistogramFamily<SourceLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register_with_unit(
+            "lookup_duration",
+            "Time to find the workloads of an image",
+            prometheus_client::registry::Unit::Seconds,
+            lookup_duration.clone(),
+        );
+        let restarts = Family::default();
+        registry.register("restarts", "Workloads handled by kind and result", restarts.clone());
+        let api_requests = Family::default();
+        registry.register(
+            "kube_api_requests",
+            "Kubernetes API requests by verb, resource and outcome",
+            api_requests.clone(),
+        );
+        let index_entries = Family::default();
+        registry.register("index_entries", "Images in the in-memory index, by source", index_entries.clone());
+        let index_generated = Family::default();
+        registry.register(
+            "index_generated_timestamp_seconds",
+            "The index's generatedAt as a Unix timestamp, by source",
+            index_generated.clone(),
+        );
+        let index_reloads = Family::default();
+        registry.register("index_reloads", "Index (re)loads by result", index_reloads.clone());
+        let inflight_pushes = Gauge::default();
+        registry.register("inflight_pushes", "POST /push requests being handled", inflight_pushes.clone());
+        Arc::new(Metrics {
+            registry,
+            pushes,
+            push_duration,
+            token_rejections,
+            ignored,
+            lookups,
+            lookup_duration,
+            restarts,
+            api_requests,
+            index_entries,
+            index_generated,
+            index_reloads,
+            inflight_pushes,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn observe_push(&self, outcome: &'static str, code: u16, took: Duration) {
+        let labels = PushLabels { outcome, code };
+        self.pushes.get_or_create(&labels).inc();
+        self.push_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_lookup(&self, source: &'static str, took: Duration) {
+        let labels = SourceLabels { source };
+        self.lookups.get_or_create(&labels).inc();
+        self.lookup_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn api_request(&self, verb: &'static str, resource: &'static str, outcome: &'static str) {
+        self.api_requests
+            .get_or_create(&ApiLabels { verb, resource, outcome })
+            .inc();
+    }
+}

@@ -1,0 +1,161 @@
+//! The executor: carries out the planner's decisions through the API,
+//! a bounded number of workloads at a time.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::index::{Kind, WorkloadRef};
+use crate::k8s::{Kube, KubeError, restart_event, workload_view};
+use crate::metrics::{Metrics, RestartLabels};
+use crate::plan::{NamespaceFilter, Plan, RestartResult, plan, restart_patch};
+
+/// How often a patch refused for a stale resourceVersion is re-read and
+/// re-planned before the push is answered 503.
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// The outcome for one workload, as the 200 body lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkloadResult {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub result: RestartResult,
+}
+
+/// A workload that could not be handled; a redelivery can finish it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadFailure {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub error: String,
+}
+
+/// What one push asks the executor to do.
+pub struct Push<'a> {
+    /// The normalized tagged image (`domain/path:tag`).
+    pub image_key: &'a str,
+    pub digest: &'a str,
+    pub message_id: Option<&'a str>,
+}
+
+pub struct Restarter {
+    /// `None` when running without a cluster (`serve --demo`): every
+    /// allowed workload is reported as `would-restart` from the index alone.
+    kube: Option<Kube>,
+    namespaces: NamespaceFilter,
+    dry_run: bool,
+    /// Bounds API work across all pushes in flight (`--max-concurrent-restarts`).
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Restarter {
+    pub fn new(
+        kube: Option<Kube>,
+        namespaces: NamespaceFilter,
+        dry_run: bool,
+        max_concurrent: usize,
+        metrics: Arc<Metrics>,
+    ) -> Restarter {
+        Restarter {
+            kube,
+            namespaces,
+            dry_run,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            metrics,
+        }
+    }
+
+    /// Handles every workload; failures do not stop the others, so what
+    /// succeeded stays done and a redelivery finishes the rest.
+    pub async fn restart_all(
+        &self,
+        push: &Push<'_>,
+        workloads: &[WorkloadRef],
+    ) -> (Vec<WorkloadResult>, Vec<WorkloadFailure>) {
+        // The semaphore inside restart_one bounds the API work.
+        let pending: Vec<_> = workloads.iter().map(|w| self.restart_one(push, w)).collect();
+        let outcomes = futures::future::join_all(pending).await;
+        let mut done = Vec::with_capacity(outcomes.len());
+        let mut failed = Vec::new();
+        for (w, outcome) in workloads.iter().zip(outcomes) {
+            match outcome {
+                Ok(result) => {
+                    self.metrics
+                        .restarts
+                        .get_or_create(&RestartLabels { kind: w.kind.as_str(), result: result.as_str() })
+                        .inc();
+                    done.push(WorkloadResult {
+                        kind: w.kind,
+                        namespace: w.namespace.clone(),
+                        name: w.name.clone(),
+                        result,
+                    });
+                }
+                Err(e) => {
+                    self.metrics
+                        .restarts
+                        .get_or_create(&RestartLabels { kind: w.kind.as_str(), result: "failed" })
+                        .inc();
+                    tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, error = %e, "restart failed; the push will be retried");
+                    failed.push(WorkloadFailure {
+                        kind: w.kind,
+                        namespace: w.namespace.clone(),
+                        name: w.name.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        (done, failed)
+    }
+
+    async fn restart_one(&self, push: &Push<'_>, w: &WorkloadRef) -> Result<RestartResult, KubeError> {
+        if !self.namespaces.allows(&w.namespace) {
+            return Ok(RestartResult::Excluded);
+        }
+        let Some(kube) = &self.kube else {
+            return Ok(if self.dry_run { RestartResult::WouldRestart } else { RestartResult::NotFound });
+        };
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        for _ in 0..CONFLICT_ATTEMPTS {
+            let obj = match kube.get_workload(w.kind, &w.namespace, &w.name).await {
+                Ok(obj) => obj,
+                Err(KubeError::NotFound) => return Ok(RestartResult::NotFound),
+                Err(e) => return Err(e),
+            };
+            let view = workload_view(&obj);
+            let decision = plan(&view, push.image_key, push.digest);
+            let Plan::Restart { containers } = &decision else {
+                return Ok(decision.result(self.dry_run));
+            };
+            if self.dry_run {
+                return Ok(RestartResult::WouldRestart);
+            }
+            let now = jiff::Timestamp::now();
+            let patch = restart_patch(view.resource_version.as_deref(), containers, push.digest, now);
+            match kube.patch_workload(w.kind, &w.namespace, &w.name, &patch).await {
+                Ok(patched) => {
+                    let event = restart_event(w.kind, &patched, push.image_key, push.digest, push.message_id, now);
+                    // The rollout happened; a lost Event must not make Pub/Sub redeliver.
+                    if let Err(e) = kube.create_event(&event).await {
+                        tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestart event");
+                    }
+                    tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, containers = ?containers, digest = push.digest, "restarted");
+                    return Ok(RestartResult::Restarted);
+                }
+                // Someone changed it since our GET (maybe a duplicate
+                // delivery restarting it): re-read and decide again.
+                Err(KubeError::Conflict(_)) => continue,
+                Err(KubeError::NotFound) => return Ok(RestartResult::NotFound),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(KubeError::Conflict(format!(
+            "still conflicting after {CONFLICT_ATTEMPTS} attempts"
+        )))
+    }
+}

@@ -1,0 +1,290 @@
+//! The HTTP edge: routes, the push handler, probes, metrics, and a server
+//! loop with bounded request heads and a graceful, bounded drain.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Json;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::http_error::{ApiError, plain_error};
+use crate::lookup::{IndexStore, Source};
+use crate::metrics::Metrics;
+use crate::push::{Action, Delivery, HEADER_MESSAGE_ID, HEADER_SUBSCRIPTION, PushHeaders, decode};
+use crate::restart::{Push, Restarter, WorkloadResult};
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub auth: Authenticator,
+    pub store: Arc<IndexStore>,
+    pub restarter: Restarter,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub dry_run: bool,
+}
+
+/// The 200 body of `POST /push` (see the contract).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushReport {
+    pub message_id: Option<String>,
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    pub workloads: Vec<WorkloadResult>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/push", post(push))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            plain_error(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
+        })
+        .with_state(state)
+}
+
+async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    state.metrics.inflight_pushes.inc();
+    let result = tokio::time::timeout(state.request_timeout, handle_push(&state, request))
+        .await
+        .unwrap_or(Err(ApiError::Timeout(state.request_timeout)));
+    state.metrics.inflight_pushes.dec();
+    let took = started.elapsed();
+    match result {
+        Ok(report) => {
+            state.metrics.observe_push(report.outcome, 200, took);
+            tracing::info!(
+                message_id = report.message_id.as_deref().unwrap_or("-"),
+                image = report.image.as_deref().unwrap_or("-"),
+                outcome = report.outcome,
+                reason = report.reason.as_deref(),
+                workloads = report.workloads.len(),
+                status = 200,
+                duration_ms = took.as_secs_f64() * 1000.0,
+                "push"
+            );
+            (StatusCode::OK, Json(report)).into_response()
+        }
+        Err(error) => {
+            let status = error.status();
+            state.metrics.observe_push(error.label(), status.as_u16(), took);
+            if let ApiError::Auth(e) = &error {
+                let reason = e.reason();
+                state
+                    .metrics
+                    .token_rejections
+                    .get_or_create(&crate::metrics::ReasonLabels { reason })
+                    .inc();
+            }
+            tracing::warn!(
+                outcome = error.label(),
+                status = status.as_u16(),
+                error = %error,
+                duration_ms = took.as_secs_f64() * 1000.0,
+                "push"
+            );
+            error.into_response()
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle_push(state: &AppState, request: Request) -> Result<PushReport, ApiError> {
+    let (parts, body) = request.into_parts();
+    // Refuse a declared oversize body before reading it.
+    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(ApiError::TooLarge { limit: state.max_body_bytes });
+    }
+    state.auth.verify(parts.headers.get(header::AUTHORIZATION)).await?;
+    let body = read_body(body, state.max_body_bytes).await?;
+    let headers = PushHeaders {
+        message_id: header_str(&parts.headers, HEADER_MESSAGE_ID),
+        subscription: header_str(&parts.headers, HEADER_SUBSCRIPTION),
+    };
+    let delivery = decode(headers, &body)?;
+    state.auth.check_subscription(delivery.subscription.as_deref())?;
+    handle_delivery(state, delivery).await
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::TooLarge { limit })
+            } else {
+                Err(ApiError::Body(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Looks up and restarts what a decoded delivery asks for.
+pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<PushReport, ApiError> {
+    let Delivery { message_id, action_name, action, .. } = delivery;
+    let (image, digest) = match action {
+        Action::Ignore(reason) => {
+            state
+                .metrics
+                .ignored
+                .get_or_create(&crate::metrics::ReasonLabels { reason: reason.label() })
+                .inc();
+            return Ok(PushReport {
+                message_id,
+                action: action_name,
+                image: None,
+                digest: None,
+                outcome: "ignored",
+                reason: Some(reason.describe()),
+                source: None,
+                workloads: Vec::new(),
+            });
+        }
+        Action::Restart { image, digest } => (image, digest),
+    };
+    let key = image.tagged();
+    let found = state.store.lookup(&key).await?;
+    let outcome = if found.workloads.is_empty() {
+        "no-match"
+    } else if state.dry_run {
+        "dry-run"
+    } else {
+        "restarted"
+    };
+    let push = Push { image_key: &key, digest: &digest, message_id: message_id.as_deref() };
+    let (done, failed) = state.restarter.restart_all(&push, &found.workloads).await;
+    if !failed.is_empty() {
+        return Err(ApiError::Restart { done, failed });
+    }
+    Ok(PushReport {
+        message_id,
+        action: action_name,
+        image: Some(key),
+        digest: Some(digest),
+        outcome,
+        reason: None,
+        source: Some(found.source),
+        workloads: done,
+    })
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let warnings: Vec<&str> = state.auth.warning().into_iter().collect();
+    let mut missing = Vec::new();
+    if !state.store.is_loaded() {
+        missing.push("no index is loaded (index file missing and the index ConfigMap not read)");
+    }
+    if !state.auth.is_ready() {
+        missing.push("signing keys have not been fetched yet");
+    }
+    if missing.is_empty() {
+        Json(serde_json::json!({"status": "ready", "warnings": warnings})).into_response()
+    } else {
+        let body = serde_json::json!({"error": "not-ready", "detail": missing.join("; "), "warnings": warnings});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Limits on what a client may send before a handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Bytes of request line plus headers (HTTP/1) or header list (HTTP/2).
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head (slowloris guard).
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `shutdown`, then stops accepting and
+/// lets in-flight requests finish for at most `drain`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all requests finished"),
+        _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "in-flight requests did not finish in time"),
+    }
+}
