@@ -1,6 +1,43 @@
 //! Where a push is verified: the OIDC token Pub/Sub signs with Google's keys.
+//!
+//! The policy is ours, never the token's: RS256 only, the key chosen by
+//! `kid` from the JWK set at `--jwks-url`, `iss`, `aud`, `exp` (and `nbf`,
+//! `iat`) checked with a small leeway, `email_verified` true, and `email`
+//! and the delivery's subscription checked against the allow-lists.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
 use axum::http::{HeaderValue, StatusCode};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::AuthConfig;
+use crate::metrics::{Metrics, ResultLabels};
+
+/// Tokens are a little over 1 KiB; anything much larger is refused before
+/// any parsing or crypto.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECS: u64 = 30;
+/// Bounds on how long fetched keys are trusted, whatever `max-age` says.
+const MIN_KEY_TTL: Duration = Duration::from_secs(60);
+const MAX_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_KEY_TTL: Duration = Duration::from_secs(3600);
+/// An unknown `kid` triggers at most one refetch per interval, so random
+/// kids cannot make us hammer the key endpoint.
+pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Retry delays while no keys can be had, doubling up to the cap.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A JWK set is a few KiB; refuse absurd ones.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// Why a push was refused by token verification.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,26 +78,32 @@ impl AuthError {
 pub enum Authenticator {
     /// `--auth none`: every request passes.
     None,
+    Google(Arc<GoogleVerifier>),
 }
 
 impl Authenticator {
     /// Checks a request's `Authorization` header.
-    pub async fn verify(&self, _authorization: Option<&HeaderValue>) -> Result<(), AuthError> {
+    pub async fn verify(&self, authorization: Option<&HeaderValue>) -> Result<(), AuthError> {
         match self {
             Authenticator::None => Ok(()),
+            Authenticator::Google(v) => v.verify(authorization).await.map(drop),
         }
     }
 
     /// Checks the delivery's subscription against `--subscription`.
-    pub fn check_subscription(&self, _subscription: Option<&str>) -> Result<(), AuthError> {
+    pub fn check_subscription(&self, subscription: Option<&str>) -> Result<(), AuthError> {
         match self {
             Authenticator::None => Ok(()),
+            Authenticator::Google(v) => v.check_subscription(subscription),
         }
     }
 
-    /// Whether signing keys are at hand (always, without verification).
+    /// Whether signing keys are at hand.
     pub fn is_ready(&self) -> bool {
-        true
+        match self {
+            Authenticator::None => true,
+            Authenticator::Google(v) => v.has_keys(),
+        }
     }
 
     /// A warning for `/readyz` and the start log, when verification is off.
@@ -69,6 +112,298 @@ impl Authenticator {
             Authenticator::None => Some(
                 "--auth none: push tokens are NOT verified; anyone who can reach this server can restart workloads",
             ),
+            Authenticator::Google(_) => None,
         }
+    }
+}
+
+/// The claims Google puts in a Pub/Sub push token that we check ourselves
+/// (`iss`, `aud`, `exp`, `nbf` are checked by jsonwebtoken).
+#[derive(Debug, Deserialize)]
+pub struct Claims {
+    pub email: Option<String>,
+    /// Google sends a boolean; some issuers send the string "true".
+    #[serde(default)]
+    pub email_verified: Option<serde_json::Value>,
+    pub iat: Option<u64>,
+    pub sub: Option<String>,
+}
+
+struct Keys {
+    set: JwkSet,
+    expires: Instant,
+}
+
+/// Google OIDC verification with a self-refreshing key cache.
+pub struct GoogleVerifier {
+    config: AuthConfig,
+    validation: Validation,
+    http: reqwest::Client,
+    keys: ArcSwapOption<Keys>,
+    ready: AtomicBool,
+    /// Serializes fetches so concurrent unknown kids share one; holds when
+    /// the last unknown-kid refetch happened.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl GoogleVerifier {
+    /// Builds the verifier and starts the key refresher (first fetch at once).
+    pub fn start(config: AuthConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<GoogleVerifier> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&config.audiences);
+        validation.set_issuer(&config.issuers);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT)
+            .build()
+            .expect("building an HTTP client with static settings");
+        if config.allowed_emails.is_empty() {
+            tracing::warn!(
+                "--allowed-email is not set: any verified Google service account with the right audience may push"
+            );
+        }
+        let verifier = Arc::new(GoogleVerifier {
+            config,
+            validation,
+            http,
+            keys: ArcSwapOption::empty(),
+            ready: AtomicBool::new(false),
+            refetch: tokio::sync::Mutex::new(None),
+            metrics,
+        });
+        tokio::spawn(refresh_loop(verifier.clone(), shutdown));
+        verifier
+    }
+
+    pub fn has_keys(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Fetches the JWK set once and installs it; old keys stay on failure.
+    async fn fetch(&self) -> Result<Duration, String> {
+        let result = self.fetch_inner().await;
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics.jwks_fetches.get_or_create(&ResultLabels { result: label }).inc();
+        match result {
+            Ok((set, ttl)) => {
+                tracing::info!(keys = set.keys.len(), ttl_secs = ttl.as_secs(), "signing keys fetched");
+                self.keys.store(Some(Arc::new(Keys { set, expires: Instant::now() + ttl })));
+                self.ready.store(true, Ordering::Release);
+                Ok(ttl)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.config.jwks_url, error = %e, "fetching signing keys failed; keeping the old ones");
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_inner(&self) -> Result<(JwkSet, Duration), String> {
+        let response = self
+            .http
+            .get(&self.config.jwks_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("key endpoint answered {status}"));
+        }
+        let ttl = cache_ttl(
+            response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        );
+        if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+            return Err("key set too large".into());
+        }
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err("key set too large".into());
+        }
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
+        Ok((set, ttl))
+    }
+
+    /// Refetches for an unknown `kid`, at most once per interval; callers
+    /// that arrive during a fetch wait and reuse it.
+    async fn refetch_for_unknown_kid(&self) {
+        let mut last = self.refetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let _ = self.fetch().await;
+    }
+
+    /// Verifies a bearer token and returns its claims.
+    pub async fn verify(&self, authorization: Option<&HeaderValue>) -> Result<Claims, AuthError> {
+        let token = bearer_token(authorization)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::Invalid("algorithm"));
+        }
+        let kid = header.kid.ok_or(AuthError::Invalid("no-kid"))?;
+        let mut keys = self.keys.load_full();
+        if keys.as_ref().is_none_or(|k| k.set.find(&kid).is_none()) {
+            self.refetch_for_unknown_kid().await;
+            keys = self.keys.load_full();
+        }
+        let keys = keys.ok_or_else(|| AuthError::KeysUnavailable("no signing keys could be fetched".into()))?;
+        let jwk = keys.set.find(&kid).ok_or(AuthError::Invalid("unknown-kid"))?;
+        // The key must be an RSA key meant for RS256 (or not say otherwise).
+        let rsa = matches!(jwk.algorithm, AlgorithmParameters::RSA(_));
+        let alg_ok = jwk.common.key_algorithm.is_none_or(|a| a == KeyAlgorithm::RS256);
+        if !rsa || !alg_ok {
+            return Err(AuthError::Invalid("key-type"));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::Invalid("bad-key"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Invalid("expired"),
+            ErrorKind::ImmatureSignature => AuthError::Invalid("not-yet-valid"),
+            ErrorKind::InvalidIssuer => AuthError::Invalid("issuer"),
+            ErrorKind::InvalidAudience => AuthError::NotAllowed("audience"),
+            ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing-claim"),
+            ErrorKind::InvalidSignature => AuthError::Invalid("signature"),
+            ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm"),
+            _ => AuthError::Invalid("malformed"),
+        })?;
+        let claims = data.claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
+            return Err(AuthError::Invalid("issued-in-future"));
+        }
+        let verified = matches!(&claims.email_verified, Some(serde_json::Value::Bool(true)))
+            || matches!(&claims.email_verified, Some(serde_json::Value::String(s)) if s == "true");
+        let email = claims.email.as_deref().ok_or(AuthError::NotAllowed("no-email"))?;
+        if !verified {
+            return Err(AuthError::NotAllowed("email-unverified"));
+        }
+        if !self.config.allowed_emails.is_empty() && !self.config.allowed_emails.iter().any(|e| e == email) {
+            return Err(AuthError::NotAllowed("email"));
+        }
+        Ok(claims)
+    }
+
+    pub fn check_subscription(&self, subscription: Option<&str>) -> Result<(), AuthError> {
+        if self.config.subscriptions.is_empty() {
+            return Ok(());
+        }
+        match subscription {
+            Some(s) if self.config.subscriptions.iter().any(|a| a == s) => Ok(()),
+            _ => Err(AuthError::NotAllowed("subscription")),
+        }
+    }
+}
+
+/// Extracts the token from `Authorization: Bearer <token>`, bounded in size.
+fn bearer_token(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
+    let value = value.ok_or(AuthError::Missing("no-header"))?;
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(AuthError::Invalid("oversized"));
+    }
+    let value = value.to_str().map_err(|_| AuthError::Invalid("malformed"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing("not-bearer"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Missing("not-bearer"));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::Missing("empty"));
+    }
+    Ok(token)
+}
+
+/// How long fetched keys are trusted: `Cache-Control: max-age`, bounded.
+pub fn cache_ttl(cache_control: Option<&str>) -> Duration {
+    let max_age = cache_control.and_then(|cc| {
+        cc.split(',')
+            .filter_map(|d| d.trim().strip_prefix("max-age="))
+            .find_map(|v| v.trim_matches('"').parse::<u64>().ok())
+    });
+    max_age
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_KEY_TTL)
+        .clamp(MIN_KEY_TTL, MAX_KEY_TTL)
+}
+
+/// Keeps the keys fresh: fetch at start (retrying with backoff while it
+/// fails), then again when they expire.
+async fn refresh_loop(verifier: Arc<GoogleVerifier>, shutdown: CancellationToken) {
+    let mut retry = RETRY_MIN;
+    loop {
+        let wait = {
+            // Scheduled fetches share the lock with unknown-kid refetches.
+            let _guard = verifier.refetch.lock().await;
+            match verifier.fetch().await {
+                Ok(_) => {
+                    retry = RETRY_MIN;
+                    let expires = verifier.keys.load().as_ref().map(|k| k.expires);
+                    expires.map_or(DEFAULT_KEY_TTL, |e| e.saturating_duration_since(Instant::now()))
+                }
+                Err(_) => {
+                    let wait = retry;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    wait
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        let hv = |s: &str| HeaderValue::from_str(s).unwrap();
+        let big = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
+        let table: Vec<(Option<HeaderValue>, Result<&str, &str>)> = vec![
+            (None, Err("no-header")),
+            (Some(hv("Basic abc")), Err("not-bearer")),
+            (Some(hv("Bearer")), Err("not-bearer")),
+            (Some(hv("Bearer ")), Err("empty")),
+            (Some(hv("Bearer    ")), Err("empty")),
+            (Some(hv(&big)), Err("oversized")),
+            (Some(hv("Bearer abc.def.ghi")), Ok("abc.def.ghi")),
+            (Some(hv("bearer abc")), Ok("abc")),
+        ];
+        for (value, want) in table {
+            let got = bearer_token(value.as_ref()).map_err(|e| e.reason());
+            assert_eq!(got, want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn cache_ttl_is_bounded() {
+        let table = [
+            (None, DEFAULT_KEY_TTL),
+            (Some("public, max-age=19204, must-revalidate"), Duration::from_secs(19204)),
+            (Some("max-age=1"), MIN_KEY_TTL),
+            (Some("max-age=99999999"), MAX_KEY_TTL),
+            (Some("no-cache"), DEFAULT_KEY_TTL),
+            (Some("max-age=abc"), DEFAULT_KEY_TTL),
+        ];
+        for (cc, want) in table {
+            assert_eq!(cache_ttl(cc), want, "{cc:?}");
+        }
+    }
+
+    #[test]
+    fn status_codes() {
+        assert_eq!(AuthError::Missing("x").status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(AuthError::Invalid("x").status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(AuthError::NotAllowed("x").status(), StatusCode::FORBIDDEN);
+        assert_eq!(AuthError::KeysUnavailable("x".into()).status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

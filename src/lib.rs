@@ -148,9 +148,11 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     let metrics = Metrics::new();
     let auth = match config.auth.mode {
         AuthMode::None => Authenticator::None,
-        AuthMode::Google => anyhow::bail!(
-            "--auth google: Google token verification is not built yet; use --auth none behind a trusted network"
-        ),
+        AuthMode::Google => Authenticator::Google(auth::GoogleVerifier::start(
+            config.auth.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )),
     };
     if let Some(warning) = auth.warning() {
         tracing::warn!("{warning}");

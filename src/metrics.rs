@@ -67,6 +67,7 @@ pub struct Metrics {
     pub index_entries: Family<SourceLabels, Gauge>,
     pub index_generated: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     pub index_reloads: Family<ResultLabels, Counter>,
+    pub jwks_fetches: Family<ResultLabels, Counter>,
     pub inflight_pushes: Gauge<i64, AtomicI64>,
 }
 
@@ -117,6 +118,8 @@ impl Metrics {
         );
         let index_reloads = Family::default();
         registry.register("index_reloads", "Index (re)loads by result", index_reloads.clone());
+        let jwks_fetches = Family::default();
+        registry.register("jwks_fetches", "Fetches of the token signing keys by result", jwks_fetches.clone());
         let inflight_pushes = Gauge::default();
         registry.register("inflight_pushes", "POST /push requests being handled", inflight_pushes.clone());
         Arc::new(Metrics {
@@ -132,6 +135,7 @@ impl Metrics {
             index_entries,
             index_generated,
             index_reloads,
+            jwks_fetches,
             inflight_pushes,
         })
     }

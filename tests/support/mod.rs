@@ -1,0 +1,306 @@
+//! Shared helpers for the end-to-end tests: the `pushroll` binary as a
+//! child process, OIDC tokens signed by test keys, a JWK set served over
+//! real HTTP, and sample payloads.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+pub const DIGEST: &str = "sha256:6ec128e26cd5e5b3d5ad4ad0b3b1e0b5c5a4a2a8e1f3f6f9d0a7b4c1e2d3f4a5";
+pub const DIGEST2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+pub const REPO: &str = "us-east1-docker.pkg.dev/demo-project/apps/web";
+
+/// Installs the one rustls provider, as `main` does.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// An Artifact Registry INSERT notification for `repo:tag` at `digest`.
+pub fn insert(repo: &str, tag: &str, digest: &str) -> String {
+    json!({"action": "INSERT", "digest": format!("{repo}@{digest}"), "tag": format!("{repo}:{tag}")}).to_string()
+}
+
+/// A wrapped Pub/Sub push envelope around `data`.
+pub fn wrapped(data: &str, message_id: &str, subscription: &str) -> String {
+    json!({
+        "subscription": subscription,
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "messageId": message_id, "message_id": message_id,
+            "publishTime": "2026-11-26T22:47:29.798Z", "publish_time": "2026-11-26T22:47:29.798Z",
+            "attributes": {"source": "test"}
+        }
+    })
+    .to_string()
+}
+
+/// A running `pushroll` process; killed on drop.
+pub struct Pushroll {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Pushroll {
+    /// Starts `pushroll ARGS…` with `env`, and waits for its "listening" line.
+    pub fn start(args: &[&str], env: &[(&str, &Path)]) -> Pushroll {
+        Self::start_env(args, &env.iter().map(|(k, v)| (*k, v.to_string_lossy().into_owned())).collect::<Vec<_>>())
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, String)]) -> Pushroll {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
+        cmd.args(["--log-format", "json", "--log-level", "info,pushroll=debug"]);
+        cmd.args(args);
+        // A developer's own cluster config must never leak into tests.
+        cmd.env_remove("KUBECONFIG");
+        cmd.env("HOME", "/nonexistent");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PUSHROLL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning pushroll");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("pushroll did not start listening:\n{}", logs.lock().unwrap().join("\n"));
+            }
+        };
+        Pushroll { child, addr, logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `pushroll ARGS…` to completion; returns (status, stdout, stderr).
+    pub fn run(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStatus, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
+        cmd.args(["--log-format", "json"]).args(args);
+        cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("running pushroll");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Pushroll {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP client for the tests.
+pub fn http() -> reqwest::Client {
+    init();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` to `/push`; returns the status and the JSON body.
+pub async fn post(client: &reqwest::Client, p: &Pushroll, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let response = client.post(p.url("/push")).body(body).send().await.expect("POST /push");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    (status, json)
+}
+
+/// A test signing key with its `kid`.
+pub struct Signer {
+    pub kid: String,
+    pub key: EncodingKey,
+    pub jwk: Jwk,
+    pub alg: Algorithm,
+}
+
+impl Signer {
+    pub fn rsa(pem_file: &str, kid: &str) -> Signer {
+        let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(pem_file)).unwrap();
+        let key = EncodingKey::from_rsa_pem(&pem).unwrap();
+        Self::with(key, kid, Algorithm::RS256)
+    }
+
+    pub fn ec(kid: &str) -> Signer {
+        let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ec.pem")).unwrap();
+        let key = EncodingKey::from_ec_pem(&pem).unwrap();
+        Self::with(key, kid, Algorithm::ES256)
+    }
+
+    fn with(key: EncodingKey, kid: &str, alg: Algorithm) -> Signer {
+        let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        Signer { kid: kid.to_owned(), key, jwk, alg }
+    }
+
+    /// Signs `claims` with this key, `kid` in the header.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+
+    /// Signs with an explicit header.
+    pub fn sign_with(&self, header: &Header, claims: &Value) -> String {
+        jsonwebtoken::encode(header, claims, &self.key).unwrap()
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims shaped like Google's Pub/Sub push token.
+pub fn google_claims(audience: &str, email: &str) -> Value {
+    let now = now();
+    json!({
+        "aud": audience, "azp": "1234567890", "email": email, "email_verified": true,
+        "exp": now + 3600, "iat": now, "iss": "https://accounts.google.com", "sub": "1234567890"
+    })
+}
+
+/// A JWK set served over real HTTP on loopback, with a fetch counter and
+/// an off switch.
+pub struct JwksServer {
+    pub url: String,
+    keys: Arc<Mutex<Vec<Jwk>>>,
+    fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl JwksServer {
+    pub async fn start(keys: Vec<Jwk>) -> JwksServer {
+        use axum::routing::get;
+        let keys = Arc::new(Mutex::new(keys));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let (k, f, d) = (keys.clone(), fetches.clone(), down.clone());
+        let app = axum::Router::new().route(
+            "/certs",
+            get(move || {
+                let (k, f, d) = (k.clone(), f.clone(), d.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    if d.load(Ordering::SeqCst) {
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("cache-control", "no-store")], String::new());
+                    }
+                    let set = JwkSet { keys: k.lock().unwrap().clone() };
+                    (axum::http::StatusCode::OK, [("cache-control", "public, max-age=3600")], serde_json::to_string(&set).unwrap())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/certs", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        JwksServer { url, keys, fetches, down, _shutdown: tx }
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    pub fn set_keys(&self, keys: Vec<Jwk>) {
+        *self.keys.lock().unwrap() = keys;
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+/// Polls `check` until it returns `Some`, at most `limit`: a wait on a
+/// condition, never a fixed sleep.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
