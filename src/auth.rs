@@ -149,7 +149,11 @@ pub struct GoogleVerifier {
 
 impl GoogleVerifier {
     /// Builds the verifier and starts the key refresher (first fetch at once).
-    pub fn start(config: AuthConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<GoogleVerifier> {
+    pub fn start(
+        config: AuthConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<GoogleVerifier> {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&config.audiences);
         validation.set_issuer(&config.issuers);
@@ -187,11 +191,21 @@ impl GoogleVerifier {
     async fn fetch(&self) -> Result<Duration, String> {
         let result = self.fetch_inner().await;
         let label = if result.is_ok() { "success" } else { "error" };
-        self.metrics.jwks_fetches.get_or_create(&ResultLabels { result: label }).inc();
+        self.metrics
+            .jwks_fetches
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
         match result {
             Ok((set, ttl)) => {
-                tracing::info!(keys = set.keys.len(), ttl_secs = ttl.as_secs(), "signing keys fetched");
-                self.keys.store(Some(Arc::new(Keys { set, expires: Instant::now() + ttl })));
+                tracing::info!(
+                    keys = set.keys.len(),
+                    ttl_secs = ttl.as_secs(),
+                    "signing keys fetched"
+                );
+                self.keys.store(Some(Arc::new(Keys {
+                    set,
+                    expires: Instant::now() + ttl,
+                })));
                 self.ready.store(true, Ordering::Release);
                 Ok(ttl)
             }
@@ -219,14 +233,18 @@ impl GoogleVerifier {
                 .get(reqwest::header::CACHE_CONTROL)
                 .and_then(|v| v.to_str().ok()),
         );
-        if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
             return Err("key set too large".into());
         }
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         if body.len() > MAX_JWKS_BYTES {
             return Err("key set too large".into());
         }
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))?;
         Ok((set, ttl))
     }
 
@@ -244,7 +262,8 @@ impl GoogleVerifier {
     /// Verifies a bearer token and returns its claims.
     pub async fn verify(&self, authorization: Option<&HeaderValue>) -> Result<Claims, AuthError> {
         let token = bearer_token(authorization)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::Invalid("algorithm"));
         }
@@ -254,24 +273,33 @@ impl GoogleVerifier {
             self.refetch_for_unknown_kid().await;
             keys = self.keys.load_full();
         }
-        let keys = keys.ok_or_else(|| AuthError::KeysUnavailable("no signing keys could be fetched".into()))?;
-        let jwk = keys.set.find(&kid).ok_or(AuthError::Invalid("unknown-kid"))?;
+        let keys = keys
+            .ok_or_else(|| AuthError::KeysUnavailable("no signing keys could be fetched".into()))?;
+        let jwk = keys
+            .set
+            .find(&kid)
+            .ok_or(AuthError::Invalid("unknown-kid"))?;
         // The key must be an RSA key meant for RS256 (or not say otherwise).
         let rsa = matches!(jwk.algorithm, AlgorithmParameters::RSA(_));
-        let alg_ok = jwk.common.key_algorithm.is_none_or(|a| a == KeyAlgorithm::RS256);
+        let alg_ok = jwk
+            .common
+            .key_algorithm
+            .is_none_or(|a| a == KeyAlgorithm::RS256);
         if !rsa || !alg_ok {
             return Err(AuthError::Invalid("key-type"));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|_| AuthError::Invalid("bad-key"))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Invalid("expired"),
-            ErrorKind::ImmatureSignature => AuthError::Invalid("not-yet-valid"),
-            ErrorKind::InvalidIssuer => AuthError::Invalid("issuer"),
-            ErrorKind::InvalidAudience => AuthError::NotAllowed("audience"),
-            ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing-claim"),
-            ErrorKind::InvalidSignature => AuthError::Invalid("signature"),
-            ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm"),
-            _ => AuthError::Invalid("malformed"),
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Invalid("expired"),
+                ErrorKind::ImmatureSignature => AuthError::Invalid("not-yet-valid"),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("issuer"),
+                ErrorKind::InvalidAudience => AuthError::NotAllowed("audience"),
+                ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing-claim"),
+                ErrorKind::InvalidSignature => AuthError::Invalid("signature"),
+                ErrorKind::InvalidAlgorithm => AuthError::Invalid("algorithm"),
+                _ => AuthError::Invalid("malformed"),
+            }
         })?;
         let claims = data.claims;
         let now = jsonwebtoken::get_current_timestamp();
@@ -280,11 +308,16 @@ impl GoogleVerifier {
         }
         let verified = matches!(&claims.email_verified, Some(serde_json::Value::Bool(true)))
             || matches!(&claims.email_verified, Some(serde_json::Value::String(s)) if s == "true");
-        let email = claims.email.as_deref().ok_or(AuthError::NotAllowed("no-email"))?;
+        let email = claims
+            .email
+            .as_deref()
+            .ok_or(AuthError::NotAllowed("no-email"))?;
         if !verified {
             return Err(AuthError::NotAllowed("email-unverified"));
         }
-        if !self.config.allowed_emails.is_empty() && !self.config.allowed_emails.iter().any(|e| e == email) {
+        if !self.config.allowed_emails.is_empty()
+            && !self.config.allowed_emails.iter().any(|e| e == email)
+        {
             return Err(AuthError::NotAllowed("email"));
         }
         Ok(claims)
@@ -307,8 +340,12 @@ fn bearer_token(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
     if value.len() > MAX_AUTHORIZATION_BYTES {
         return Err(AuthError::Invalid("oversized"));
     }
-    let value = value.to_str().map_err(|_| AuthError::Invalid("malformed"))?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing("not-bearer"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid("malformed"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or(AuthError::Missing("not-bearer"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Missing("not-bearer"));
     }
@@ -344,7 +381,9 @@ async fn refresh_loop(verifier: Arc<GoogleVerifier>, shutdown: CancellationToken
                 Ok(_) => {
                     retry = RETRY_MIN;
                     let expires = verifier.keys.load().as_ref().map(|k| k.expires);
-                    expires.map_or(DEFAULT_KEY_TTL, |e| e.saturating_duration_since(Instant::now()))
+                    expires.map_or(DEFAULT_KEY_TTL, |e| {
+                        e.saturating_duration_since(Instant::now())
+                    })
                 }
                 Err(_) => {
                     let wait = retry;
@@ -388,7 +427,10 @@ mod tests {
     fn cache_ttl_is_bounded() {
         let table = [
             (None, DEFAULT_KEY_TTL),
-            (Some("public, max-age=19204, must-revalidate"), Duration::from_secs(19204)),
+            (
+                Some("public, max-age=19204, must-revalidate"),
+                Duration::from_secs(19204),
+            ),
             (Some("max-age=1"), MIN_KEY_TTL),
             (Some("max-age=99999999"), MAX_KEY_TTL),
             (Some("no-cache"), DEFAULT_KEY_TTL),
@@ -404,6 +446,9 @@ mod tests {
         assert_eq!(AuthError::Missing("x").status(), StatusCode::UNAUTHORIZED);
         assert_eq!(AuthError::Invalid("x").status(), StatusCode::UNAUTHORIZED);
         assert_eq!(AuthError::NotAllowed("x").status(), StatusCode::FORBIDDEN);
-        assert_eq!(AuthError::KeysUnavailable("x".into()).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            AuthError::KeysUnavailable("x".into()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

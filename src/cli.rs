@@ -16,7 +16,11 @@ const DEMO_INDEX_PATH: &str = "examples/index.json";
 const DEMO_LISTEN: &str = "127.0.0.1:8080";
 
 #[derive(Debug, Parser)]
-#[command(name = "pushroll", version, about = "Restarts Kubernetes workloads the moment a new container image is pushed")]
+#[command(
+    name = "pushroll",
+    version,
+    about = "Restarts Kubernetes workloads the moment a new container image is pushed"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -46,7 +50,12 @@ pub struct LogArgs {
     #[arg(long, global = true, env = "PUSHROLL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
     /// Log filter in `tracing` syntax (e.g. `info`, `pushroll=debug`).
-    #[arg(long, global = true, env = "PUSHROLL_LOG_LEVEL", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "PUSHROLL_LOG_LEVEL",
+        default_value = "info"
+    )]
     pub log_level: String,
 }
 
@@ -57,7 +66,11 @@ pub struct IndexArgs {
     #[arg(long, env = "PUSHROLL_INDEX_FILE")]
     pub index_file: Option<PathBuf>,
     /// `NAME` or `NAMESPACE/NAME` of the index ConfigMap for the API fallback.
-    #[arg(long, env = "PUSHROLL_INDEX_CONFIGMAP", default_value = "pushroll-index")]
+    #[arg(
+        long,
+        env = "PUSHROLL_INDEX_CONFIGMAP",
+        default_value = "pushroll-index"
+    )]
     pub index_configmap: String,
     /// What a lookup that finds nothing in the mounted index does.
     #[arg(long, env = "PUSHROLL_ON_MISS", value_enum, default_value_t = OnMiss::Configmap)]
@@ -105,10 +118,19 @@ pub struct ServeArgs {
     #[arg(long, env = "PUSHROLL_ALLOWED_EMAIL", value_delimiter = ',')]
     pub allowed_email: Vec<String>,
     /// Google's signing keys (JWK set).
-    #[arg(long, env = "PUSHROLL_JWKS_URL", default_value = "https://www.googleapis.com/oauth2/v3/certs")]
+    #[arg(
+        long,
+        env = "PUSHROLL_JWKS_URL",
+        default_value = "https://www.googleapis.com/oauth2/v3/certs"
+    )]
     pub jwks_url: String,
     /// Accepted `iss` values.
-    #[arg(long, env = "PUSHROLL_ISSUER", value_delimiter = ',', default_value = "https://accounts.google.com,accounts.google.com")]
+    #[arg(
+        long,
+        env = "PUSHROLL_ISSUER",
+        value_delimiter = ',',
+        default_value = "https://accounts.google.com,accounts.google.com"
+    )]
     pub issuer: Vec<String>,
     /// Only these `projects/P/subscriptions/S` are accepted when given.
     #[arg(long, env = "PUSHROLL_SUBSCRIPTION", value_delimiter = ',')]
@@ -177,9 +199,16 @@ impl IndexConfig {
         let namespace = self
             .configmap_namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or_else(|| default_namespace.to_owned());
-        ConfigMapRef { namespace, name: self.configmap_name.clone() }
+        ConfigMapRef {
+            namespace,
+            name: self.configmap_name.clone(),
+        }
     }
 }
 
@@ -206,17 +235,25 @@ pub enum ConfigError {
     Listen(String),
     #[error("--index-configmap {0:?} must be NAME or NAMESPACE/NAME")]
     ConfigMap(String),
-    #[error("--auth google needs --audience (the audience set on the Pub/Sub subscription, by default the push endpoint URL); use --auth none only for local trials")]
+    #[error(
+        "--auth google needs --audience (the audience set on the Pub/Sub subscription, by default the push endpoint URL); use --auth none only for local trials"
+    )]
     NoAudience,
     #[error("--max-header-bytes must be at least 8192")]
     HeaderBytes,
-    #[error("--on-miss scan is not available yet (it arrives with the indexer); use configmap or none")]
+    #[error(
+        "--on-miss scan is not available yet (it arrives with the indexer); use configmap or none"
+    )]
     ScanUnsupported,
 }
 
 /// `:8080` binds every interface, like Go servers accept.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
     full.parse().map_err(|_| ConfigError::Listen(s.to_owned()))
 }
 
@@ -261,7 +298,11 @@ impl ServeArgs {
             (None, true) => DEMO_LISTEN.to_owned(),
             (None, false) => "0.0.0.0:8080".to_owned(),
         };
-        let auth_mode = self.auth.unwrap_or(if demo { AuthMode::None } else { AuthMode::Google });
+        let auth_mode = self.auth.unwrap_or(if demo {
+            AuthMode::None
+        } else {
+            AuthMode::Google
+        });
         if auth_mode == AuthMode::Google && self.audience.is_empty() {
             return Err(ConfigError::NoAudience);
         }
@@ -303,7 +344,9 @@ mod tests {
         let mut argv = vec!["pushroll", "serve"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Serve(s) = cli.command else { unreachable!() };
+        let Command::Serve(s) = cli.command else {
+            unreachable!()
+        };
         s.resolve().map_err(|e| e.to_string())
     }
 
@@ -337,7 +380,15 @@ mod tests {
         assert!(c.index.embedded.is_some());
         assert_eq!(c.auth.mode, AuthMode::None);
         assert!(c.dry_run && c.offline);
-        let c = serve(&["--demo", "--listen", ":9999", "--dry-run=false", "--index-file", "/x.json"]).unwrap();
+        let c = serve(&[
+            "--demo",
+            "--listen",
+            ":9999",
+            "--dry-run=false",
+            "--index-file",
+            "/x.json",
+        ])
+        .unwrap();
         assert_eq!(c.listen, "0.0.0.0:9999".parse().unwrap());
         assert!(!c.dry_run);
         assert_eq!(c.index.file, PathBuf::from("/x.json"));
@@ -354,8 +405,14 @@ mod tests {
         assert_eq!(c.index.on_miss, OnMiss::Configmap);
         assert_eq!(c.index.miss_refresh_interval, Duration::from_secs(10));
         assert_eq!(c.auth.mode, AuthMode::Google);
-        assert_eq!(c.auth.jwks_url, "https://www.googleapis.com/oauth2/v3/certs");
-        assert_eq!(c.auth.issuers, ["https://accounts.google.com", "accounts.google.com"]);
+        assert_eq!(
+            c.auth.jwks_url,
+            "https://www.googleapis.com/oauth2/v3/certs"
+        );
+        assert_eq!(
+            c.auth.issuers,
+            ["https://accounts.google.com", "accounts.google.com"]
+        );
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.max_concurrent_restarts, 8);
         assert!(!c.dry_run && !c.offline);
@@ -366,12 +423,27 @@ mod tests {
         let table: &[(&[&str], &str)] = &[
             (&[], "--auth google needs --audience"),
             (&["--auth", "none", "--listen", "nope"], "--listen"),
-            (&["--auth", "none", "--index-configmap", "a/b/c"], "--index-configmap"),
-            (&["--auth", "none", "--index-configmap", "/b"], "--index-configmap"),
+            (
+                &["--auth", "none", "--index-configmap", "a/b/c"],
+                "--index-configmap",
+            ),
+            (
+                &["--auth", "none", "--index-configmap", "/b"],
+                "--index-configmap",
+            ),
             (&["--auth", "none", "--on-miss", "scan"], "--on-miss scan"),
-            (&["--auth", "none", "--on-miss", "sometimes"], "invalid value"),
-            (&["--auth", "none", "--miss-refresh-interval", "soon"], "invalid value"),
-            (&["--auth", "none", "--max-header-bytes", "100"], "at least 8192"),
+            (
+                &["--auth", "none", "--on-miss", "sometimes"],
+                "invalid value",
+            ),
+            (
+                &["--auth", "none", "--miss-refresh-interval", "soon"],
+                "invalid value",
+            ),
+            (
+                &["--auth", "none", "--max-header-bytes", "100"],
+                "at least 8192",
+            ),
         ];
         for (args, want) in table {
             let err = serve(args).expect_err(&format!("{args:?}"));
@@ -382,8 +454,14 @@ mod tests {
     #[test]
     fn lists_split_on_commas_and_configmap_namespace() {
         let c = serve(&[
-            "--auth", "none", "--namespace", "a,b", "--exclude-namespace", "c",
-            "--index-configmap", "ops/idx",
+            "--auth",
+            "none",
+            "--namespace",
+            "a,b",
+            "--exclude-namespace",
+            "c",
+            "--index-configmap",
+            "ops/idx",
         ])
         .unwrap();
         assert_eq!(c.namespaces.include, ["a", "b"]);

@@ -102,6 +102,11 @@ impl IntoResponse for ApiError {
 
 /// A JSON error for routes other than `/push` (404, 405, readiness).
 pub fn plain_error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
-    let body = ErrorBody { error, detail: detail.into(), workloads: None, failed: None };
+    let body = ErrorBody {
+        error,
+        detail: detail.into(),
+        workloads: None,
+        failed: None,
+    };
     (status, Json(body)).into_response()
 }

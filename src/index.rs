@@ -128,7 +128,8 @@ impl Index {
             return Err(IndexError::Version(v));
         }
         let mut report = LoadReport::default();
-        let mut images: HashMap<String, Vec<WorkloadRef>> = HashMap::with_capacity(file.images.len());
+        let mut images: HashMap<String, Vec<WorkloadRef>> =
+            HashMap::with_capacity(file.images.len());
         for (key, entries) in file.images {
             let reference = match Reference::parse(&key) {
                 Ok(r) if r.is_pinned() => {
@@ -162,7 +163,13 @@ impl Index {
                 same
             });
         }
-        Ok((Index { generated_at: file.generated_at, images }, report))
+        Ok((
+            Index {
+                generated_at: file.generated_at,
+                images,
+            },
+            report,
+        ))
     }
 
     /// Parses a gzip-compressed index (`index.json.gz`).
@@ -191,7 +198,10 @@ impl Index {
             workloads.sort();
             workloads.dedup();
         }
-        Index { generated_at, images }
+        Index {
+            generated_at,
+            images,
+        }
     }
 
     /// The workloads that run `key` (a normalized tagged reference).
@@ -226,14 +236,20 @@ impl Index {
 /// Reads an index stored as JSON, gzip, or both (as a ConfigMap volume or
 /// object may hold). With both, the newer `generatedAt` wins; one broken
 /// copy does not hide a good one. `None` when neither is present.
-pub fn newest(json: Option<&[u8]>, gz: Option<&[u8]>) -> Result<Option<(Index, LoadReport)>, IndexError> {
+pub fn newest(
+    json: Option<&[u8]>,
+    gz: Option<&[u8]>,
+) -> Result<Option<(Index, LoadReport)>, IndexError> {
     let parsed = [json.map(Index::from_json), gz.map(Index::from_gzip)];
     let mut best: Option<(Index, LoadReport)> = None;
     let mut first_error = None;
     for result in parsed.into_iter().flatten() {
         match result {
             Ok(candidate) => {
-                if best.as_ref().is_none_or(|(b, _)| candidate.0.generated_at > b.generated_at) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(b, _)| candidate.0.generated_at > b.generated_at)
+                {
                     best = Some(candidate);
                 }
             }
@@ -282,7 +298,11 @@ mod tests {
                 w(Kind::StatefulSet, "production", "db", &["init"]),
             ]
         );
-        assert!(index.lookup("us-east1-docker.pkg.dev/p/r/app:v2").is_empty());
+        assert!(
+            index
+                .lookup("us-east1-docker.pkg.dev/p/r/app:v2")
+                .is_empty()
+        );
     }
 
     #[test]
@@ -332,7 +352,10 @@ mod tests {
             (b"{", "JSON"),
             (b"[]", "JSON"),
             (br#"{"version":2,"images":{}}"#, "version 2"),
-            (br#"{"images":{"a:1":[{"kind":"Job","namespace":"a","name":"b"}]}}"#, "JSON"),
+            (
+                br#"{"images":{"a:1":[{"kind":"Job","namespace":"a","name":"b"}]}}"#,
+                "JSON",
+            ),
             (br#"{"images":{"a:1":[{"namespace":"a"}]}}"#, "JSON"),
             (br#"{"images":{"a:1":{}}}"#, "JSON"),
             (br#"{"generatedAt":"yesterday","images":{}}"#, "JSON"),
@@ -348,21 +371,30 @@ mod tests {
         use std::io::Write as _;
         let index = Index::from_entries(
             Some("2026-11-26T12:00:00Z".parse().unwrap()),
-            [("docker.io/library/nginx:latest".to_string(), w(Kind::Deployment, "a", "web", &["n"]))],
+            [(
+                "docker.io/library/nginx:latest".to_string(),
+                w(Kind::Deployment, "a", "web", &["n"]),
+            )],
         );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&index.to_json()).unwrap();
         let (back, _) = Index::from_gzip(&gz.finish().unwrap()).unwrap();
         assert_eq!(back, index);
-        assert!(matches!(Index::from_gzip(b"not gzip"), Err(IndexError::Gzip(_))));
+        assert!(matches!(
+            Index::from_gzip(b"not gzip"),
+            Err(IndexError::Gzip(_))
+        ));
     }
 
     #[test]
     fn serialization_is_stable() {
-        let a = Index::from_entries(None, [
-            ("b:1".to_string(), w(Kind::Deployment, "x", "b", &[])),
-            ("a:1".to_string(), w(Kind::DaemonSet, "x", "a", &["c"])),
-        ]);
+        let a = Index::from_entries(
+            None,
+            [
+                ("b:1".to_string(), w(Kind::Deployment, "x", "b", &[])),
+                ("a:1".to_string(), w(Kind::DaemonSet, "x", "a", &["c"])),
+            ],
+        );
         let json = String::from_utf8(a.to_json()).unwrap();
         assert_eq!(
             json,
@@ -373,7 +405,15 @@ mod tests {
     #[test]
     fn newest_of_json_and_gzip() {
         use std::io::Write as _;
-        let at = |t: &str| Index::from_entries(Some(t.parse().unwrap()), [("docker.io/library/a:1".to_string(), w(Kind::Deployment, "x", t, &[]))]);
+        let at = |t: &str| {
+            Index::from_entries(
+                Some(t.parse().unwrap()),
+                [(
+                    "docker.io/library/a:1".to_string(),
+                    w(Kind::Deployment, "x", t, &[]),
+                )],
+            )
+        };
         let gz = |i: &Index| {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             e.write_all(&i.to_json()).unwrap();
@@ -383,9 +423,18 @@ mod tests {
         let new = at("2026-02-01T00:00:00Z");
         let pick = |j: Option<&[u8]>, g: Option<&[u8]>| newest(j, g).map(|o| o.map(|(i, _)| i));
         assert_eq!(pick(None, None).unwrap(), None);
-        assert_eq!(pick(Some(&old.to_json()), Some(&gz(&new))).unwrap(), Some(new.clone()));
-        assert_eq!(pick(Some(&new.to_json()), Some(&gz(&old))).unwrap(), Some(new.clone()));
-        assert_eq!(pick(Some(b"broken"), Some(&gz(&old))).unwrap(), Some(old.clone()));
+        assert_eq!(
+            pick(Some(&old.to_json()), Some(&gz(&new))).unwrap(),
+            Some(new.clone())
+        );
+        assert_eq!(
+            pick(Some(&new.to_json()), Some(&gz(&old))).unwrap(),
+            Some(new.clone())
+        );
+        assert_eq!(
+            pick(Some(b"broken"), Some(&gz(&old))).unwrap(),
+            Some(old.clone())
+        );
         assert!(pick(Some(b"broken"), None).is_err());
     }
 }

@@ -36,7 +36,10 @@ pub struct IndexFile {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("reading {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Index { path: PathBuf, source: IndexError },
 }
@@ -54,7 +57,10 @@ impl IndexFile {
         let read = |p: &Path| match std::fs::read(p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FileError::Io { path: p.to_owned(), source: e }),
+            Err(e) => Err(FileError::Io {
+                path: p.to_owned(),
+                source: e,
+            }),
         };
         let json = read(&self.path)?;
         let gz = read(&self.gz_path())?;
@@ -84,7 +90,12 @@ pub struct FileWatch {
 
 impl FileWatch {
     pub fn new(file: IndexFile, store: Arc<IndexStore>, metrics: Arc<Metrics>) -> FileWatch {
-        FileWatch { file, store, metrics, last_hash: None }
+        FileWatch {
+            file,
+            store,
+            metrics,
+            last_hash: None,
+        }
     }
 
     /// Reads the file now; returns whether an index is loaded from it.
@@ -134,7 +145,10 @@ impl FileWatch {
     }
 
     fn count(&self, result: &'static str) {
-        self.metrics.index_reloads.get_or_create(&ResultLabels { result }).inc();
+        self.metrics
+            .index_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Watches the file's directory and re-reads every `interval` as well.

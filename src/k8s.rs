@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use serde_json::Value;
 
 use crate::index::Kind;
@@ -45,8 +47,13 @@ impl KubeError {
                     404 => KubeError::NotFound,
                     409 => KubeError::Conflict(message),
                     403 => KubeError::Forbidden(message),
-                    400 | 422 => KubeError::Rejected { code: status.code, message },
-                    code => KubeError::Unavailable(format!("API server answered {code}: {message}")),
+                    400 | 422 => KubeError::Rejected {
+                        code: status.code,
+                        message,
+                    },
+                    code => {
+                        KubeError::Unavailable(format!("API server answered {code}: {message}"))
+                    }
                 }
             }
             other => KubeError::Unavailable(other.to_string()),
@@ -69,7 +76,9 @@ impl KubeError {
 /// `~/.kube/config`), with timeouts so that a dead API server answers a push
 /// with 503 inside Pub/Sub's ack deadline. Returns the default namespace too.
 pub async fn infer_client(timeout: Duration) -> Result<(Client, String), kube::Error> {
-    let mut config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
@@ -115,7 +124,12 @@ impl Kube {
         Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind))
     }
 
-    pub async fn get_workload(&self, kind: Kind, ns: &str, name: &str) -> Result<DynamicObject, KubeError> {
+    pub async fn get_workload(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+    ) -> Result<DynamicObject, KubeError> {
         let result = self.workloads(kind, ns).get(name).await;
         self.count("get", resource_of(kind), result)
     }
@@ -168,7 +182,12 @@ pub fn workload_view(obj: &DynamicObject) -> WorkloadView {
     let containers = ["initContainers", "containers"]
         .iter()
         .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
-        .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["image"].as_str()?.to_owned())))
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                c["image"].as_str()?.to_owned(),
+            ))
+        })
         .collect();
     WorkloadView {
         resource_version: obj.metadata.resource_version.clone(),
@@ -222,7 +241,9 @@ pub fn restart_event(
             ..EventSource::default()
         }),
         reporting_component: Some(FIELD_MANAGER.into()),
-        reporting_instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+        reporting_instance: std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok()),
         ..Event::default()
     }
 }
@@ -246,11 +267,23 @@ mod tests {
         .unwrap();
         let view = workload_view(&obj);
         assert_eq!(view.resource_version.as_deref(), Some("12"));
-        assert_eq!(view.annotations.get("pushroll.io/restart").map(String::as_str), Some("false"));
-        assert_eq!(view.template_annotations.len(), 1, "non-string values are skipped");
+        assert_eq!(
+            view.annotations
+                .get("pushroll.io/restart")
+                .map(String::as_str),
+            Some("false")
+        );
+        assert_eq!(
+            view.template_annotations.len(),
+            1,
+            "non-string values are skipped"
+        );
         assert_eq!(
             view.containers,
-            vec![("migrate".into(), "app:v1".into()), ("db".into(), "pg:16".into())]
+            vec![
+                ("migrate".into(), "app:v1".into()),
+                ("db".into(), "pg:16".into())
+            ]
         );
     }
 

@@ -31,7 +31,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::cli::{AuthMode, Cli, Command, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig};
+use crate::cli::{
+    AuthMode, Cli, Command, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig,
+};
 use crate::index_file::{FileWatch, IndexFile};
 use crate::k8s::{Kube, infer_client};
 use crate::lookup::IndexStore;
@@ -69,7 +71,11 @@ fn init_logging(args: &LogArgs) {
         .with_writer(std::io::stderr);
     // Ignore "already set": tests may run several commands in one process.
     let _ = if json {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     } else {
         builder.try_init()
     };
@@ -132,7 +138,10 @@ async fn build_store(
         config.miss_refresh_interval,
         metrics.clone(),
     ));
-    let file = IndexFile { path: config.file.clone(), embedded: config.embedded };
+    let file = IndexFile {
+        path: config.file.clone(),
+        embedded: config.embedded,
+    };
     let mut watch = FileWatch::new(file, store.clone(), metrics.clone());
     let (loaded, watch) = tokio::task::spawn_blocking(move || (watch.reload(), watch)).await?;
     if !loaded && store.has_fallback() {
@@ -157,7 +166,8 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     if let Some(warning) = auth.warning() {
         tracing::warn!("{warning}");
     }
-    let (store, kube, watch) = build_store(&config.index, config.offline, !config.dry_run, &metrics).await?;
+    let (store, kube, watch) =
+        build_store(&config.index, config.offline, !config.dry_run, &metrics).await?;
     if !store.is_loaded() {
         tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
     }
@@ -197,13 +207,24 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: HEADER_READ_TIMEOUT,
     };
-    server::serve(listener, server::router(state), limits, shutdown, config.shutdown_timeout).await;
+    server::serve(
+        listener,
+        server::router(state),
+        limits,
+        shutdown,
+        config.shutdown_timeout,
+    )
+    .await;
     Ok(())
 }
 
 /// With no index at all, keep trying the ConfigMap so that readiness
 /// recovers without waiting for a push.
-async fn retry_configmap_until_loaded(store: Arc<IndexStore>, every: Duration, shutdown: CancellationToken) {
+async fn retry_configmap_until_loaded(
+    store: Arc<IndexStore>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     while !store.is_loaded() {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -237,9 +258,18 @@ async fn lookup(args: LookupArgs) -> anyhow::Result<()> {
     } else if found.workloads.is_empty() {
         println!("no workload uses {key} (source: {})", found.source.as_str());
     } else {
-        println!("{:<12} {:<24} {:<32} CONTAINERS", "KIND", "NAMESPACE", "NAME");
+        println!(
+            "{:<12} {:<24} {:<32} CONTAINERS",
+            "KIND", "NAMESPACE", "NAME"
+        );
         for w in &found.workloads {
-            println!("{:<12} {:<24} {:<32} {}", w.kind.as_str(), w.namespace, w.name, w.containers.join(","));
+            println!(
+                "{:<12} {:<24} {:<32} {}",
+                w.kind.as_str(),
+                w.namespace,
+                w.name,
+                w.containers.join(",")
+            );
         }
     }
     Ok(())

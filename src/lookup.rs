@@ -110,8 +110,13 @@ impl IndexStore {
     }
 
     fn publish(&self, source: Source, index: &Index) {
-        let labels = SourceLabels { source: source.as_str() };
-        self.metrics.index_entries.get_or_create(&labels).set(index.len() as i64);
+        let labels = SourceLabels {
+            source: source.as_str(),
+        };
+        self.metrics
+            .index_entries
+            .get_or_create(&labels)
+            .set(index.len() as i64);
         if let Some(t) = index.generated_at {
             self.metrics
                 .index_generated
@@ -135,7 +140,8 @@ impl IndexStore {
         let started = Instant::now();
         let result = self.lookup_inner(key).await;
         if let Ok(found) = &result {
-            self.metrics.observe_lookup(found.source.as_str(), started.elapsed());
+            self.metrics
+                .observe_lookup(found.source.as_str(), started.elapsed());
         }
         result
     }
@@ -152,22 +158,38 @@ impl IndexStore {
                 return Ok(found);
             }
             if !self.is_loaded() {
-                let why = error.map_or_else(|| "fetched too recently".to_string(), |e| e.to_string());
+                let why =
+                    error.map_or_else(|| "fetched too recently".to_string(), |e| e.to_string());
                 return Err(LookupError::Unavailable(why));
             }
         } else if !loaded {
-            return Err(LookupError::Unavailable("no index file and no ConfigMap fallback".into()));
+            return Err(LookupError::Unavailable(
+                "no index file and no ConfigMap fallback".into(),
+            ));
         }
-        let source = if self.file.load().is_some() { Source::File } else { Source::Configmap };
-        Ok(Found { workloads: Vec::new(), source })
+        let source = if self.file.load().is_some() {
+            Source::File
+        } else {
+            Source::Configmap
+        };
+        Ok(Found {
+            workloads: Vec::new(),
+            source,
+        })
     }
 
     fn from_memory(&self, key: &str) -> Option<Found> {
-        for (slot, source) in [(&self.file, Source::File), (&self.configmap, Source::Configmap)] {
+        for (slot, source) in [
+            (&self.file, Source::File),
+            (&self.configmap, Source::Configmap),
+        ] {
             if let Some(index) = slot.load().as_deref() {
                 let workloads = index.lookup(key);
                 if !workloads.is_empty() {
-                    return Some(Found { workloads: workloads.to_vec(), source });
+                    return Some(Found {
+                        workloads: workloads.to_vec(),
+                        source,
+                    });
                 }
             }
         }
@@ -222,7 +244,10 @@ pub enum RefreshError {
     Empty,
 }
 
-async fn fetch_configmap(kube: &Kube, cm: &ConfigMapRef) -> Result<Option<(Index, LoadReport)>, RefreshError> {
+async fn fetch_configmap(
+    kube: &Kube,
+    cm: &ConfigMapRef,
+) -> Result<Option<(Index, LoadReport)>, RefreshError> {
     let map = kube.get_configmap(&cm.namespace, &cm.name).await?;
     let json = map
         .data
@@ -243,6 +268,10 @@ pub fn log_report(report: &LoadReport, source: &str) {
         tracing::warn!(source, keys = ?report.invalid_keys, "index keys that are not image references were skipped");
     }
     if !report.pinned_keys.is_empty() {
-        tracing::info!(source, count = report.pinned_keys.len(), "index keys pinned by digest were skipped: they never match a push");
+        tracing::info!(
+            source,
+            count = report.pinned_keys.len(),
+            "index keys pinned by digest were skipped: they never match a push"
+        );
     }
 }

@@ -75,8 +75,13 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("pushroll");
         let pushes = Family::default();
-        registry.register("pushes", "POST /push requests by outcome and status code", pushes.clone());
-        let push_duration: HistogramFamily<PushLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "pushes",
+            "POST /push requests by outcome and status code",
+            pushes.clone(),
+        );
+        let push_duration: HistogramFamily<PushLabels> =
+            Family::new_with_constructor(latency_histogram);
         registry.register_with_unit(
             "push_duration",
             "Time to answer POST /push",
@@ -90,10 +95,19 @@ impl Metrics {
             token_rejections.clone(),
         );
         let ignored = Family::default();
-        registry.register("ignored", "Deliveries acknowledged without action, by reason", ignored.clone());
+        registry.register(
+            "ignored",
+            "Deliveries acknowledged without action, by reason",
+            ignored.clone(),
+        );
         let lookups = Family::default();
-        registry.register("lookups", "Image lookups by the source that answered", lookups.clone());
-        let lookup_duration: HistogramFamily<SourceLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "lookups",
+            "Image lookups by the source that answered",
+            lookups.clone(),
+        );
+        let lookup_duration: HistogramFamily<SourceLabels> =
+            Family::new_with_constructor(latency_histogram);
         registry.register_with_unit(
             "lookup_duration",
             "Time to find the workloads of an image",
@@ -101,7 +115,11 @@ impl Metrics {
             lookup_duration.clone(),
         );
         let restarts = Family::default();
-        registry.register("restarts", "Workloads handled by kind and result", restarts.clone());
+        registry.register(
+            "restarts",
+            "Workloads handled by kind and result",
+            restarts.clone(),
+        );
         let api_requests = Family::default();
         registry.register(
             "kube_api_requests",
@@ -109,7 +127,11 @@ impl Metrics {
             api_requests.clone(),
         );
         let index_entries = Family::default();
-        registry.register("index_entries", "Images in the in-memory index, by source", index_entries.clone());
+        registry.register(
+            "index_entries",
+            "Images in the in-memory index, by source",
+            index_entries.clone(),
+        );
         let index_generated = Family::default();
         registry.register(
             "index_generated_timestamp_seconds",
@@ -117,11 +139,23 @@ impl Metrics {
             index_generated.clone(),
         );
         let index_reloads = Family::default();
-        registry.register("index_reloads", "Index (re)loads by result", index_reloads.clone());
+        registry.register(
+            "index_reloads",
+            "Index (re)loads by result",
+            index_reloads.clone(),
+        );
         let jwks_fetches = Family::default();
-        registry.register("jwks_fetches", "Fetches of the token signing keys by result", jwks_fetches.clone());
+        registry.register(
+            "jwks_fetches",
+            "Fetches of the token signing keys by result",
+            jwks_fetches.clone(),
+        );
         let inflight_pushes = Gauge::default();
-        registry.register("inflight_pushes", "POST /push requests being handled", inflight_pushes.clone());
+        registry.register(
+            "inflight_pushes",
+            "POST /push requests being handled",
+            inflight_pushes.clone(),
+        );
         Arc::new(Metrics {
             registry,
             pushes,
@@ -151,18 +185,26 @@ impl Metrics {
     pub fn observe_push(&self, outcome: &'static str, code: u16, took: Duration) {
         let labels = PushLabels { outcome, code };
         self.pushes.get_or_create(&labels).inc();
-        self.push_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        self.push_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn observe_lookup(&self, source: &'static str, took: Duration) {
         let labels = SourceLabels { source };
         self.lookups.get_or_create(&labels).inc();
-        self.lookup_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        self.lookup_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
     }
 
     pub fn api_request(&self, verb: &'static str, resource: &'static str, outcome: &'static str) {
         self.api_requests
-            .get_or_create(&ApiLabels { verb, resource, outcome })
+            .get_or_create(&ApiLabels {
+                verb,
+                resource,
+                outcome,
+            })
             .inc();
     }
 }

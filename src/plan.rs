@@ -72,7 +72,9 @@ pub enum Plan {
     NotFound,
     AlreadyCurrent,
     /// Patch the template; `containers` are the ones that run the image.
-    Restart { containers: Vec<String> },
+    Restart {
+        containers: Vec<String>,
+    },
 }
 
 impl Plan {
@@ -170,18 +172,31 @@ mod tests {
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-    fn view(containers: &[(&str, &str)], template: &[(&str, &str)], own: &[(&str, &str)]) -> WorkloadView {
-        let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    fn view(
+        containers: &[(&str, &str)],
+        template: &[(&str, &str)],
+        own: &[(&str, &str)],
+    ) -> WorkloadView {
+        let map = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         WorkloadView {
             resource_version: Some("7".into()),
             annotations: map(own),
             template_annotations: map(template),
-            containers: containers.iter().map(|(n, i)| (n.to_string(), i.to_string())).collect(),
+            containers: containers
+                .iter()
+                .map(|(n, i)| (n.to_string(), i.to_string()))
+                .collect(),
         }
     }
 
     fn restart(cs: &[&str]) -> Plan {
-        Plan::Restart { containers: cs.iter().map(|c| c.to_string()).collect() }
+        Plan::Restart {
+            containers: cs.iter().map(|c| c.to_string()).collect(),
+        }
     }
 
     #[test]
@@ -190,21 +205,77 @@ mod tests {
         let pinned = format!("us-east1-docker.pkg.dev/p/r/app:v1@{D1}");
         let digest_app = "digest.pushroll.io/app";
         let table: Vec<(&str, WorkloadView, Plan)> = vec![
-            ("one container", view(&[("app", app)], &[], &[]), restart(&["app"])),
-            ("upper-case host matches", view(&[("app", "US-EAST1-docker.pkg.dev/p/r/app:v1")], &[], &[]), restart(&["app"])),
-            ("init container", view(&[("init", app), ("main", "nginx")], &[], &[]), restart(&["init"])),
-            ("two containers", view(&[("b", app), ("a", app)], &[], &[]), restart(&["a", "b"])),
-            ("other tag", view(&[("app", "us-east1-docker.pkg.dev/p/r/app:v2")], &[], &[]), Plan::NotFound),
-            ("pinned never matches", view(&[("app", &pinned)], &[], &[]), Plan::NotFound),
+            (
+                "one container",
+                view(&[("app", app)], &[], &[]),
+                restart(&["app"]),
+            ),
+            (
+                "upper-case host matches",
+                view(&[("app", "US-EAST1-docker.pkg.dev/p/r/app:v1")], &[], &[]),
+                restart(&["app"]),
+            ),
+            (
+                "init container",
+                view(&[("init", app), ("main", "nginx")], &[], &[]),
+                restart(&["init"]),
+            ),
+            (
+                "two containers",
+                view(&[("b", app), ("a", app)], &[], &[]),
+                restart(&["a", "b"]),
+            ),
+            (
+                "other tag",
+                view(&[("app", "us-east1-docker.pkg.dev/p/r/app:v2")], &[], &[]),
+                Plan::NotFound,
+            ),
+            (
+                "pinned never matches",
+                view(&[("app", &pinned)], &[], &[]),
+                Plan::NotFound,
+            ),
             ("no containers", view(&[], &[], &[]), Plan::NotFound),
-            ("invalid image", view(&[("app", "Not An Image")], &[], &[]), Plan::NotFound),
-            ("current", view(&[("app", app)], &[(digest_app, D1)], &[]), Plan::AlreadyCurrent),
-            ("older digest", view(&[("app", app)], &[(digest_app, D2)], &[]), restart(&["app"])),
-            ("one of two current", view(&[("app", app), ("side", app)], &[(digest_app, D1)], &[]), restart(&["app", "side"])),
-            ("opt out on workload", view(&[("app", app)], &[], &[(OPT_OUT, "false")]), Plan::Excluded),
-            ("opt out on template", view(&[("app", app)], &[(OPT_OUT, "False")], &[]), Plan::Excluded),
-            ("opt in explicitly", view(&[("app", app)], &[(OPT_OUT, "true")], &[]), restart(&["app"])),
-            ("excluded beats current", view(&[("app", app)], &[(digest_app, D1)], &[(OPT_OUT, "false")]), Plan::Excluded),
+            (
+                "invalid image",
+                view(&[("app", "Not An Image")], &[], &[]),
+                Plan::NotFound,
+            ),
+            (
+                "current",
+                view(&[("app", app)], &[(digest_app, D1)], &[]),
+                Plan::AlreadyCurrent,
+            ),
+            (
+                "older digest",
+                view(&[("app", app)], &[(digest_app, D2)], &[]),
+                restart(&["app"]),
+            ),
+            (
+                "one of two current",
+                view(&[("app", app), ("side", app)], &[(digest_app, D1)], &[]),
+                restart(&["app", "side"]),
+            ),
+            (
+                "opt out on workload",
+                view(&[("app", app)], &[], &[(OPT_OUT, "false")]),
+                Plan::Excluded,
+            ),
+            (
+                "opt out on template",
+                view(&[("app", app)], &[(OPT_OUT, "False")], &[]),
+                Plan::Excluded,
+            ),
+            (
+                "opt in explicitly",
+                view(&[("app", app)], &[(OPT_OUT, "true")], &[]),
+                restart(&["app"]),
+            ),
+            (
+                "excluded beats current",
+                view(&[("app", app)], &[(digest_app, D1)], &[(OPT_OUT, "false")]),
+                Plan::Excluded,
+            ),
         ];
         for (name, v, want) in table {
             assert_eq!(plan(&v, KEY, D1), want, "{name}");
@@ -216,7 +287,10 @@ mod tests {
         let r = restart(&["a"]);
         assert_eq!(r.result(false), RestartResult::Restarted);
         assert_eq!(r.result(true), RestartResult::WouldRestart);
-        assert_eq!(Plan::AlreadyCurrent.result(true), RestartResult::AlreadyCurrent);
+        assert_eq!(
+            Plan::AlreadyCurrent.result(true),
+            RestartResult::AlreadyCurrent
+        );
     }
 
     #[test]
@@ -240,8 +314,16 @@ mod tests {
     #[test]
     fn namespace_filter() {
         let all = NamespaceFilter::default();
-        let some = NamespaceFilter { include: vec!["a".into(), "b".into()], exclude: vec!["b".into()] };
-        let table = [(&all, "x", true), (&some, "a", true), (&some, "b", false), (&some, "x", false)];
+        let some = NamespaceFilter {
+            include: vec!["a".into(), "b".into()],
+            exclude: vec!["b".into()],
+        };
+        let table = [
+            (&all, "x", true),
+            (&some, "a", true),
+            (&some, "b", false),
+            (&some, "x", false),
+        ];
         for (f, ns, want) in table {
             assert_eq!(f.allows(ns), want, "{f:?} {ns}");
         }

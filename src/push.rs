@@ -301,11 +301,29 @@ mod tests {
         };
         let none = PushHeaders::default();
         let cases: Vec<(PushHeaders, String, Form, Option<&str>, Option<&str>)> = vec![
-            (none, wrapped(&insert()), Form::Wrapped, Some("43"), Some("projects/p/subscriptions/s")),
-            (unwrapped, insert(), Form::Unwrapped, Some("44"), Some("projects/p/subscriptions/raw")),
+            (
+                none,
+                wrapped(&insert()),
+                Form::Wrapped,
+                Some("43"),
+                Some("projects/p/subscriptions/s"),
+            ),
+            (
+                unwrapped,
+                insert(),
+                Form::Unwrapped,
+                Some("44"),
+                Some("projects/p/subscriptions/raw"),
+            ),
             (none, insert(), Form::Bare, None, None),
             // A wrapped envelope wins over the unwrapped header.
-            (unwrapped, wrapped(&insert()), Form::Wrapped, Some("43"), Some("projects/p/subscriptions/s")),
+            (
+                unwrapped,
+                wrapped(&insert()),
+                Form::Wrapped,
+                Some("43"),
+                Some("projects/p/subscriptions/s"),
+            ),
         ];
         for (headers, body, form, id, sub) in cases {
             let d = decode(headers, body.as_bytes()).unwrap();
@@ -343,12 +361,30 @@ mod tests {
         use IgnoreReason::*;
         let other = "registry.example.com/other/web";
         let table: Vec<(String, IgnoreReason)> = vec![
-            (format!(r#"{{"action":"DELETE","tag":"{REPO}:v1"}}"#), Delete),
-            (format!(r#"{{"action":"INSERT","digest":"{REPO}@{D}"}}"#), UntaggedDigest),
-            (format!(r#"{{"action":"INSERT","digest":"{REPO}@{D}","tag":""}}"#), UntaggedDigest),
-            (format!(r#"{{"action":"UPDATE","tag":"{REPO}:v1"}}"#), UnknownAction("UPDATE".into())),
-            (format!(r#"{{"action":"INSERT","tag":"{REPO}:v1"}}"#), MissingDigest),
-            (format!(r#"{{"action":"INSERT","digest":"{other}@{D}","tag":"{REPO}:v1"}}"#), RepositoryMismatch),
+            (
+                format!(r#"{{"action":"DELETE","tag":"{REPO}:v1"}}"#),
+                Delete,
+            ),
+            (
+                format!(r#"{{"action":"INSERT","digest":"{REPO}@{D}"}}"#),
+                UntaggedDigest,
+            ),
+            (
+                format!(r#"{{"action":"INSERT","digest":"{REPO}@{D}","tag":""}}"#),
+                UntaggedDigest,
+            ),
+            (
+                format!(r#"{{"action":"UPDATE","tag":"{REPO}:v1"}}"#),
+                UnknownAction("UPDATE".into()),
+            ),
+            (
+                format!(r#"{{"action":"INSERT","tag":"{REPO}:v1"}}"#),
+                MissingDigest,
+            ),
+            (
+                format!(r#"{{"action":"INSERT","digest":"{other}@{D}","tag":"{REPO}:v1"}}"#),
+                RepositoryMismatch,
+            ),
         ];
         for (data, want) in table {
             assert_eq!(from_data(data.as_bytes()).1, Action::Ignore(want), "{data}");
@@ -375,30 +411,62 @@ mod tests {
         for data in table {
             for (headers, body) in [
                 (PushHeaders::default(), wrapped(&data)),
-                (PushHeaders { message_id: Some("1"), subscription: None }, data.clone()),
+                (
+                    PushHeaders {
+                        message_id: Some("1"),
+                        subscription: None,
+                    },
+                    data.clone(),
+                ),
                 (PushHeaders::default(), data.clone()),
             ] {
                 let d = decode(headers, body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
-                assert!(matches!(d.action, Action::Ignore(_)), "{body}: {:?}", d.action);
+                assert!(
+                    matches!(d.action, Action::Ignore(_)),
+                    "{body}: {:?}",
+                    d.action
+                );
             }
         }
     }
 
     #[test]
     fn data_that_is_not_a_notification_is_ignored() {
-        let table = ["hello", "{}", "[]", "null", r#"{"action":1}"#, "\u{1F600}", r#"{"tag":"x"}"#];
+        let table = [
+            "hello",
+            "{}",
+            "[]",
+            "null",
+            r#"{"action":1}"#,
+            "\u{1F600}",
+            r#"{"tag":"x"}"#,
+        ];
         for data in table {
             let d = decode(PushHeaders::default(), wrapped(data).as_bytes()).unwrap();
-            assert_eq!(d.action, Action::Ignore(IgnoreReason::NotANotification), "{data}");
-            let headers = PushHeaders { message_id: Some("1"), subscription: None };
+            assert_eq!(
+                d.action,
+                Action::Ignore(IgnoreReason::NotANotification),
+                "{data}"
+            );
+            let headers = PushHeaders {
+                message_id: Some("1"),
+                subscription: None,
+            };
             let d = decode(headers, data.as_bytes()).unwrap();
-            assert_eq!(d.action, Action::Ignore(IgnoreReason::NotANotification), "{data}");
+            assert_eq!(
+                d.action,
+                Action::Ignore(IgnoreReason::NotANotification),
+                "{data}"
+            );
         }
         for body in [r#"{"message":{"data":""}}"#, r#"{"message":{}}"#] {
             let d = decode(PushHeaders::default(), body.as_bytes()).unwrap();
             assert_eq!(d.action, Action::Ignore(IgnoreReason::NoData), "{body}");
         }
-        let headers = PushHeaders { message_id: Some("1"), subscription: None };
+        let headers = PushHeaders {
+            message_id: Some("1"),
+            subscription: None,
+        };
         let d = decode(headers, b"").unwrap();
         assert_eq!(d.action, Action::Ignore(IgnoreReason::NoData));
     }
@@ -410,18 +478,34 @@ mod tests {
             ("", |e| matches!(e, DecodeError::NotJson(_))),
             ("not json", |e| matches!(e, DecodeError::NotJson(_))),
             ("{\"action\":", |e| matches!(e, DecodeError::NotJson(_))),
-            ("action=INSERT&tag=x", |e| matches!(e, DecodeError::NotJson(_))),
+            ("action=INSERT&tag=x", |e| {
+                matches!(e, DecodeError::NotJson(_))
+            }),
             ("[]", |e| matches!(e, DecodeError::NotAnEnvelope(_))),
             ("42", |e| matches!(e, DecodeError::NotAnEnvelope(_))),
             ("\"str\"", |e| matches!(e, DecodeError::NotAnEnvelope(_))),
             ("{}", |e| matches!(e, DecodeError::NotAnEnvelope(_))),
-            (r#"{"action":1}"#, |e| matches!(e, DecodeError::NotAnEnvelope(_))),
-            (r#"{"action":"INSERT","tag":5}"#, |e| matches!(e, DecodeError::NotAnEnvelope(_))),
-            (r#"{"message":"x"}"#, |e| matches!(e, DecodeError::NotAnEnvelope(_))),
-            (r#"{"message":null}"#, |e| matches!(e, DecodeError::NotAnEnvelope(_))),
-            (r#"{"message":{"data":5}}"#, |e| matches!(e, DecodeError::NotAnEnvelope(_))),
-            (r#"{"message":{"data":"!!!"}}"#, |e| *e == DecodeError::DataNotBase64),
-            (r#"{"message":{"data":"a"}}"#, |e| *e == DecodeError::DataNotBase64),
+            (r#"{"action":1}"#, |e| {
+                matches!(e, DecodeError::NotAnEnvelope(_))
+            }),
+            (r#"{"action":"INSERT","tag":5}"#, |e| {
+                matches!(e, DecodeError::NotAnEnvelope(_))
+            }),
+            (r#"{"message":"x"}"#, |e| {
+                matches!(e, DecodeError::NotAnEnvelope(_))
+            }),
+            (r#"{"message":null}"#, |e| {
+                matches!(e, DecodeError::NotAnEnvelope(_))
+            }),
+            (r#"{"message":{"data":5}}"#, |e| {
+                matches!(e, DecodeError::NotAnEnvelope(_))
+            }),
+            (r#"{"message":{"data":"!!!"}}"#, |e| {
+                *e == DecodeError::DataNotBase64
+            }),
+            (r#"{"message":{"data":"a"}}"#, |e| {
+                *e == DecodeError::DataNotBase64
+            }),
         ];
         for (body, is_expected) in table {
             let err = decode(none, body.as_bytes()).expect_err(body);

@@ -93,7 +93,11 @@ impl Reference {
     /// `domain/path:tag`, the default tag filled in; the digest is left out.
     /// This is the index key and what a push matches against.
     pub fn tagged(&self) -> String {
-        format!("{}:{}", self.name, self.tag.as_deref().unwrap_or(DEFAULT_TAG))
+        format!(
+            "{}:{}",
+            self.name,
+            self.tag.as_deref().unwrap_or(DEFAULT_TAG)
+        )
     }
 }
 
@@ -288,16 +292,36 @@ mod tests {
             ("nginx", "docker.io/library/nginx:latest", false),
             ("nginx:1.25", "docker.io/library/nginx:1.25", false),
             ("library/nginx", "docker.io/library/nginx:latest", false),
-            ("docker.io/library/nginx:latest", "docker.io/library/nginx:latest", false),
+            (
+                "docker.io/library/nginx:latest",
+                "docker.io/library/nginx:latest",
+                false,
+            ),
             ("docker.io/nginx", "docker.io/library/nginx:latest", false),
-            ("index.docker.io/library/nginx", "docker.io/library/nginx:latest", false),
+            (
+                "index.docker.io/library/nginx",
+                "docker.io/library/nginx:latest",
+                false,
+            ),
             ("bitnami/redis:7", "docker.io/bitnami/redis:7", false),
             ("localhost/app", "localhost/app:latest", false),
             ("localhost:5000/a/b:c", "localhost:5000/a/b:c", false),
             ("LOCALHOST:5000/a/b:c", "localhost:5000/a/b:c", false),
-            ("Registry.Example.COM/team/app:V1", "registry.example.com/team/app:V1", false),
-            ("us-east1-docker.pkg.dev/p/r/app:v1", "us-east1-docker.pkg.dev/p/r/app:v1", false),
-            ("gcr.io/p/a__b/c-d--e.f:1.0_rc-2", "gcr.io/p/a__b/c-d--e.f:1.0_rc-2", false),
+            (
+                "Registry.Example.COM/team/app:V1",
+                "registry.example.com/team/app:V1",
+                false,
+            ),
+            (
+                "us-east1-docker.pkg.dev/p/r/app:v1",
+                "us-east1-docker.pkg.dev/p/r/app:v1",
+                false,
+            ),
+            (
+                "gcr.io/p/a__b/c-d--e.f:1.0_rc-2",
+                "gcr.io/p/a__b/c-d--e.f:1.0_rc-2",
+                false,
+            ),
             ("[::1]:5000/app:x", "[::1]:5000/app:x", false),
             ("127.0.0.1:5000/app", "127.0.0.1:5000/app:latest", false),
             (&pinned, "host.io/p/r/i:t", true),

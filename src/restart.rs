@@ -77,7 +77,10 @@ impl Restarter {
         workloads: &[WorkloadRef],
     ) -> (Vec<WorkloadResult>, Vec<WorkloadFailure>) {
         // The semaphore inside restart_one bounds the API work.
-        let pending: Vec<_> = workloads.iter().map(|w| self.restart_one(push, w)).collect();
+        let pending: Vec<_> = workloads
+            .iter()
+            .map(|w| self.restart_one(push, w))
+            .collect();
         let outcomes = futures::future::join_all(pending).await;
         let mut done = Vec::with_capacity(outcomes.len());
         let mut failed = Vec::new();
@@ -86,7 +89,10 @@ impl Restarter {
                 Ok(result) => {
                     self.metrics
                         .restarts
-                        .get_or_create(&RestartLabels { kind: w.kind.as_str(), result: result.as_str() })
+                        .get_or_create(&RestartLabels {
+                            kind: w.kind.as_str(),
+                            result: result.as_str(),
+                        })
                         .inc();
                     done.push(WorkloadResult {
                         kind: w.kind,
@@ -98,7 +104,10 @@ impl Restarter {
                 Err(e) => {
                     self.metrics
                         .restarts
-                        .get_or_create(&RestartLabels { kind: w.kind.as_str(), result: "failed" })
+                        .get_or_create(&RestartLabels {
+                            kind: w.kind.as_str(),
+                            result: "failed",
+                        })
                         .inc();
                     tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, error = %e, "restart failed; the push will be retried");
                     failed.push(WorkloadFailure {
@@ -113,14 +122,26 @@ impl Restarter {
         (done, failed)
     }
 
-    async fn restart_one(&self, push: &Push<'_>, w: &WorkloadRef) -> Result<RestartResult, KubeError> {
+    async fn restart_one(
+        &self,
+        push: &Push<'_>,
+        w: &WorkloadRef,
+    ) -> Result<RestartResult, KubeError> {
         if !self.namespaces.allows(&w.namespace) {
             return Ok(RestartResult::Excluded);
         }
         let Some(kube) = &self.kube else {
-            return Ok(if self.dry_run { RestartResult::WouldRestart } else { RestartResult::NotFound });
+            return Ok(if self.dry_run {
+                RestartResult::WouldRestart
+            } else {
+                RestartResult::NotFound
+            });
         };
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         for _ in 0..CONFLICT_ATTEMPTS {
             let obj = match kube.get_workload(w.kind, &w.namespace, &w.name).await {
                 Ok(obj) => obj,
@@ -136,10 +157,25 @@ impl Restarter {
                 return Ok(RestartResult::WouldRestart);
             }
             let now = jiff::Timestamp::now();
-            let patch = restart_patch(view.resource_version.as_deref(), containers, push.digest, now);
-            match kube.patch_workload(w.kind, &w.namespace, &w.name, &patch).await {
+            let patch = restart_patch(
+                view.resource_version.as_deref(),
+                containers,
+                push.digest,
+                now,
+            );
+            match kube
+                .patch_workload(w.kind, &w.namespace, &w.name, &patch)
+                .await
+            {
                 Ok(patched) => {
-                    let event = restart_event(w.kind, &patched, push.image_key, push.digest, push.message_id, now);
+                    let event = restart_event(
+                        w.kind,
+                        &patched,
+                        push.image_key,
+                        push.digest,
+                        push.message_id,
+                        now,
+                    );
                     // The rollout happened; a lost Event must not make Pub/Sub redeliver.
                     if let Err(e) = kube.create_event(&event).await {
                         tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestart event");

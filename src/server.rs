@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -63,7 +63,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .method_not_allowed_fallback(|| async {
-            plain_error(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
+            plain_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "method not allowed on this route",
+            )
         })
         .with_state(state)
 }
@@ -93,7 +97,9 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
         }
         Err(error) => {
             let status = error.status();
-            state.metrics.observe_push(error.label(), status.as_u16(), took);
+            state
+                .metrics
+                .observe_push(error.label(), status.as_u16(), took);
             if let ApiError::Auth(e) = &error {
                 let reason = e.reason();
                 state
@@ -121,18 +127,26 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn handle_push(state: &AppState, request: Request) -> Result<PushReport, ApiError> {
     let (parts, body) = request.into_parts();
     // Refuse a declared oversize body before reading it.
-    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return Err(ApiError::TooLarge { limit: state.max_body_bytes });
+        return Err(ApiError::TooLarge {
+            limit: state.max_body_bytes,
+        });
     }
-    state.auth.verify(parts.headers.get(header::AUTHORIZATION)).await?;
+    state
+        .auth
+        .verify(parts.headers.get(header::AUTHORIZATION))
+        .await?;
     let body = read_body(body, state.max_body_bytes).await?;
     let headers = PushHeaders {
         message_id: header_str(&parts.headers, HEADER_MESSAGE_ID),
         subscription: header_str(&parts.headers, HEADER_SUBSCRIPTION),
     };
     let delivery = decode(headers, &body)?;
-    state.auth.check_subscription(delivery.subscription.as_deref())?;
+    state
+        .auth
+        .check_subscription(delivery.subscription.as_deref())?;
     handle_delivery(state, delivery).await
 }
 
@@ -153,13 +167,20 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
 
 /// Looks up and restarts what a decoded delivery asks for.
 pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<PushReport, ApiError> {
-    let Delivery { message_id, action_name, action, .. } = delivery;
+    let Delivery {
+        message_id,
+        action_name,
+        action,
+        ..
+    } = delivery;
     let (image, digest) = match action {
         Action::Ignore(reason) => {
             state
                 .metrics
                 .ignored
-                .get_or_create(&crate::metrics::ReasonLabels { reason: reason.label() })
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: reason.label(),
+                })
                 .inc();
             return Ok(PushReport {
                 message_id,
@@ -183,7 +204,11 @@ pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<Pus
     } else {
         "restarted"
     };
-    let push = Push { image_key: &key, digest: &digest, message_id: message_id.as_deref() };
+    let push = Push {
+        image_key: &key,
+        digest: &digest,
+        message_id: message_id.as_deref(),
+    };
     let (done, failed) = state.restarter.restart_all(&push, &found.workloads).await;
     if !failed.is_empty() {
         return Err(ApiError::Restart { done, failed });
@@ -223,7 +248,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -273,7 +301,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -16,9 +16,20 @@ const SUB: &str = "projects/demo-project/subscriptions/gcr-push";
 fn start(jwks: &JwksServer) -> Pushroll {
     Pushroll::start_env(
         &[
-            "serve", "--demo", "--listen", "127.0.0.1:0", "--auth", "google",
-            "--audience", AUD, "--allowed-email", EMAIL, "--subscription", SUB,
-            "--jwks-url", &jwks.url,
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "google",
+            "--audience",
+            AUD,
+            "--allowed-email",
+            EMAIL,
+            "--subscription",
+            SUB,
+            "--jwks-url",
+            &jwks.url,
         ],
         &[],
     )
@@ -28,25 +39,41 @@ fn body() -> String {
     wrapped(&insert(REPO, "v1.4", DIGEST), "1", SUB)
 }
 
-async fn push_with(client: &reqwest::Client, p: &Pushroll, auth: Option<&str>, body: String) -> (u16, Value, Option<String>) {
+async fn push_with(
+    client: &reqwest::Client,
+    p: &Pushroll,
+    auth: Option<&str>,
+    body: String,
+) -> (u16, Value, Option<String>) {
     let mut req = client.post(p.url("/push")).body(body);
     if let Some(a) = auth {
         req = req.header("authorization", a);
     }
     let r = req.send().await.unwrap();
     let status = r.status().as_u16();
-    let www = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let www = r
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
     (status, r.json().await.unwrap(), www)
 }
 
 async fn ready(client: &reqwest::Client, p: &Pushroll) -> u16 {
-    client.get(p.url("/readyz")).send().await.unwrap().status().as_u16()
+    client
+        .get(p.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 async fn wait_ready(client: &reqwest::Client, p: &Pushroll) {
-    eventually(Duration::from_secs(10), || async { (ready(client, p).await == 200).then_some(()) })
-        .await
-        .expect("ready once keys are fetched");
+    eventually(Duration::from_secs(10), || async {
+        (ready(client, p).await == 200).then_some(())
+    })
+    .await
+    .expect("ready once keys are fetched");
 }
 
 fn with(claims: &Value, f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
@@ -72,7 +99,8 @@ async fn only_good_tokens_get_in() {
 
     let good = google_claims(AUD, EMAIL);
     let token = a.sign(&good);
-    let (status, body_json, _) = push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
+    let (status, body_json, _) =
+        push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
     assert_eq!(status, 200, "{body_json}");
     assert_eq!(body_json["outcome"], "dry-run");
 
@@ -91,7 +119,9 @@ async fn only_good_tokens_get_in() {
     let tampered = {
         let parts: Vec<&str> = token.split('.').collect();
         use base64::Engine as _;
-        let evil = with(&good, |c| { c.insert("email".into(), json!("attacker@evil.example")); });
+        let evil = with(&good, |c| {
+            c.insert("email".into(), json!("attacker@evil.example"));
+        });
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(evil.to_string());
         format!("{}.{}.{}", parts[0], payload, parts[2])
     };
@@ -102,49 +132,218 @@ async fn only_good_tokens_get_in() {
         ("another scheme", Some(format!("Basic {token}")), 401),
         ("empty bearer", Some("Bearer ".into()), 401),
         ("garbage", Some("Bearer garbage".into()), 401),
-        ("two-part token", Some(format!("Bearer {}", token.rsplitn(2, '.').nth(1).unwrap())), 401),
-        ("alg none", Some(format!("Bearer {}", unsigned(&json!({"alg": "none", "kid": "key-a", "typ": "JWT"}), &good))), 401),
-        ("HS256 keyed with the public key", Some(format!("Bearer {hs256}")), 401),
-        ("ES256 header", Some(format!("Bearer {}", ec.sign(&good))), 401),
-        ("RS512 header", Some(format!("Bearer {}", a.sign_with(&header_of(Algorithm::RS512, Some("key-a")), &good))), 401),
-        ("other key under a known kid", Some(format!("Bearer {}", b.sign_with(&header_of(Algorithm::RS256, Some("key-a")), &good))), 401),
-        ("unknown kid", Some(format!("Bearer {}", b.sign(&good))), 401),
-        ("missing kid", Some(format!("Bearer {}", a.sign_with(&header_of(Algorithm::RS256, None), &good))), 401),
+        (
+            "two-part token",
+            Some(format!("Bearer {}", token.rsplitn(2, '.').nth(1).unwrap())),
+            401,
+        ),
+        (
+            "alg none",
+            Some(format!(
+                "Bearer {}",
+                unsigned(&json!({"alg": "none", "kid": "key-a", "typ": "JWT"}), &good)
+            )),
+            401,
+        ),
+        (
+            "HS256 keyed with the public key",
+            Some(format!("Bearer {hs256}")),
+            401,
+        ),
+        (
+            "ES256 header",
+            Some(format!("Bearer {}", ec.sign(&good))),
+            401,
+        ),
+        (
+            "RS512 header",
+            Some(format!(
+                "Bearer {}",
+                a.sign_with(&header_of(Algorithm::RS512, Some("key-a")), &good)
+            )),
+            401,
+        ),
+        (
+            "other key under a known kid",
+            Some(format!(
+                "Bearer {}",
+                b.sign_with(&header_of(Algorithm::RS256, Some("key-a")), &good)
+            )),
+            401,
+        ),
+        (
+            "unknown kid",
+            Some(format!("Bearer {}", b.sign(&good))),
+            401,
+        ),
+        (
+            "missing kid",
+            Some(format!(
+                "Bearer {}",
+                a.sign_with(&header_of(Algorithm::RS256, None), &good)
+            )),
+            401,
+        ),
         ("tampered payload", Some(format!("Bearer {tampered}")), 401),
-        ("expired", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("exp".into(), json!(now - 600)); })))), 401),
-        ("not yet valid", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("nbf".into(), json!(now + 600)); })))), 401),
-        ("issued in the future", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("iat".into(), json!(now + 600)); })))), 401),
-        ("no exp", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.remove("exp"); })))), 401),
-        ("wrong issuer", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("iss".into(), json!("https://evil.example")); })))), 401),
-        ("wrong audience", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("aud".into(), json!("https://other.example/push")); })))), 403),
-        ("email not allowed", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("email".into(), json!("someone@else.iam.gserviceaccount.com")); })))), 403),
-        ("email_verified false", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.insert("email_verified".into(), json!(false)); })))), 403),
-        ("email_verified missing", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.remove("email_verified"); })))), 403),
-        ("email missing", Some(format!("Bearer {}", a.sign(&with(&good, |c| { c.remove("email"); })))), 403),
+        (
+            "expired",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert("exp".into(), json!(now - 600));
+                }))
+            )),
+            401,
+        ),
+        (
+            "not yet valid",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert("nbf".into(), json!(now + 600));
+                }))
+            )),
+            401,
+        ),
+        (
+            "issued in the future",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert("iat".into(), json!(now + 600));
+                }))
+            )),
+            401,
+        ),
+        (
+            "no exp",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.remove("exp");
+                }))
+            )),
+            401,
+        ),
+        (
+            "wrong issuer",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert("iss".into(), json!("https://evil.example"));
+                }))
+            )),
+            401,
+        ),
+        (
+            "wrong audience",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert("aud".into(), json!("https://other.example/push"));
+                }))
+            )),
+            403,
+        ),
+        (
+            "email not allowed",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert(
+                        "email".into(),
+                        json!("someone@else.iam.gserviceaccount.com"),
+                    );
+                }))
+            )),
+            403,
+        ),
+        (
+            "email_verified false",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.insert("email_verified".into(), json!(false));
+                }))
+            )),
+            403,
+        ),
+        (
+            "email_verified missing",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.remove("email_verified");
+                }))
+            )),
+            403,
+        ),
+        (
+            "email missing",
+            Some(format!(
+                "Bearer {}",
+                a.sign(&with(&good, |c| {
+                    c.remove("email");
+                }))
+            )),
+            403,
+        ),
     ];
     for (name, auth, want) in &cases {
         let (status, json, www) = push_with(&client, &p, auth.as_deref(), body()).await;
         assert_eq!(status, *want, "{name}: {json}");
-        assert!(json["error"].is_string() && json.get("workloads").is_none(), "{name}: {json}");
+        assert!(
+            json["error"].is_string() && json.get("workloads").is_none(),
+            "{name}: {json}"
+        );
         if *want == 401 {
             assert_eq!(www.as_deref(), Some("Bearer"), "{name}");
         }
     }
     // A good token from a subscription that is not allowed.
-    let other_sub = wrapped(&insert(REPO, "v1.4", DIGEST), "2", "projects/x/subscriptions/y");
-    let (status, json, _) = push_with(&client, &p, Some(&format!("Bearer {token}")), other_sub).await;
+    let other_sub = wrapped(
+        &insert(REPO, "v1.4", DIGEST),
+        "2",
+        "projects/x/subscriptions/y",
+    );
+    let (status, json, _) =
+        push_with(&client, &p, Some(&format!("Bearer {token}")), other_sub).await;
     assert_eq!(status, 403, "{json}");
 
     // Rejections are counted by reason, and no token ever reaches the logs.
-    let metrics = client.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    for reason in ["no-header", "not-bearer", "expired", "audience", "email", "subscription", "unknown-kid", "algorithm"] {
-        assert!(metrics.contains(&format!("pushroll_token_rejections_total{{reason=\"{reason}\"}}")), "{reason}\n{metrics}");
+    let metrics = client
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "no-header",
+        "not-bearer",
+        "expired",
+        "audience",
+        "email",
+        "subscription",
+        "unknown-kid",
+        "algorithm",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "pushroll_token_rejections_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}\n{metrics}"
+        );
     }
     let logs = p.logs().join("\n");
     let signature = token.rsplit('.').next().unwrap();
     assert!(!logs.contains(signature), "a token leaked into the logs");
     // Only the one good push was acted on.
-    assert!(metrics.contains("pushroll_pushes_total{outcome=\"dry-run\",code=\"200\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("pushroll_pushes_total{outcome=\"dry-run\",code=\"200\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,11 +356,27 @@ async fn oversized_authorization_is_refused_before_crypto() {
     let huge = format!("Bearer {}", "x".repeat(9000));
     let (status, json, _) = push_with(&client, &p, Some(&huge), body()).await;
     assert_eq!(status, 401, "{json}");
-    let metrics = client.get(p.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("pushroll_token_rejections_total{reason=\"oversized\"} 1"), "{metrics}");
+    let metrics = client
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pushroll_token_rejections_total{reason=\"oversized\"} 1"),
+        "{metrics}"
+    );
     // A head larger than --max-header-bytes is refused by the HTTP layer itself.
     let enormous = format!("Bearer {}", "x".repeat(20_000));
-    let r = client.post(p.url("/push")).header("authorization", enormous).body(body()).send().await.unwrap();
+    let r = client
+        .post(p.url("/push"))
+        .header("authorization", enormous)
+        .body(body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 431);
 }
 
@@ -178,7 +393,8 @@ async fn key_rotation_refetches_once_and_bounds_unknown_kids() {
     // Google publishes a new key; a token under it is accepted after one refetch.
     jwks.set_keys(vec![a.jwk.clone(), b.jwk.clone()]);
     let token_b = b.sign(&google_claims(AUD, EMAIL));
-    let (status, json, _) = push_with(&client, &p, Some(&format!("Bearer {token_b}")), body()).await;
+    let (status, json, _) =
+        push_with(&client, &p, Some(&format!("Bearer {token_b}")), body()).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(jwks.fetches(), 2);
 
@@ -190,15 +406,33 @@ async fn key_rotation_refetches_once_and_bounds_unknown_kids() {
         let t = b.sign_with(&h, &google_claims(AUD, EMAIL));
         let (client, url, body) = (client.clone(), p.url("/push"), body());
         tasks.push(tokio::spawn(async move {
-            client.post(url).header("authorization", format!("Bearer {t}")).body(body).send().await.unwrap().status().as_u16()
+            client
+                .post(url)
+                .header("authorization", format!("Bearer {t}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 401);
     }
-    assert_eq!(jwks.fetches(), 2, "unknown kids must not trigger more fetches within the interval");
+    assert_eq!(
+        jwks.fetches(),
+        2,
+        "unknown kids must not trigger more fetches within the interval"
+    );
     // The known keys keep working.
-    let (status, _, _) = push_with(&client, &p, Some(&format!("Bearer {}", a.sign(&google_claims(AUD, EMAIL)))), body()).await;
+    let (status, _, _) = push_with(
+        &client,
+        &p,
+        Some(&format!("Bearer {}", a.sign(&google_claims(AUD, EMAIL)))),
+        body(),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -210,7 +444,11 @@ async fn key_endpoint_down_at_start_means_not_ready_and_503() {
     let p = start(&jwks);
     let client = http();
     // Wait until the first fetch has been tried and failed.
-    eventually(Duration::from_secs(5), || async { (jwks.fetches() >= 1).then_some(()) }).await.unwrap();
+    eventually(Duration::from_secs(5), || async {
+        (jwks.fetches() >= 1).then_some(())
+    })
+    .await
+    .unwrap();
     assert_eq!(ready(&client, &p).await, 503);
     let token = a.sign(&google_claims(AUD, EMAIL));
     let (status, json, _) = push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
@@ -240,14 +478,34 @@ async fn key_endpoint_down_after_start_keeps_cached_keys() {
 fn auth_google_without_audience_refuses_to_start() {
     let (status, _, stderr) = Pushroll::run(&["serve", "--auth", "google"], &[]);
     assert!(!status.success());
-    assert!(stderr.contains("--auth google needs --audience"), "{stderr}");
+    assert!(
+        stderr.contains("--auth google needs --audience"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_none_warns_at_start_and_in_readyz() {
     let p = Pushroll::start_env(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
     let client = http();
-    let body: Value = client.get(p.url("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert!(body["warnings"][0].as_str().unwrap().contains("NOT verified"), "{body}");
-    assert!(p.logs().iter().any(|l| l.contains("WARN") && l.contains("--auth none")));
+    let body: Value = client
+        .get(p.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("NOT verified"),
+        "{body}"
+    );
+    assert!(
+        p.logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("--auth none"))
+    );
 }

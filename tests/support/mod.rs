@@ -57,7 +57,12 @@ pub struct Pushroll {
 impl Pushroll {
     /// Starts `pushroll ARGS…` with `env`, and waits for its "listening" line.
     pub fn start(args: &[&str], env: &[(&str, &Path)]) -> Pushroll {
-        Self::start_env(args, &env.iter().map(|(k, v)| (*k, v.to_string_lossy().into_owned())).collect::<Vec<_>>())
+        Self::start_env(
+            args,
+            &env.iter()
+                .map(|(k, v)| (*k, v.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>(),
+        )
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, String)]) -> Pushroll {
@@ -75,7 +80,9 @@ impl Pushroll {
                 cmd.env_remove(k);
             }
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawning pushroll");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -96,7 +103,10 @@ impl Pushroll {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("pushroll did not start listening:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "pushroll did not start listening:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         Pushroll { child, addr, logs }
@@ -134,7 +144,10 @@ impl Pushroll {
     }
 
     /// Runs `pushroll ARGS…` to completion; returns (status, stdout, stderr).
-    pub fn run(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStatus, String, String) {
+    pub fn run(
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> (std::process::ExitStatus, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
         cmd.args(["--log-format", "json"]).args(args);
         cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
@@ -167,11 +180,21 @@ pub fn http() -> reqwest::Client {
 }
 
 /// POSTs `body` to `/push`; returns the status and the JSON body.
-pub async fn post(client: &reqwest::Client, p: &Pushroll, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let response = client.post(p.url("/push")).body(body).send().await.expect("POST /push");
+pub async fn post(
+    client: &reqwest::Client,
+    p: &Pushroll,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let response = client
+        .post(p.url("/push"))
+        .body(body)
+        .send()
+        .await
+        .expect("POST /push");
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{status}: body is not JSON: {text:?}"));
     (status, json)
 }
 
@@ -185,13 +208,19 @@ pub struct Signer {
 
 impl Signer {
     pub fn rsa(pem_file: &str, kid: &str) -> Signer {
-        let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(pem_file)).unwrap();
+        let pem = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(pem_file),
+        )
+        .unwrap();
         let key = EncodingKey::from_rsa_pem(&pem).unwrap();
         Self::with(key, kid, Algorithm::RS256)
     }
 
     pub fn ec(kid: &str) -> Signer {
-        let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ec.pem")).unwrap();
+        let pem =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ec.pem")).unwrap();
         let key = EncodingKey::from_ec_pem(&pem).unwrap();
         Self::with(key, kid, Algorithm::ES256)
     }
@@ -199,7 +228,12 @@ impl Signer {
     fn with(key: EncodingKey, kid: &str, alg: Algorithm) -> Signer {
         let mut jwk = Jwk::from_encoding_key(&key, alg).unwrap();
         jwk.common.key_id = Some(kid.to_owned());
-        Signer { kid: kid.to_owned(), key, jwk, alg }
+        Signer {
+            kid: kid.to_owned(),
+            key,
+            jwk,
+            alg,
+        }
     }
 
     /// Signs `claims` with this key, `kid` in the header.
@@ -216,7 +250,10 @@ impl Signer {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Claims shaped like Google's Pub/Sub push token.
@@ -252,10 +289,20 @@ impl JwksServer {
                 async move {
                     f.fetch_add(1, Ordering::SeqCst);
                     if d.load(Ordering::SeqCst) {
-                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("cache-control", "no-store")], String::new());
+                        return (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("cache-control", "no-store")],
+                            String::new(),
+                        );
                     }
-                    let set = JwkSet { keys: k.lock().unwrap().clone() };
-                    (axum::http::StatusCode::OK, [("cache-control", "public, max-age=3600")], serde_json::to_string(&set).unwrap())
+                    let set = JwkSet {
+                        keys: k.lock().unwrap().clone(),
+                    };
+                    (
+                        axum::http::StatusCode::OK,
+                        [("cache-control", "public, max-age=3600")],
+                        serde_json::to_string(&set).unwrap(),
+                    )
                 }
             }),
         );
@@ -270,7 +317,13 @@ impl JwksServer {
                 .await
                 .unwrap();
         });
-        JwksServer { url, keys, fetches, down, _shutdown: tx }
+        JwksServer {
+            url,
+            keys,
+            fetches,
+            down,
+            _shutdown: tx,
+        }
     }
 
     pub fn fetches(&self) -> usize {
