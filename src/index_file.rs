@@ -33,6 +33,9 @@ pub struct IndexFile {
     pub embedded: Option<&'static str>,
 }
 
+/// The bytes of `index.json` and `index.json.gz`, each when present.
+type RawIndex = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error("reading {path}: {source}")]
@@ -53,7 +56,7 @@ impl IndexFile {
     }
 
     /// Reads the raw bytes (JSON, gzip), `None` for each that is absent.
-    fn read_raw(&self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), FileError> {
+    fn read_raw(&self) -> Result<RawIndex, FileError> {
         let read = |p: &Path| match std::fs::read(p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -187,12 +190,7 @@ impl FileWatch {
                         ticker.tick().await;
                     } else {
                         // Let the burst settle, then read once.
-                        loop {
-                            match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                                Ok(Some(_)) => continue,
-                                _ => break,
-                            }
-                        }
+                        while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
                     }
                 }
             }

@@ -147,14 +147,14 @@ impl IndexStore {
     }
 
     async fn lookup_inner(&self, key: &str) -> Result<Found, LookupError> {
-        if let Some(found) = self.from_memory(key) {
+        if let Some(found) = self.in_memory(key) {
             return Ok(found);
         }
         let loaded = self.is_loaded();
         // The file is missing (nothing loaded) or a miss asks for a refresh.
         if self.fallback.is_some() && (!loaded || self.on_miss != OnMiss::None) {
             let error = self.refresh_configmap(false).await.err();
-            if let Some(found) = self.from_memory(key) {
+            if let Some(found) = self.in_memory(key) {
                 return Ok(found);
             }
             if !self.is_loaded() {
@@ -178,7 +178,7 @@ impl IndexStore {
         })
     }
 
-    fn from_memory(&self, key: &str) -> Option<Found> {
+    fn in_memory(&self, key: &str) -> Option<Found> {
         for (slot, source) in [
             (&self.file, Source::File),
             (&self.configmap, Source::Configmap),
