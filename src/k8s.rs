@@ -83,7 +83,37 @@ pub async fn infer_client(timeout: Duration) -> Result<(Client, String), kube::E
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
     let namespace = config.default_namespace.clone();
+    // kube's default retry waits up to 15 times, as long as Retry-After
+    // says: far past Pub/Sub's ack deadline. `Kube::call` retries briefly
+    // instead, and a redelivery covers the rest.
+    config.default_retry = false;
     Ok((Client::try_from(config)?, namespace))
+}
+
+/// Bounded retries of 429/503/504 inside one delivery: two, of at most
+/// `RETRY_CAP` each (honouring the server's `retryAfterSeconds` up to it).
+const RETRIES: u32 = 2;
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(1);
+
+/// How long to wait before retrying `err`, or `None` when a retry cannot help.
+fn retry_delay(err: &kube::Error, attempt: u32) -> Option<Duration> {
+    let kube::Error::Api(status) = err else {
+        return None;
+    };
+    if !matches!(status.code, 429 | 503 | 504) {
+        return None;
+    }
+    let server = status
+        .details
+        .as_ref()
+        .map(|d| Duration::from_secs(u64::from(d.retry_after_seconds)))
+        .filter(|d| !d.is_zero());
+    Some(
+        server
+            .unwrap_or(RETRY_BASE * 2u32.pow(attempt))
+            .min(RETRY_CAP),
+    )
 }
 
 /// The API calls pushroll makes, counted by verb, resource and outcome.
@@ -105,19 +135,36 @@ impl Kube {
         Kube { client, metrics }
     }
 
-    fn count<T>(
+    /// Makes one API call, retrying it briefly on 429/503/504, and counts
+    /// every attempt by verb, resource and outcome.
+    async fn call<T, F, Fut>(
         &self,
         verb: &'static str,
         resource: &'static str,
-        result: Result<T, kube::Error>,
-    ) -> Result<T, KubeError> {
-        let result = result.map_err(KubeError::from_kube);
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(e) => e.label(),
-        };
-        self.metrics.api_request(verb, resource, outcome);
-        result
+        f: F,
+    ) -> Result<T, KubeError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = f().await;
+            let delay = result.as_ref().err().and_then(|e| retry_delay(e, attempt));
+            let result = result.map_err(KubeError::from_kube);
+            let outcome = match &result {
+                Ok(_) => "success",
+                Err(e) => e.label(),
+            };
+            self.metrics.api_request(verb, resource, outcome);
+            match delay {
+                Some(delay) if attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return result,
+            }
+        }
     }
 
     fn workloads(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
@@ -130,8 +177,8 @@ impl Kube {
         ns: &str,
         name: &str,
     ) -> Result<DynamicObject, KubeError> {
-        let result = self.workloads(kind, ns).get(name).await;
-        self.count("get", resource_of(kind), result)
+        let api = self.workloads(kind, ns);
+        self.call("get", resource_of(kind), || api.get(name)).await
     }
 
     /// A strategic merge patch under pushroll's field manager.
@@ -146,24 +193,26 @@ impl Kube {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        let result = self
-            .workloads(kind, ns)
-            .patch(name, &params, &Patch::Strategic(patch))
-            .await;
-        self.count("patch", resource_of(kind), result)
+        let api = self.workloads(kind, ns);
+        let patch = Patch::Strategic(patch);
+        self.call("patch", resource_of(kind), || {
+            api.patch(name, &params, &patch)
+        })
+        .await
     }
 
     pub async fn create_event(&self, event: &Event) -> Result<(), KubeError> {
         let ns = event.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
-        let result = api.create(&PostParams::default(), event).await;
-        self.count("create", "events", result).map(drop)
+        let params = PostParams::default();
+        self.call("create", "events", || api.create(&params, event))
+            .await
+            .map(drop)
     }
 
     pub async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
-        let result = api.get(name).await;
-        self.count("get", "configmaps", result)
+        self.call("get", "configmaps", || api.get(name)).await
     }
 }
 

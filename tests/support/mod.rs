@@ -3,6 +3,8 @@
 //! real HTTP, and sample payloads.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod cluster;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,0 +1,771 @@
+//! End to end through real HTTP: `pushroll serve` as a process, a cluster
+//! behind it (the fake API server, and the real one when available), and
+//! the exact restarts a push causes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fake_apiserver::{FaultRule, RequestRecord};
+use serde_json::{Value, json};
+use support::cluster::{Backend, Cluster, index_for, workload};
+use support::*;
+
+/// Runs a scenario against the fake and, when one is configured, the real
+/// API server.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fake() {
+                super::$name(Cluster::fake().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(c) = Cluster::real().await {
+                    super::$name(c).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both!(
+    restarts_exactly_the_right_workloads,
+    redelivery_and_concurrent_duplicates_roll_once,
+    a_failed_patch_answers_503_and_redelivery_finishes,
+    dry_run_patches_nothing,
+    configmap_fallbacks,
+    graceful_shutdown_finishes_in_flight_pushes,
+);
+
+const IMAGE_TAG: &str = "v1";
+
+fn image() -> String {
+    format!("{REPO}:{IMAGE_TAG}")
+}
+
+/// The cluster of Must-show 1: two Deployments in two namespaces, a
+/// StatefulSet whose init container runs the image, a DaemonSet, one
+/// opted-out workload, one pinned by digest, one in an excluded namespace,
+/// and a stale index entry for a workload that is gone.
+struct Fixture {
+    c: Cluster,
+    prod: String,
+    staging: String,
+    sandbox: String,
+    index: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(c: Cluster) -> Fixture {
+        let (prod, staging, sandbox) = (c.ns("prod"), c.ns("staging"), c.ns("sandbox"));
+        let img = image();
+        let pinned = format!("{REPO}:{IMAGE_TAG}@{DIGEST2}");
+        let none = json!({});
+        for obj in [
+            workload(
+                "Deployment",
+                &prod,
+                "web",
+                &[("web", &img)],
+                &[],
+                none.clone(),
+            ),
+            workload(
+                "Deployment",
+                &staging,
+                "web",
+                &[("web", &img)],
+                &[],
+                none.clone(),
+            ),
+            workload(
+                "StatefulSet",
+                &prod,
+                "db",
+                &[("pg", "postgres:16")],
+                &[("migrate", &img)],
+                none.clone(),
+            ),
+            workload(
+                "DaemonSet",
+                &prod,
+                "agent",
+                &[("agent", &img), ("sidecar", "busybox")],
+                &[],
+                none.clone(),
+            ),
+            workload(
+                "Deployment",
+                &prod,
+                "optout",
+                &[("web", &img)],
+                &[],
+                json!({"pushroll.io/restart": "false"}),
+            ),
+            workload(
+                "Deployment",
+                &prod,
+                "pinned",
+                &[("web", &pinned)],
+                &[],
+                none.clone(),
+            ),
+            workload(
+                "Deployment",
+                &sandbox,
+                "web",
+                &[("web", &img)],
+                &[],
+                none.clone(),
+            ),
+        ] {
+            c.create(obj).await;
+        }
+        let index = index_for(
+            &img,
+            &[
+                ("Deployment", &prod, "web", &["web"]),
+                ("Deployment", &staging, "web", &["web"]),
+                ("StatefulSet", &prod, "db", &["migrate"]),
+                ("DaemonSet", &prod, "agent", &["agent"]),
+                ("Deployment", &prod, "optout", &["web"]),
+                ("Deployment", &prod, "pinned", &["web"]),
+                ("Deployment", &sandbox, "web", &["web"]),
+                ("Deployment", &prod, "gone", &["web"]),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+        Fixture {
+            c,
+            prod,
+            staging,
+            sandbox,
+            index: dir,
+        }
+    }
+
+    fn index_file(&self) -> PathBuf {
+        self.index.path().join("index.json")
+    }
+
+    fn start(&self, extra: &[&str]) -> Pushroll {
+        let index = self.index_file();
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--index-file",
+            index.to_str().unwrap(),
+            "--exclude-namespace",
+            &self.sandbox,
+        ];
+        args.extend_from_slice(extra);
+        Pushroll::start_env(
+            &args,
+            &[(
+                "KUBECONFIG",
+                self.c.kubeconfig.to_string_lossy().into_owned(),
+            )],
+        )
+    }
+
+    /// The restarted workloads' expected digest annotations.
+    fn restarted(&self) -> Vec<(&'static str, String, &'static str, &'static str)> {
+        vec![
+            ("Deployment", self.prod.clone(), "web", "web"),
+            ("Deployment", self.staging.clone(), "web", "web"),
+            ("StatefulSet", self.prod.clone(), "db", "migrate"),
+            ("DaemonSet", self.prod.clone(), "agent", "agent"),
+        ]
+    }
+
+    async fn generation(&self, kind: &str, ns: &str, name: &str) -> i64 {
+        let obj = self.c.get(kind, ns, name).await.unwrap();
+        obj["metadata"]["generation"].as_i64().unwrap()
+    }
+
+    /// Generations of every workload of the fixture.
+    async fn generations(&self) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for (kind, ns, name) in [
+            ("Deployment", &self.prod, "web"),
+            ("Deployment", &self.staging, "web"),
+            ("StatefulSet", &self.prod, "db"),
+            ("DaemonSet", &self.prod, "agent"),
+            ("Deployment", &self.prod, "optout"),
+            ("Deployment", &self.prod, "pinned"),
+            ("Deployment", &self.sandbox, "web"),
+        ] {
+            out.insert(
+                format!("{kind}/{ns}/{name}"),
+                self.generation(kind, ns, name).await,
+            );
+        }
+        out
+    }
+}
+
+fn results(body: &Value) -> BTreeMap<String, String> {
+    body["workloads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workloads: {body}"))
+        .iter()
+        .map(|w| {
+            let key = format!(
+                "{}/{}/{}",
+                w["kind"].as_str().unwrap(),
+                w["namespace"].as_str().unwrap(),
+                w["name"].as_str().unwrap()
+            );
+            (key, w["result"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// Successful PATCHes of workloads in the fake's log.
+fn patches(log: &[RequestRecord]) -> Vec<&RequestRecord> {
+    log.iter()
+        .filter(|r| r.verb == "patch" && r.status == 200)
+        .collect()
+}
+
+async fn restarts_exactly_the_right_workloads(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let before = f.generations().await;
+    let p = f.start(&[]);
+    let client = http();
+    if let Some(fake) = f.c.fake_server() {
+        fake.clear_requests();
+    }
+    let body = wrapped(
+        &insert(REPO, IMAGE_TAG, DIGEST),
+        "m-1",
+        "projects/demo-project/subscriptions/gcr-push",
+    );
+    let (status, body) = post(&client, &p, body).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "restarted");
+    assert_eq!(body["source"], "file");
+    assert_eq!(body["messageId"], "m-1");
+    assert_eq!(body["image"], image());
+    assert_eq!(body["digest"], DIGEST);
+    let (prod, staging, sandbox) = (&f.prod, &f.staging, &f.sandbox);
+    let want: BTreeMap<String, String> = [
+        (format!("Deployment/{prod}/web"), "restarted"),
+        (format!("Deployment/{staging}/web"), "restarted"),
+        (format!("StatefulSet/{prod}/db"), "restarted"),
+        (format!("DaemonSet/{prod}/agent"), "restarted"),
+        (format!("Deployment/{prod}/optout"), "excluded"),
+        (format!("Deployment/{prod}/pinned"), "not-found"),
+        (format!("Deployment/{sandbox}/web"), "excluded"),
+        (format!("Deployment/{prod}/gone"), "not-found"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect();
+    assert_eq!(results(&body), want);
+
+    // The API requests the push made, before the test reads anything.
+    let log = f.c.fake_server().map(|fake| fake.requests());
+    // Each restarted workload carries exactly the contract's annotations and
+    // rolled once (generation +1); the others are untouched.
+    let after = f.generations().await;
+    for (key, gen_before) in &before {
+        let restarted = want.get(key).map(String::as_str) == Some("restarted");
+        assert_eq!(after[key], gen_before + i64::from(restarted), "{key}");
+    }
+    for (kind, ns, name, container) in f.restarted() {
+        let obj = f.c.get(kind, &ns, name).await.unwrap();
+        let ann = &obj["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            ann[format!("digest.pushroll.io/{container}")],
+            DIGEST,
+            "{kind}/{ns}/{name}: {ann}"
+        );
+        let at = ann["kubectl.kubernetes.io/restartedAt"].as_str().unwrap();
+        assert!(
+            at.parse::<jiff::Timestamp>().is_ok(),
+            "restartedAt {at:?} is RFC 3339"
+        );
+        let keys: Vec<&String> = ann.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 2, "{kind}/{ns}/{name}: {ann}");
+    }
+    // An Event tells `kubectl describe` why each one rolled.
+    for ns in [prod, staging] {
+        let events = f.c.list("Event", ns).await;
+        let ours: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["reason"] == "PushRestart")
+            .collect();
+        let expected = f.restarted().iter().filter(|(_, n, _, _)| n == ns).count();
+        assert_eq!(ours.len(), expected, "{ns}: {events:?}");
+        for e in ours {
+            assert_eq!(e["type"], "Normal");
+            let msg = e["message"].as_str().unwrap();
+            assert!(
+                msg.contains(&image()) && msg.contains(DIGEST) && msg.contains("m-1"),
+                "{msg}"
+            );
+        }
+    }
+
+    if let Some(log) = &log {
+        let patched = patches(log);
+        assert_eq!(patched.len(), 4, "{patched:#?}");
+        for r in &patched {
+            assert_eq!(
+                r.content_type.as_deref(),
+                Some("application/strategic-merge-patch+json")
+            );
+            assert_eq!(r.field_manager.as_deref(), Some("pushroll"));
+            let b = r.body.as_ref().unwrap();
+            assert!(
+                b["metadata"]["resourceVersion"].is_string(),
+                "the patch carries the resourceVersion guard: {b}"
+            );
+            let ann = b["spec"]["template"]["metadata"]["annotations"]
+                .as_object()
+                .unwrap();
+            assert!(ann.contains_key("kubectl.kubernetes.io/restartedAt"));
+            assert_eq!(ann.len(), 2, "{b}");
+        }
+        // Must-show 2: a hit makes no lookup call: only per-workload GET and
+        // PATCH, plus the Events.
+        for r in log {
+            let ok = matches!(
+                (r.verb.as_str(), r.resource.as_deref()),
+                ("get", Some("deployments" | "statefulsets" | "daemonsets"))
+                    | ("patch", Some("deployments" | "statefulsets" | "daemonsets"))
+                    | ("create", Some("events"))
+            );
+            assert!(
+                ok,
+                "unexpected API request on a hit: {} {}",
+                r.method, r.path
+            );
+        }
+        // The excluded namespace was never even read.
+        assert!(
+            log.iter()
+                .all(|r| r.namespace.as_deref() != Some(sandbox.as_str()))
+        );
+    }
+    // Metrics count what happened.
+    let metrics = client
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pushroll_restarts_total{kind=\"Deployment\",result=\"restarted\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("pushroll_kube_api_requests_total{verb=\"patch\",resource=\"deployments\",outcome=\"success\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("pushroll_lookups_total{source=\"file\"} 1"),
+        "{metrics}"
+    );
+}
+
+async fn redelivery_and_concurrent_duplicates_roll_once(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let p = f.start(&[]);
+    let client = http();
+    let first = wrapped(&insert(REPO, IMAGE_TAG, DIGEST), "m-1", "s");
+    let (status, body) = post(&client, &p, first.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let rolled = f.generations().await;
+
+    // The same message again: already current, nothing patched.
+    if let Some(fake) = f.c.fake_server() {
+        fake.clear_requests();
+    }
+    let (status, body) = post(&client, &p, first).await;
+    assert_eq!(status, 200, "{body}");
+    for (key, result) in results(&body) {
+        assert!(
+            ["already-current", "excluded", "not-found"].contains(&result.as_str()),
+            "{key}: {result}"
+        );
+    }
+    assert_eq!(f.generations().await, rolled);
+    if let Some(fake) = f.c.fake_server() {
+        assert!(patches(&fake.requests()).is_empty());
+    }
+
+    // A new digest delivered 20 times at once: each workload rolls exactly once.
+    if let Some(fake) = f.c.fake_server() {
+        fake.clear_requests();
+    }
+    let second = wrapped(&insert(REPO, IMAGE_TAG, DIGEST2), "m-2", "s");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (client, url, body) = (client.clone(), p.url("/push"), second.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(url).body(body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut restarted = BTreeMap::<String, usize>::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        for (key, result) in results(&body) {
+            if result == "restarted" {
+                *restarted.entry(key).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(restarted.len(), 4, "{restarted:?}");
+    assert!(
+        restarted.values().all(|n| *n == 1),
+        "each workload is reported restarted by exactly one delivery: {restarted:?}"
+    );
+    let after = f.generations().await;
+    for (key, generation) in &rolled {
+        let bump = i64::from(restarted.contains_key(key));
+        assert_eq!(after[key], generation + bump, "{key}");
+    }
+    if let Some(fake) = f.c.fake_server() {
+        let log = fake.requests();
+        let mut per_workload = BTreeMap::<String, usize>::new();
+        for r in patches(&log) {
+            *per_workload.entry(r.path.clone()).or_default() += 1;
+        }
+        assert_eq!(per_workload.len(), 4);
+        assert!(per_workload.values().all(|n| *n == 1), "{per_workload:?}");
+        // The losers of the race were refused by the resourceVersion guard.
+        let conflicts = log
+            .iter()
+            .filter(|r| r.verb == "patch" && r.status == 409)
+            .count();
+        eprintln!(
+            "20 concurrent duplicates: {} PATCHes refused with 409",
+            conflicts
+        );
+    }
+}
+
+async fn a_failed_patch_answers_503_and_redelivery_finishes(c: Cluster) {
+    // Fault injection needs the fake; on the real server, RBAC plays the
+    // failing part (see the RBAC test).
+    let Some(fake) = c.fake_server().cloned() else {
+        eprintln!("SKIPPED on the real server: fault injection is the fake's");
+        return;
+    };
+    let f = Fixture::new(c).await;
+    let p = f.start(&[]);
+    let client = http();
+    // A 500 is not retried inside the delivery; a 429 is, briefly, so it
+    // takes three in a row to fail the push.
+    for (round, status_code, times) in [(1, 500u16, 1), (2, 429, 3)] {
+        let digest = if round == 1 { DIGEST } else { DIGEST2 };
+        let before = f.generations().await;
+        fake.clear_requests();
+        fake.fail_next(
+            FaultRule::status(status_code)
+                .verb("patch")
+                .resource("statefulsets")
+                .times(times),
+        );
+        let msg = wrapped(&insert(REPO, IMAGE_TAG, digest), &format!("m-{round}"), "s");
+        let (status, body) = post(&client, &p, msg.clone()).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "restart-failed");
+        let failed = body["failed"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{body}");
+        assert_eq!(failed[0]["kind"], "StatefulSet");
+        // What succeeded stays done.
+        let done = results(&body);
+        assert_eq!(
+            done.values().filter(|r| *r == "restarted").count(),
+            3,
+            "{body}"
+        );
+
+        // Pub/Sub redelivers: the StatefulSet now rolls, the others are current.
+        let (status, body) = post(&client, &p, msg).await;
+        assert_eq!(status, 200, "{body}");
+        let r = results(&body);
+        assert_eq!(r[&format!("StatefulSet/{}/db", f.prod)], "restarted");
+        assert_eq!(
+            r.values().filter(|v| *v == "already-current").count(),
+            3,
+            "{body}"
+        );
+        let after = f.generations().await;
+        for (key, generation) in &before {
+            let restarted = f
+                .restarted()
+                .iter()
+                .any(|(k, ns, n, _)| key == &format!("{k}/{ns}/{n}"));
+            assert_eq!(
+                after[key],
+                generation + i64::from(restarted),
+                "{key}: patched exactly once"
+            );
+        }
+        let log = fake.requests();
+        let per_path: Vec<&String> = patches(&log).iter().map(|r| &r.path).collect();
+        let mut unique = per_path.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            per_path.len(),
+            "nothing patched twice: {per_path:?}"
+        );
+    }
+    // A single 429 is absorbed by the bounded retry: no 503, rolled once.
+    let digest3 = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+    fake.clear_requests();
+    fake.fail_next(
+        FaultRule::status(429)
+            .verb("patch")
+            .resource("statefulsets"),
+    );
+    let (status, body) = post(
+        &client,
+        &p,
+        wrapped(&insert(REPO, IMAGE_TAG, digest3), "m-4", "s"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        results(&body)[&format!("StatefulSet/{}/db", f.prod)],
+        "restarted"
+    );
+    let sts_patches: Vec<u16> = fake
+        .requests_for("patch", Some("statefulsets"))
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(sts_patches, [429, 200]);
+    // The API server gone entirely: 503, then recovery.
+    fake.set_down(true);
+    let msg = wrapped(&insert(REPO, IMAGE_TAG, DIGEST), "m-3", "s");
+    let (status, body) = post(&client, &p, msg.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    fake.set_down(false);
+    let (status, body) = post(&client, &p, msg).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn dry_run_patches_nothing(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let before = f.generations().await;
+    let p = f.start(&["--dry-run"]);
+    let client = http();
+    let (status, body) = post(&client, &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "dry-run");
+    let r = results(&body);
+    assert_eq!(
+        r.values().filter(|v| *v == "would-restart").count(),
+        4,
+        "{body}"
+    );
+    assert_eq!(r[&format!("Deployment/{}/optout", f.prod)], "excluded");
+    assert_eq!(f.generations().await, before);
+    if let Some(fake) = f.c.fake_server() {
+        assert!(fake.requests().iter().all(|r| r.verb != "patch"));
+    }
+}
+
+async fn configmap_fallbacks(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let cm_ns = f.c.ns("pushroll");
+    let other = format!("{REPO}:v9");
+    // The ConfigMap knows an image the file does not.
+    let cm_index = index_for(&other, &[("Deployment", &f.staging, "web", &["web"])]);
+    f.c.write_index_configmap(&cm_ns, "pushroll-index", &cm_index)
+        .await;
+    let cm_arg = format!("{cm_ns}/pushroll-index");
+    let client = http();
+    let configmap_gets = |c: &Cluster| {
+        c.fake_server()
+            .map(|f| f.requests_for("get", Some("configmaps")).len())
+    };
+
+    // --on-miss none: a miss makes no API call at all.
+    {
+        let p = f.start(&["--on-miss", "none", "--index-configmap", &cm_arg]);
+        if let Some(fake) = f.c.fake_server() {
+            fake.clear_requests();
+        }
+        let (status, body) = post(&client, &p, insert(REPO, "v9", DIGEST)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["outcome"], "no-match");
+        if let Some(fake) = f.c.fake_server() {
+            assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+        }
+    }
+    // --on-miss configmap: concurrent misses share one GET, and the entry is found.
+    {
+        let p = f.start(&[
+            "--index-configmap",
+            &cm_arg,
+            "--miss-refresh-interval",
+            "1h",
+        ]);
+        if let Some(fake) = f.c.fake_server() {
+            fake.clear_requests();
+        }
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let (client, url) = (client.clone(), p.url("/push"));
+            // Distinct commit tags nobody runs: all misses.
+            let body = insert(REPO, &format!("commit-{i}"), DIGEST);
+            tasks.push(tokio::spawn(async move {
+                client
+                    .post(url)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+        assert_eq!(
+            configmap_gets(&f.c).unwrap_or(1),
+            1,
+            "misses share one GET per interval"
+        );
+        // Inside the interval, the ConfigMap's content answers from memory.
+        let (status, body) = post(&client, &p, insert(REPO, "v9", DIGEST)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["source"], "configmap");
+        assert_eq!(
+            results(&body)[&format!("Deployment/{}/web", f.staging)],
+            "not-found",
+            "the workload runs v1, not v9: the index was stale"
+        );
+        assert_eq!(configmap_gets(&f.c).unwrap_or(1), 1);
+    }
+    // No file at all: the ConfigMap is read once at start and answers hits.
+    {
+        let missing = f.index.path().join("absent/index.json");
+        let cm_index = index_for(&image(), &[("Deployment", &f.prod, "web", &["web"])]);
+        f.c.write_index_configmap(&cm_ns, "pushroll-index", &cm_index)
+            .await;
+        if let Some(fake) = f.c.fake_server() {
+            fake.clear_requests();
+        }
+        let p = Pushroll::start_env(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "none",
+                "--index-file",
+                missing.to_str().unwrap(),
+                "--index-configmap",
+                &cm_arg,
+                "--dry-run",
+            ],
+            &[("KUBECONFIG", f.c.kubeconfig.to_string_lossy().into_owned())],
+        );
+        assert_eq!(
+            client.get(p.url("/readyz")).send().await.unwrap().status(),
+            200
+        );
+        let (status, body) = post(&client, &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["source"], "configmap");
+        assert_eq!(
+            results(&body)[&format!("Deployment/{}/web", f.prod)],
+            "would-restart"
+        );
+        assert_eq!(
+            configmap_gets(&f.c).unwrap_or(1),
+            1,
+            "one GET at start, none for the hit"
+        );
+    }
+    // No file and no ConfigMap: not ready, and pushes answer 503 to be retried.
+    {
+        let missing = f.index.path().join("absent/index.json");
+        let p = Pushroll::start_env(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "none",
+                "--index-file",
+                missing.to_str().unwrap(),
+                "--index-configmap",
+                &format!("{cm_ns}/nope"),
+                "--miss-refresh-interval",
+                "1h",
+            ],
+            &[("KUBECONFIG", f.c.kubeconfig.to_string_lossy().into_owned())],
+        );
+        assert_eq!(
+            client.get(p.url("/readyz")).send().await.unwrap().status(),
+            503
+        );
+        let (status, body) = post(&client, &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "index-unavailable");
+    }
+}
+
+async fn graceful_shutdown_finishes_in_flight_pushes(c: Cluster) {
+    let Some(fake) = c.fake_server().cloned() else {
+        eprintln!("SKIPPED on the real server: holding a request in flight needs the fake's delay");
+        return;
+    };
+    let f = Fixture::new(c).await;
+    let mut p = f.start(&[]);
+    let client = http();
+    // Hold every PATCH for a while so the push is in flight at SIGTERM.
+    fake.fail_next(
+        FaultRule {
+            delay: Some(Duration::from_millis(800)),
+            times: 10,
+            ..FaultRule::default()
+        }
+        .verb("patch"),
+    );
+    let url = p.url("/push");
+    let body = insert(REPO, IMAGE_TAG, DIGEST);
+    let c2 = client.clone();
+    let inflight = tokio::spawn(async move { c2.post(url).body(body).send().await.unwrap() });
+    fake.wait_for_request(Duration::from_secs(5), |r| r.verb == "patch")
+        .await
+        .expect("a PATCH is in flight");
+    p.terminate();
+    let r = inflight.await.unwrap();
+    assert_eq!(r.status(), 200, "the in-flight push finished");
+    let status = p
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after draining");
+    assert!(status.success(), "{status:?}");
+    // Every workload the push touched was fully restarted, none half-done.
+    for (kind, ns, name, container) in f.restarted() {
+        let obj = f.c.get(kind, &ns, name).await.unwrap();
+        assert_eq!(
+            obj["spec"]["template"]["metadata"]["annotations"]
+                [format!("digest.pushroll.io/{container}")],
+            DIGEST
+        );
+    }
+    assert_eq!(f.c.backend, Backend::Fake);
+}

@@ -1,0 +1,260 @@
+//! A cluster for end-to-end tests: the project's fake API server, or a real
+//! kube-apiserver when `PUSHROLL_REAL_KUBECONFIG` names one (set by
+//! `.ci/run` after `scripts/kube-real.sh start`). Tests seed and read it
+//! through kube-rs, so one test definition runs against both; what only the
+//! fake can do (request log, fault injection) is behind `fake()`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use fake_apiserver::FakeApiServer;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+
+/// Which API server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fake,
+    Real,
+}
+
+pub struct Cluster {
+    pub backend: Backend,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+    fake: Option<FakeApiServer>,
+    suffix: String,
+    _dir: tempfile::TempDir,
+}
+
+fn resource(kind: &str) -> (ApiResource, bool) {
+    let (group, version, plural, namespaced) = match kind {
+        "Deployment" => ("apps", "v1", "deployments", true),
+        "StatefulSet" => ("apps", "v1", "statefulsets", true),
+        "DaemonSet" => ("apps", "v1", "daemonsets", true),
+        "ReplicaSet" => ("apps", "v1", "replicasets", true),
+        "ConfigMap" => ("", "v1", "configmaps", true),
+        "Event" => ("", "v1", "events", true),
+        "Namespace" => ("", "v1", "namespaces", false),
+        other => panic!("unknown kind {other}"),
+    };
+    (
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural),
+        namespaced,
+    )
+}
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+impl Cluster {
+    /// Starts a fresh fake API server.
+    pub async fn fake() -> Cluster {
+        super::init();
+        let server = FakeApiServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.write_kubeconfig(dir.path());
+        let client = client_for(&kubeconfig).await;
+        Cluster {
+            backend: Backend::Fake,
+            kubeconfig,
+            client,
+            fake: Some(server),
+            suffix: String::new(),
+            _dir: dir,
+        }
+    }
+
+    /// The real API server named by `PUSHROLL_REAL_KUBECONFIG`, or `None`
+    /// (with a message) when there is none. Under CI with
+    /// `PUSHROLL_REQUIRE_REAL=1`, its absence is a failure.
+    pub async fn real() -> Option<Cluster> {
+        super::init();
+        let Some(path) = std::env::var_os("PUSHROLL_REAL_KUBECONFIG") else {
+            assert!(
+                std::env::var("PUSHROLL_REQUIRE_REAL").as_deref() != Ok("1"),
+                "PUSHROLL_REQUIRE_REAL=1 but PUSHROLL_REAL_KUBECONFIG is not set"
+            );
+            eprintln!(
+                "SKIPPED: no real kube-apiserver (set PUSHROLL_REAL_KUBECONFIG; .ci/run starts one with scripts/kube-real.sh)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = PathBuf::from(path);
+        let client = client_for(&kubeconfig).await;
+        // Tests share one real server: give each its own namespaces.
+        let suffix = format!(
+            "-{}-{}",
+            std::process::id(),
+            UNIQUE.fetch_add(1, Ordering::SeqCst)
+        );
+        Some(Cluster {
+            backend: Backend::Real,
+            kubeconfig,
+            client,
+            fake: None,
+            suffix,
+            _dir: dir,
+        })
+    }
+
+    /// The fake, for its request log and fault injection.
+    pub fn fake_server(&self) -> Option<&FakeApiServer> {
+        self.fake.as_ref()
+    }
+
+    /// A namespace name unique to this test on a shared server.
+    pub fn ns(&self, base: &str) -> String {
+        format!("{base}{}", self.suffix)
+    }
+
+    fn api(&self, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+        let (ar, namespaced) = resource(kind);
+        match (namespaced, namespace) {
+            (true, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            (true, None) => Api::all_with(self.client.clone(), &ar),
+            (false, _) => Api::all_with(self.client.clone(), &ar),
+        }
+    }
+
+    pub async fn ensure_namespace(&self, ns: &str) {
+        let api = self.api("Namespace", None);
+        if api.get_opt(ns).await.unwrap().is_none() {
+            let obj: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
+            }))
+            .unwrap();
+            api.create(&PostParams::default(), &obj).await.unwrap();
+        }
+    }
+
+    /// Creates an object (and its namespace).
+    pub async fn create(&self, obj: Value) -> Value {
+        let kind = obj["kind"].as_str().unwrap().to_owned();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        if let Some(ns) = &ns {
+            self.ensure_namespace(ns).await;
+        }
+        let dynamic: DynamicObject = serde_json::from_value(obj).unwrap();
+        let created = self
+            .api(&kind, ns.as_deref())
+            .create(&PostParams::default(), &dynamic)
+            .await
+            .unwrap_or_else(|e| panic!("creating {kind}: {e}"));
+        serde_json::to_value(created).unwrap()
+    }
+
+    pub async fn get(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        self.api(kind, Some(ns))
+            .get_opt(name)
+            .await
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    pub async fn list(&self, kind: &str, ns: &str) -> Vec<Value> {
+        self.api(kind, Some(ns))
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    }
+
+    pub async fn delete(&self, kind: &str, ns: &str, name: &str) {
+        let _ = self
+            .api(kind, Some(ns))
+            .delete(name, &DeleteParams::default())
+            .await;
+    }
+
+    /// A merge patch, for tests that change objects behind pushroll's back.
+    pub async fn merge_patch(&self, kind: &str, ns: &str, name: &str, patch: Value) {
+        self.api(kind, Some(ns))
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Writes (creates or replaces) the index ConfigMap.
+    pub async fn write_index_configmap(&self, ns: &str, name: &str, index: &Value) {
+        self.ensure_namespace(ns).await;
+        let api = self.api("ConfigMap", Some(ns));
+        let obj = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns},
+            "data": {"index.json": index.to_string()}
+        });
+        match api.get_opt(name).await.unwrap() {
+            Some(_) => {
+                api.patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"data": obj["data"]})),
+                )
+                .await
+                .unwrap();
+            }
+            None => {
+                let dynamic: DynamicObject = serde_json::from_value(obj).unwrap();
+                api.create(&PostParams::default(), &dynamic).await.unwrap();
+            }
+        }
+    }
+}
+
+async fn client_for(path: &std::path::Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A workload of `kind` with `containers` (name, image) and optionally
+/// `init` containers and annotations.
+pub fn workload(
+    kind: &str,
+    ns: &str,
+    name: &str,
+    containers: &[(&str, &str)],
+    init: &[(&str, &str)],
+    annotations: Value,
+) -> Value {
+    let list = |cs: &[(&str, &str)]| -> Vec<Value> {
+        cs.iter()
+            .map(|(n, i)| json!({"name": n, "image": i}))
+            .collect()
+    };
+    let mut spec = json!({
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": list(containers)}
+        }
+    });
+    if !init.is_empty() {
+        spec["template"]["spec"]["initContainers"] = json!(list(init));
+    }
+    if kind == "StatefulSet" {
+        spec["serviceName"] = json!(name);
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "spec": spec
+    })
+}
+
+/// The index JSON for `image` → `(kind, ns, name, containers)`.
+pub fn index_for(image: &str, entries: &[(&str, &str, &str, &[&str])]) -> Value {
+    let ws: Vec<Value> = entries
+        .iter()
+        .map(|(k, ns, n, cs)| json!({"kind": k, "namespace": ns, "name": n, "containers": cs}))
+        .collect();
+    json!({"version": 1, "generatedAt": "2026-11-26T12:00:00Z", "images": {image: ws}})
+}
