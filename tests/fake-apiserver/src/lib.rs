@@ -1,1 +1,387 @@
-//! A fake Kubernetes API server for pushroll's tests.
+//! A fake Kubernetes API server for pushroll's tests: real HTTP on
+//! `127.0.0.1`, real JSON, real `Status` errors, resourceVersion and
+//! generation semantics, watches, discovery good enough for `kubectl`, and
+//! fault injection.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use fake_apiserver::{FakeApiServer, FaultRule};
+//! use serde_json::json;
+//!
+//! let server = FakeApiServer::start().await;
+//! server.insert(json!({
+//!     "apiVersion": "apps/v1", "kind": "Deployment",
+//!     "metadata": {"name": "api", "namespace": "prod"},
+//!     "spec": {"selector": {"matchLabels": {"app": "api"}},
+//!              "template": {"metadata": {"labels": {"app": "api"}},
+//!                           "spec": {"containers": [{"name": "app", "image": "app:v1"}]}}}
+//! }));
+//! let dir = tempfile::tempdir().unwrap();
+//! let kubeconfig = server.write_kubeconfig(dir.path()); // for KUBECONFIG
+//! server.fail_next(FaultRule::status(429).verb("patch").resource("deployments"));
+//! // ... run the code under test against server.url() ...
+//! let patches: Vec<_> = server.requests().into_iter().filter(|r| r.verb == "patch").collect();
+//! # let _ = (kubeconfig, patches);
+//! # }
+//! ```
+//!
+//! # Served
+//!
+//! `apps/v1` deployments, statefulsets, daemonsets (with `/status`); `v1`
+//! configmaps, events, namespaces (cluster-scoped, with `/status`);
+//! `coordination.k8s.io/v1` leases. Verbs: get, list (per namespace and
+//! across namespaces, `limit`/`continue`, `labelSelector`,
+//! `fieldSelector` on `metadata.name`/`metadata.namespace`), watch, create
+//! (`generateName`), update, patch (strategic merge, JSON merge, JSON patch,
+//! apply), delete (preconditions, finalizers), deletecollection;
+//! `?dryRun=All`, `?fieldManager=`. Discovery (`/version`, `/api`,
+//! `/apis`, group and group-version documents) and `meta.k8s.io/v1` Tables
+//! for `kubectl get`.
+//!
+//! # Faithful
+//!
+//! * One global resourceVersion counter bumped by every write; a write that
+//!   changes nothing (byte-identical result) does not bump it and sends no
+//!   watch event.
+//! * `metadata.generation` is 1 on create and bumped on `spec` changes for
+//!   the apps/v1 workloads; writes to the main resource keep `status`,
+//!   `/status` writes change only `status`; uid and creationTimestamp are
+//!   the server's.
+//! * Errors are `Status` objects with the real reasons, messages and
+//!   details: 404 NotFound, 409 AlreadyExists / Conflict (stale
+//!   resourceVersion in a PUT body *or in a patch*), 422 Invalid (names that
+//!   are not DNS-1123, missing names, workloads without selector,
+//!   mismatching template labels, immutable selector, containers without
+//!   name or image), 400 BadRequest (name in body ≠ URL, as the real server
+//!   answers, not 422), 405, 415 for unknown patch types, 410 Expired.
+//! * Creating in a namespace that does not exist is a 404 (the
+//!   NamespaceLifecycle admission); the test-control [`FakeApiServer::insert`]
+//!   creates missing namespaces, and [`FakeApiServer::ensure_namespace`]
+//!   makes one.
+//! * Lists carry items without apiVersion/kind, watch events with them; a
+//!   watch from a compacted resourceVersion gets 200 and one ERROR event
+//!   with a 410 Expired Status; `resourceVersion` 0 or absent starts with
+//!   ADDED events of the current state; `sendInitialEvents` ends its
+//!   replay with an `initial-events-end` bookmark; bookmarks at timeout.
+//! * Field ownership in `metadata.managedFields`, and server-side apply
+//!   conflicts (409 with the conflicting manager and field) unless
+//!   `force=true`, which leader election with kube-lease-manager relies on.
+//!
+//! # Knowingly simplified
+//!
+//! * No defaulting beyond `spec.replicas: 1` (Deployment, StatefulSet),
+//!   `status: {}` on workloads and namespace phase/label; no admission, no
+//!   controllers (nothing rolls out: set status with `insert`), no garbage
+//!   collection; deleting a namespace removes its content at once.
+//! * Strategic-merge keys are known by field name; lists are atomic for
+//!   field ownership; apply bodies must be JSON; `$setElementOrder` is
+//!   ignored.
+//! * A `continue` token lists the current state after its key, not the
+//!   snapshot at its resourceVersion.
+//! * Any bearer token (or none) is accepted.
+//! * Down ([`FakeApiServer::set_down`]) accepts and resets connections
+//!   (a transport error, "connection reset") rather than refusing them, so
+//!   the port stays the server's.
+#![forbid(unsafe_code)]
+
+mod discovery;
+mod faults;
+mod fields;
+mod http;
+pub mod patch;
+mod resources;
+mod selectors;
+mod server;
+mod status;
+mod store;
+mod table;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, watch as wch};
+
+pub use faults::FaultRule;
+pub use http::RequestRecord;
+pub use status::ApiError;
+
+use http::Shared;
+use store::{Filter, Store};
+
+/// Settings for [`FakeApiServer::start_with`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Watch events kept for watches that resume from a resourceVersion.
+    pub history: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: 0,
+            history: 10_000,
+        }
+    }
+}
+
+/// A running fake API server. Clones share it; it stops when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct FakeApiServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    down: wch::Sender<bool>,
+    shutdown: wch::Sender<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl FakeApiServer {
+    /// Starts a server on a free port of 127.0.0.1. It is accepting
+    /// connections when this returns.
+    pub async fn start() -> FakeApiServer {
+        Self::start_with(Options::default())
+    }
+
+    /// [`FakeApiServer::start`] for code without an async context.
+    pub fn start_blocking() -> FakeApiServer {
+        Self::start_with(Options::default())
+    }
+
+    /// Starts with options. Panics when the port cannot be bound.
+    pub fn start_with(opts: Options) -> FakeApiServer {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))
+            .unwrap_or_else(|e| panic!("fake-apiserver: binding 127.0.0.1:{}: {e}", opts.port));
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("bound address");
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new(opts.history)),
+            log: Mutex::new(Vec::new()),
+            logged: Notify::new(),
+            faults: Mutex::new(Vec::new()),
+            host: Mutex::new(addr.to_string()),
+        });
+        let (down, down_rx) = wch::channel(false);
+        let (shutdown, shutdown_rx) = wch::channel(false);
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("fake-apiserver-{}", addr.port()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("fake-apiserver runtime");
+                rt.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    server::run(listener, sh, down_rx, shutdown_rx).await;
+                });
+            })
+            .expect("spawning the fake-apiserver thread");
+        FakeApiServer {
+            inner: Arc::new(Inner {
+                shared,
+                addr,
+                down,
+                shutdown,
+                thread: Mutex::new(Some(thread)),
+            }),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// A kubeconfig for this server: cluster `fake`, a user with a bearer
+    /// token, and a current context with `namespace` as its default.
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: fake\n  user:\n    token: fake-token\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {namespace}\ncurrent-context: fake\npreferences: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Writes [`FakeApiServer::kubeconfig`] (namespace `default`) to
+    /// `dir/kubeconfig` and returns the path.
+    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+        self.write_kubeconfig_ns(dir, "default")
+    }
+
+    pub fn write_kubeconfig_ns(&self, dir: &Path, namespace: &str) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, self.kubeconfig(namespace)).expect("writing the kubeconfig");
+        path
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.inner.shared.store.lock().expect("store lock")
+    }
+
+    fn resource(api_version: &str, kind: &str) -> &'static resources::ResourceInfo {
+        resources::by_kind(api_version, kind)
+            .unwrap_or_else(|| panic!("fake-apiserver does not serve {api_version} {kind}"))
+    }
+
+    /// Seeds or replaces an object (by `apiVersion`/`kind`/namespace/name)
+    /// as a create or update would: rv, uid, generation assigned, watch
+    /// events sent. Unlike an API create it keeps `status`, skips
+    /// validation and creates a missing namespace. Returns the stored
+    /// object; panics on an unserved type or an invalid name.
+    pub fn insert(&self, obj: Value) -> Value {
+        self.try_insert(obj)
+            .unwrap_or_else(|e| panic!("fake-apiserver insert: {e}"))
+    }
+
+    pub fn try_insert(&self, obj: Value) -> Result<Value, ApiError> {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let res = resources::by_kind(av, kind)
+            .ok_or_else(|| ApiError::bad_request(format!("unserved type {av} {kind}")))?;
+        self.store().upsert(res, obj)
+    }
+
+    /// The stored object; `namespace` is ignored for cluster-scoped kinds.
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let res = Self::resource(api_version, kind);
+        self.store()
+            .get(res, if res.namespaced { namespace } else { "" }, name)
+            .ok()
+    }
+
+    /// Stored objects of a kind, in one namespace or all.
+    pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
+        let res = Self::resource(api_version, kind);
+        let filter = Filter {
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        };
+        self.store()
+            .snapshot(res, &filter)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Removes an object at once (finalizers ignored); a DELETED event is
+    /// sent. Returns whether it existed.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> bool {
+        let res = Self::resource(api_version, kind);
+        self.store().remove(res, namespace, name)
+    }
+
+    /// Creates the namespace if it is missing.
+    pub fn ensure_namespace(&self, name: &str) {
+        self.store().ensure_namespace(name);
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.store().current_rv()
+    }
+
+    /// Forgets the watch history, like an etcd compaction: watches from any
+    /// earlier resourceVersion get 410 Expired, and so do old continue
+    /// tokens.
+    pub fn compact(&self) {
+        self.store().compact();
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.inner.shared.log.lock().expect("log lock").clone()
+    }
+
+    /// The requests with this verb (and resource, when given).
+    pub fn requests_for(&self, verb: &str, resource: Option<&str>) -> Vec<RequestRecord> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                r.verb == verb && resource.is_none_or(|res| r.resource.as_deref() == Some(res))
+            })
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.inner.shared.log.lock().expect("log lock").clear();
+    }
+
+    /// Waits until a logged request satisfies `pred` (including ones
+    /// already logged), up to `timeout`.
+    pub async fn wait_for_request(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&RequestRecord) -> bool,
+    ) -> Option<RequestRecord> {
+        let shared = &self.inner.shared;
+        let wait = async {
+            loop {
+                let notified = shared.logged.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(r) = shared
+                    .log
+                    .lock()
+                    .expect("log lock")
+                    .iter()
+                    .find(|r| pred(r))
+                {
+                    return r.clone();
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
+    /// Queues a fault; rules are tried in the order given.
+    pub fn fail_next(&self, rule: FaultRule) {
+        self.inner
+            .shared
+            .faults
+            .lock()
+            .expect("faults lock")
+            .push(rule);
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner
+            .shared
+            .faults
+            .lock()
+            .expect("faults lock")
+            .clear();
+    }
+
+    /// Down: open connections (watches included) are closed and new ones
+    /// are reset, so clients see transport errors. Up again with `false`,
+    /// with the same port and state.
+    pub fn set_down(&self, down: bool) {
+        let _ = self.inner.down.send(down);
+    }
+}
