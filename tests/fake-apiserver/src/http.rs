@@ -95,6 +95,10 @@ fn parse_target(path: &str) -> Result<Option<Target>, ApiError> {
         ["watch", r @ ..] if !r.is_empty() => (true, r),
         r => (false, r),
     };
+    // An unserved group/version is not an API path at all (plain 404).
+    if !resources::group_versions().contains(&(group, version)) {
+        return Ok(None);
+    }
     let find = |r: &str| resources::lookup(group, version, r).ok_or_else(ApiError::unknown_path);
     let t = match rest {
         ["namespaces", ns, r, tail @ ..] if *r != "status" && *r != "finalize" => {
@@ -366,12 +370,7 @@ fn non_resource(shared: &Shared, method: &Method, path: &str) -> Response<Body> 
     }
     match discovery::document(path, &host) {
         Some(doc) => json_response(200, &doc),
-        // Under /api and /apis the real server answers a NotFound Status;
-        // elsewhere (including /openapi/*, which is not served) Go's plain
-        // 404 page.
-        None if path.starts_with("/api/") || path.starts_with("/apis/") => {
-            error_response(&ApiError::unknown_path())
-        }
+        // Paths outside the served group-versions get Go's plain 404 page.
         None => text_response(404, "404 page not found\n"),
     }
 }
@@ -604,11 +603,17 @@ fn resource_request(
             if matches!(kind, PatchKind::Apply { .. })
                 && ctx.params.get("fieldManager").is_none_or(|m| m.is_empty())
             {
-                return Err(ApiError::new(
+                let mut e = ApiError::new(
                     422,
                     "Invalid",
                     "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-                ));
+                );
+                e.details = Some(
+                    json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+                        {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}
+                    ]}),
+                );
+                return Err(e);
             }
             if ctx.raw.is_empty() {
                 return Err(ApiError::bad_request("the request body is empty"));
@@ -704,7 +709,7 @@ mod tests {
         assert!(parse_target("/apis/apps/v1/namespaces/ns/deployments/x/scale").is_err());
         assert!(parse_target("/api/v1/namespaces/ns/configmaps/x/status").is_err());
         assert!(parse_target("/apis/apps/v1/deployments/x").is_err());
-        assert!(parse_target("/apis/nope/v1/things").is_err());
+        assert!(parse_target("/apis/nope/v1/things").unwrap().is_none());
         assert!(parse_target("/version").unwrap().is_none());
         assert!(parse_target("/apis/apps/v1").unwrap().is_none());
     }

@@ -126,6 +126,7 @@ impl ApiError {
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         )
+        .with_details(json!({}))
     }
 
     /// The real server's 404 for a path no API serves: reason NotFound and a
@@ -139,7 +140,7 @@ impl ApiError {
         .with_details(json!({}))
     }
 
-    pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
+    pub fn unsupported_media_type(_content_type: &str, accepted: &[&str]) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
@@ -148,7 +149,7 @@ impl ApiError {
                 accepted.join(", ")
             ),
         )
-        .with_details(json!({"causes": [{"message": format!("unsupported content type {content_type:?}")}]}))
+        .with_details(json!({}))
     }
 
     /// A watch from a resourceVersion older than the kept history.
@@ -232,6 +233,9 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            v.as_object_mut().expect("map").remove("reason");
+        }
         if let Some(d) = &self.details {
             v["details"] = d.clone();
         }
