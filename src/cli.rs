@@ -32,8 +32,60 @@ pub struct Cli {
 pub enum Command {
     /// Run the Pub/Sub push webhook server.
     Serve(Box<ServeArgs>),
+    /// Scan the cluster and write the index ConfigMap (or `--output`); with
+    /// `--watch`, keep it current.
+    Index(IndexCmdArgs),
     /// Print the workloads that a push of IMAGE would restart.
     Lookup(LookupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexCmdArgs {
+    /// Write the index JSON to FILE (`-`: standard output) instead of the ConfigMap.
+    #[arg(long, env = "PUSHROLL_OUTPUT", conflicts_with = "watch")]
+    pub output: Option<String>,
+    /// Keep the ConfigMap current from watches (one leader among replicas).
+    #[arg(long, env = "PUSHROLL_WATCH")]
+    pub watch: bool,
+    /// Address of `/healthz`, `/readyz`, `/metrics` with `--watch`.
+    #[arg(long, env = "PUSHROLL_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: String,
+    /// `NAME` or `NAMESPACE/NAME` of the index ConfigMap.
+    #[arg(
+        long,
+        env = "PUSHROLL_INDEX_CONFIGMAP",
+        default_value = "pushroll-index"
+    )]
+    pub index_configmap: String,
+    /// Namespaces to index (all when empty).
+    #[arg(long, env = "PUSHROLL_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Namespaces never indexed.
+    #[arg(long, env = "PUSHROLL_EXCLUDE_NAMESPACE", value_delimiter = ',')]
+    pub exclude_namespace: Vec<String>,
+    /// Quiet time after a change before the ConfigMap is written.
+    #[arg(long, env = "PUSHROLL_DEBOUNCE", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub debounce: Duration,
+    /// The coordination.k8s.io Lease that elects the one writer.
+    #[arg(long, env = "PUSHROLL_LEASE_NAME", default_value = "pushroll-indexer")]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal.
+    #[arg(long, env = "PUSHROLL_LEASE_DURATION", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// Timeout of each Kubernetes API call.
+    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub api_timeout: Duration,
+}
+
+/// `NAME` or `NAMESPACE/NAME`.
+pub fn parse_configmap(s: &str) -> Result<(Option<String>, String), ConfigError> {
+    match s.split_once('/') {
+        None if !s.is_empty() => Ok((None, s.to_owned())),
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((Some(ns.to_owned()), name.to_owned()))
+        }
+        _ => Err(ConfigError::ConfigMap(s.to_owned())),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,6 +130,9 @@ pub struct IndexArgs {
     /// At most one ConfigMap GET per interval on misses, shared by concurrent misses.
     #[arg(long, env = "PUSHROLL_MISS_REFRESH_INTERVAL", value_parser = humantime::parse_duration, default_value = "10s")]
     pub miss_refresh_interval: Duration,
+    /// With `--on-miss scan`: at most one cluster scan per interval.
+    #[arg(long, env = "PUSHROLL_SCAN_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub scan_interval: Duration,
     /// Safety-net re-read of the index file (it is also watched for changes).
     #[arg(long, env = "PUSHROLL_INDEX_RELOAD_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub index_reload_interval: Duration,
@@ -190,25 +245,35 @@ pub struct IndexConfig {
     pub configmap_name: String,
     pub on_miss: OnMiss,
     pub miss_refresh_interval: Duration,
+    pub scan_interval: Duration,
     pub reload_interval: Duration,
     pub api_timeout: Duration,
 }
 
 impl IndexConfig {
     pub fn configmap(&self, default_namespace: &str) -> ConfigMapRef {
-        let namespace = self
-            .configmap_namespace
-            .clone()
+        Self::configmap_ref(
+            self.configmap_namespace.clone(),
+            self.configmap_name.clone(),
+            default_namespace,
+        )
+    }
+
+    /// The namespace defaults to the pod's (`POD_NAMESPACE`), then the
+    /// kubeconfig's.
+    pub fn configmap_ref(
+        namespace: Option<String>,
+        name: String,
+        default_namespace: &str,
+    ) -> ConfigMapRef {
+        let namespace = namespace
             .or_else(|| {
                 std::env::var("POD_NAMESPACE")
                     .ok()
                     .filter(|s| !s.is_empty())
             })
             .unwrap_or_else(|| default_namespace.to_owned());
-        ConfigMapRef {
-            namespace,
-            name: self.configmap_name.clone(),
-        }
+        ConfigMapRef { namespace, name }
     }
 }
 
@@ -241,10 +306,6 @@ pub enum ConfigError {
     NoAudience,
     #[error("--max-header-bytes must be at least 8192")]
     HeaderBytes,
-    #[error(
-        "--on-miss scan is not available yet (it arrives with the indexer); use configmap or none"
-    )]
-    ScanUnsupported,
 }
 
 /// `:8080` binds every interface, like Go servers accept.
@@ -259,16 +320,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
 
 impl IndexArgs {
     pub fn resolve(&self, demo: bool) -> Result<IndexConfig, ConfigError> {
-        let (configmap_namespace, configmap_name) = match self.index_configmap.split_once('/') {
-            None if !self.index_configmap.is_empty() => (None, self.index_configmap.clone()),
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                (Some(ns.to_owned()), name.to_owned())
-            }
-            _ => return Err(ConfigError::ConfigMap(self.index_configmap.clone())),
-        };
-        if self.on_miss == OnMiss::Scan {
-            return Err(ConfigError::ScanUnsupported);
-        }
+        let (configmap_namespace, configmap_name) = parse_configmap(&self.index_configmap)?;
         let file = match (&self.index_file, demo) {
             (Some(f), _) => f.clone(),
             (None, true) => PathBuf::from(DEMO_INDEX_PATH),
@@ -283,6 +335,7 @@ impl IndexArgs {
             configmap_name,
             on_miss: self.on_miss,
             miss_refresh_interval: self.miss_refresh_interval,
+            scan_interval: self.scan_interval,
             reload_interval: self.index_reload_interval,
             api_timeout: self.api_timeout,
         })
@@ -431,7 +484,6 @@ mod tests {
                 &["--auth", "none", "--index-configmap", "/b"],
                 "--index-configmap",
             ),
-            (&["--auth", "none", "--on-miss", "scan"], "--on-miss scan"),
             (
                 &["--auth", "none", "--on-miss", "sometimes"],
                 "invalid value",

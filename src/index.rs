@@ -209,6 +209,12 @@ impl Index {
         self.images.get(key).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether two indexes map the same images to the same workloads,
+    /// whenever each was generated.
+    pub fn same_images(&self, other: &Index) -> bool {
+        self.images == other.images
+    }
+
     /// How many images the index knows.
     pub fn len(&self) -> usize {
         self.images.len()

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::Client;
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use serde_json::Value;
 
@@ -213,6 +213,95 @@ impl Kube {
     pub async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         self.call("get", "configmaps", || api.get(name)).await
+    }
+}
+
+/// Page size of list calls.
+pub const LIST_PAGE: u32 = 500;
+
+impl Kube {
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Lists every `W` in `namespace` (or all namespaces), page by page,
+    /// from the API server's cache (`resourceVersion=0`).
+    pub async fn list_all<W: crate::index_builder::Workload>(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<W>, KubeError> {
+        let api: Api<W> = match namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        let resource = resource_of(W::KIND);
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(LIST_PAGE);
+            params = match &token {
+                Some(t) => params.continue_token(t),
+                None => params.match_any(),
+            };
+            let page = self.call("list", resource, || api.list(&params)).await?;
+            items.extend(page.items);
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Creates or updates the index ConfigMap with `payload` (the other key
+    /// is removed). Returns `false` when it already held the same images.
+    pub async fn write_index_configmap(
+        &self,
+        cm: &crate::lookup::ConfigMapRef,
+        payload: &crate::index_writer::Payload,
+        same: impl Fn(&ConfigMap) -> bool,
+    ) -> Result<bool, KubeError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &cm.namespace);
+        let existing = match self.call("get", "configmaps", || api.get(&cm.name)).await {
+            Ok(existing) => Some(existing),
+            Err(KubeError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let mut object = match existing {
+            Some(existing) if same(&existing) => return Ok(false),
+            Some(existing) => existing,
+            None => ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(cm.name.clone()),
+                    namespace: Some(cm.namespace.clone()),
+                    labels: Some(
+                        [(
+                            "app.kubernetes.io/managed-by".to_owned(),
+                            FIELD_MANAGER.to_owned(),
+                        )]
+                        .into(),
+                    ),
+                    ..ObjectMeta::default()
+                },
+                ..ConfigMap::default()
+            },
+        };
+        payload.apply_to(&mut object);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        if object.metadata.resource_version.is_some() {
+            // The resourceVersion makes a concurrent writer's update fail
+            // with 409 instead of being silently overwritten.
+            self.call("update", "configmaps", || {
+                api.replace(&cm.name, &params, &object)
+            })
+            .await?;
+        } else {
+            self.call("create", "configmaps", || api.create(&params, &object))
+                .await?;
+        }
+        Ok(true)
     }
 }
 

@@ -13,7 +13,10 @@ pub mod auth;
 pub mod cli;
 pub mod http_error;
 pub mod index;
+pub mod index_builder;
 pub mod index_file;
+pub mod index_writer;
+pub mod indexer;
 pub mod k8s;
 pub mod lookup;
 pub mod metrics;
@@ -32,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::cli::{
-    AuthMode, Cli, Command, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig,
+    AuthMode, Cli, Command, IndexCmdArgs, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig,
 };
 use crate::index_file::{FileWatch, IndexFile};
 use crate::k8s::{Kube, infer_client};
@@ -53,6 +56,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             serve(config, shutdown).await
+        }
+        Command::Index(args) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            index(args, shutdown).await
         }
         Command::Lookup(args) => lookup(args).await,
     }
@@ -104,6 +112,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 /// file loaded once, the ConfigMap read when the file gave nothing.
 async fn build_store(
     config: &IndexConfig,
+    namespaces_to_scan: &[String],
     offline: bool,
     require_cluster: bool,
     metrics: &Arc<Metrics>,
@@ -132,12 +141,16 @@ async fn build_store(
     if let Some((_, cm)) = &fallback {
         tracing::info!(configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap fallback");
     }
-    let store = Arc::new(IndexStore::new(
+    let store = IndexStore::new(
         fallback,
         config.on_miss,
         config.miss_refresh_interval,
         metrics.clone(),
-    ));
+    );
+    let store = Arc::new(store.with_scanner(lookup::Scanner {
+        namespaces: namespaces_to_scan.to_vec(),
+        interval: config.scan_interval,
+    }));
     let file = IndexFile {
         path: config.file.clone(),
         embedded: config.embedded,
@@ -166,8 +179,14 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     if let Some(warning) = auth.warning() {
         tracing::warn!("{warning}");
     }
-    let (store, kube, watch) =
-        build_store(&config.index, config.offline, !config.dry_run, &metrics).await?;
+    let (store, kube, watch) = build_store(
+        &config.index,
+        &config.namespaces.include,
+        config.offline,
+        !config.dry_run,
+        &metrics,
+    )
+    .await?;
     if !store.is_loaded() {
         tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
     }
@@ -245,7 +264,7 @@ async fn lookup(args: LookupArgs) -> anyhow::Result<()> {
         args.image
     );
     let metrics = Metrics::new();
-    let (store, _, _) = build_store(&config, false, false, &metrics).await?;
+    let (store, _, _) = build_store(&config, &[], false, false, &metrics).await?;
     let key = reference.tagged();
     let found = store.lookup(&key).await?;
     if args.json {
@@ -273,4 +292,92 @@ async fn lookup(args: LookupArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `pushroll index`: one scan to the ConfigMap or `--output`; with
+/// `--watch`, the incremental indexer with leader election.
+async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (cm_namespace, cm_name) = cli::parse_configmap(&args.index_configmap)?;
+    let namespaces = plan::NamespaceFilter {
+        include: args.namespace.clone(),
+        exclude: args.exclude_namespace.clone(),
+    };
+    let metrics = Metrics::new();
+    let (client, default_ns) = infer_client(args.api_timeout).await.context(
+        "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",
+    )?;
+    let kube = Kube::new(client, metrics.clone());
+    let configmap = IndexConfig::configmap_ref(cm_namespace, cm_name, &default_ns);
+    if !args.watch {
+        let started = std::time::Instant::now();
+        let builder = indexer::scan(&kube, &namespaces).await?;
+        let index = builder.build(Some(jiff::Timestamp::now()));
+        tracing::info!(
+            workloads = builder.workload_count(),
+            images = index.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "scanned"
+        );
+        return match args.output.as_deref() {
+            Some("-") => {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&index.to_json())?;
+                out.write_all(b"\n")?;
+                Ok(())
+            }
+            Some(path) => {
+                std::fs::write(path, index.to_json()).with_context(|| format!("writing {path}"))
+            }
+            None => indexer::write(&kube, &configmap, &index, &metrics)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+        };
+    }
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
+    let config = indexer::WatchConfig {
+        namespaces,
+        configmap,
+        debounce: args.debounce,
+        lease_name: args.lease_name.clone(),
+        lease_duration: args.lease_duration,
+        identity,
+    };
+    let state = Arc::new(indexer::WatchState::default());
+    let listener = tokio::net::TcpListener::bind(cli::parse_listen(&args.listen)?)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let probe_state = state.clone();
+    let router = server::probe_router(metrics.clone(), move || {
+        if probe_state.is_ready() {
+            Ok(())
+        } else if !probe_state
+            .synced
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Err("the initial lists of workloads are not done".to_owned())
+        } else {
+            Err("leader, and the index has not been written yet".to_owned())
+        }
+    });
+    let limits = ConnLimits {
+        max_header_bytes: 16 * 1024,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+    };
+    let http = tokio::spawn(server::serve(
+        listener,
+        router,
+        limits,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    ));
+    let result = indexer::watch(kube, config, state, metrics, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = http.await;
+    result
 }

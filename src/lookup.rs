@@ -67,11 +67,24 @@ pub struct Found {
     pub source: Source,
 }
 
+/// `--on-miss scan`: list the cluster's workloads when the file and the
+/// ConfigMap both miss.
+pub struct Scanner {
+    /// Namespaces to scan (all when empty). Exclusions apply at restart time.
+    pub namespaces: Vec<String>,
+    pub interval: Duration,
+}
+
 /// The indexes in memory and the fallback chain.
 pub struct IndexStore {
     file: ArcSwapOption<Index>,
     configmap: ArcSwapOption<Index>,
+    scanned: ArcSwapOption<Index>,
     fallback: Option<(Kube, ConfigMapRef)>,
+    scanner: Option<Scanner>,
+    /// When the cluster was last scanned; the lock makes concurrent misses
+    /// share one scan.
+    last_scan: tokio::sync::Mutex<Option<Instant>>,
     on_miss: OnMiss,
     refresh_interval: Duration,
     /// When the ConfigMap was last fetched; the lock makes concurrent
@@ -90,12 +103,21 @@ impl IndexStore {
         IndexStore {
             file: ArcSwapOption::empty(),
             configmap: ArcSwapOption::empty(),
+            scanned: ArcSwapOption::empty(),
             fallback,
+            scanner: None,
+            last_scan: tokio::sync::Mutex::new(None),
             on_miss,
             refresh_interval,
             last_refresh: tokio::sync::Mutex::new(None),
             metrics,
         }
+    }
+
+    /// Enables `--on-miss scan` (needs the API fallback).
+    pub fn with_scanner(mut self, scanner: Scanner) -> IndexStore {
+        self.scanner = Some(scanner);
+        self
     }
 
     /// Replaces the index read from the mounted file.
@@ -127,7 +149,9 @@ impl IndexStore {
 
     /// Whether any index is loaded (for `/readyz`).
     pub fn is_loaded(&self) -> bool {
-        self.file.load().is_some() || self.configmap.load().is_some()
+        self.file.load().is_some()
+            || self.configmap.load().is_some()
+            || self.scanned.load().is_some()
     }
 
     /// Whether the ConfigMap fallback is configured.
@@ -157,6 +181,12 @@ impl IndexStore {
             if let Some(found) = self.in_memory(key) {
                 return Ok(found);
             }
+            if self.on_miss == OnMiss::Scan {
+                self.scan_if_due().await;
+                if let Some(found) = self.in_memory(key) {
+                    return Ok(found);
+                }
+            }
             if !self.is_loaded() {
                 let why =
                     error.map_or_else(|| "fetched too recently".to_string(), |e| e.to_string());
@@ -179,10 +209,12 @@ impl IndexStore {
     }
 
     fn in_memory(&self, key: &str) -> Option<Found> {
-        for (slot, source) in [
+        let slots = [
             (&self.file, Source::File),
             (&self.configmap, Source::Configmap),
-        ] {
+            (&self.scanned, Source::Scan),
+        ];
+        for (slot, source) in slots {
             if let Some(index) = slot.load().as_deref() {
                 let workloads = index.lookup(key);
                 if !workloads.is_empty() {
@@ -230,6 +262,63 @@ impl IndexStore {
                 tracing::warn!(error = %e, configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap not read; keeping what is in memory");
                 Err(e)
             }
+        }
+    }
+}
+
+impl IndexStore {
+    /// Scans the cluster unless that was done less than `--scan-interval`
+    /// ago (a miss inside the interval answers from memory: the negative
+    /// cache). Concurrent misses wait for the one scan. What it finds is used
+    /// at once, and written back to the ConfigMap when it covered every
+    /// namespace (RBAC permitting).
+    async fn scan_if_due(&self) {
+        let (Some((kube, cm)), Some(scanner)) = (&self.fallback, &self.scanner) else {
+            return;
+        };
+        let mut last = self.last_scan.lock().await;
+        if last.is_some_and(|t| t.elapsed() < scanner.interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let filter = crate::plan::NamespaceFilter {
+            include: scanner.namespaces.clone(),
+            exclude: Vec::new(),
+        };
+        let started = Instant::now();
+        let builder = match crate::indexer::scan(kube, &filter).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.metrics
+                    .scans
+                    .get_or_create(&crate::metrics::ResultLabels { result: "error" })
+                    .inc();
+                tracing::warn!(error = %e, "scan for a missing image failed");
+                return;
+            }
+        };
+        self.metrics
+            .scans
+            .get_or_create(&crate::metrics::ResultLabels { result: "success" })
+            .inc();
+        let index = builder.build(Some(jiff::Timestamp::now()));
+        tracing::info!(
+            workloads = builder.workload_count(),
+            images = index.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "cluster scanned for a missing image"
+        );
+        let index = Arc::new(index);
+        self.publish(Source::Scan, &index);
+        self.scanned.store(Some(index.clone()));
+        if scanner.namespaces.is_empty() {
+            let (kube, cm, metrics) = (kube.clone(), cm.clone(), self.metrics.clone());
+            // Off the request path: the push is answered from memory now.
+            tokio::spawn(async move {
+                if let Err(e) = crate::indexer::write(&kube, &cm, &index, &metrics).await {
+                    tracing::warn!(error = %e, "scan result not written back to the index ConfigMap (RBAC may not allow it)");
+                }
+            });
         }
     }
 }

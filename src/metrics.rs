@@ -68,6 +68,10 @@ pub struct Metrics {
     pub index_generated: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     pub index_reloads: Family<ResultLabels, Counter>,
     pub jwks_fetches: Family<ResultLabels, Counter>,
+    pub index_writes: Family<ResultLabels, Counter>,
+    pub watch_errors: Family<ResultLabels, Counter>,
+    pub scans: Family<ResultLabels, Counter>,
+    pub indexer_leader: Gauge<i64, AtomicI64>,
     pub inflight_pushes: Gauge<i64, AtomicI64>,
 }
 
@@ -150,6 +154,30 @@ impl Metrics {
             "Fetches of the token signing keys by result",
             jwks_fetches.clone(),
         );
+        let index_writes = Family::default();
+        registry.register(
+            "index_writes",
+            "Index ConfigMap writes by result (written, unchanged, too-large, error)",
+            index_writes.clone(),
+        );
+        let watch_errors = Family::default();
+        registry.register(
+            "watch_errors",
+            "Workload watch errors by resource",
+            watch_errors.clone(),
+        );
+        let scans = Family::default();
+        registry.register(
+            "scans",
+            "Cluster scans for a missing image by result",
+            scans.clone(),
+        );
+        let indexer_leader = Gauge::default();
+        registry.register(
+            "indexer_leader",
+            "1 while this indexer holds the Lease",
+            indexer_leader.clone(),
+        );
         let inflight_pushes = Gauge::default();
         registry.register(
             "inflight_pushes",
@@ -170,6 +198,10 @@ impl Metrics {
             index_generated,
             index_reloads,
             jwks_fetches,
+            index_writes,
+            watch_errors,
+            scans,
+            indexer_leader,
             inflight_pushes,
         })
     }

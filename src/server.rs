@@ -247,14 +247,47 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    metrics_response(&state.metrics)
+}
+
+fn metrics_response(metrics: &Metrics) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone (for `index --watch`).
+pub fn probe_router(
+    metrics: Arc<Metrics>,
+    ready: impl Fn() -> Result<(), String> + Clone + Send + Sync + 'static,
+) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready() {
+                        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+                        Err(why) => plain_error(StatusCode::SERVICE_UNAVAILABLE, "not-ready", why),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { metrics_response(&metrics) }
+            }),
+        )
+        .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
 }
 
 /// Limits on what a client may send before a handler runs.

@@ -1,0 +1,172 @@
+//! How an index is stored in its ConfigMap: JSON in `data["index.json"]`
+//! while it is small, gzip in `binaryData["index.json.gz"]` when not.
+//! Pure code, so the size rules are tested without a cluster.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use crate::index::Index;
+use crate::lookup::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY};
+
+/// Above this the JSON goes compressed (the contract's 900 KiB).
+pub const MAX_JSON_BYTES: usize = 900 * 1024;
+/// A ConfigMap is at most 1 MiB, and `binaryData` is base64 in it (4/3):
+/// compressed bytes beyond this cannot be stored.
+pub const MAX_GZIP_BYTES: usize = 740 * 1024;
+
+/// What goes into the ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Json(String),
+    Gzip(Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the index is {json} bytes of JSON and {gzip} bytes compressed: over the ConfigMap limit ({MAX_GZIP_BYTES} compressed); the last written index stays"
+)]
+pub struct TooLarge {
+    pub json: usize,
+    pub gzip: usize,
+}
+
+impl Payload {
+    /// Encodes `index` for the ConfigMap.
+    pub fn encode(index: &Index) -> Result<Payload, TooLarge> {
+        let json = index.to_json();
+        if json.len() <= MAX_JSON_BYTES {
+            return Ok(Payload::Json(
+                String::from_utf8(json).expect("serde_json writes UTF-8"),
+            ));
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&json).expect("writing to memory cannot fail");
+        let gzip = gz.finish().expect("writing to memory cannot fail");
+        if gzip.len() > MAX_GZIP_BYTES {
+            return Err(TooLarge {
+                json: json.len(),
+                gzip: gzip.len(),
+            });
+        }
+        Ok(Payload::Gzip(gzip))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(s) => s.len(),
+            Payload::Gzip(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_gzip(&self) -> bool {
+        matches!(self, Payload::Gzip(_))
+    }
+
+    /// Puts the payload in `cm`, removing the other key.
+    pub fn apply_to(&self, cm: &mut ConfigMap) {
+        let data = cm.data.get_or_insert_with(BTreeMap::new);
+        let binary = cm.binary_data.get_or_insert_with(BTreeMap::new);
+        match self {
+            Payload::Json(json) => {
+                data.insert(CONFIGMAP_KEY.to_owned(), json.clone());
+                binary.remove(CONFIGMAP_GZ_KEY);
+            }
+            Payload::Gzip(gz) => {
+                binary.insert(CONFIGMAP_GZ_KEY.to_owned(), ByteString(gz.clone()));
+                data.remove(CONFIGMAP_KEY);
+            }
+        }
+    }
+}
+
+/// The index a ConfigMap holds, if it holds a readable one.
+pub fn read_configmap(cm: &ConfigMap) -> Option<Index> {
+    let json = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIGMAP_KEY))
+        .map(String::as_bytes);
+    let gz = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
+        .map(|b| b.0.as_slice());
+    crate::index::newest(json, gz)
+        .ok()
+        .flatten()
+        .map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{Kind, WorkloadRef};
+
+    fn index_of(n: usize, name_len: usize) -> Index {
+        let entries = (0..n).map(|i| {
+            (
+                format!("registry.example.com/team/app-{i}:v1"),
+                WorkloadRef {
+                    kind: Kind::Deployment,
+                    namespace: format!("ns-{}", i % 50),
+                    name: format!("{i:0name_len$}"),
+                    containers: vec!["app".into()],
+                },
+            )
+        });
+        Index::from_entries(Some("2026-11-26T12:00:00Z".parse().unwrap()), entries)
+    }
+
+    #[test]
+    fn small_is_json_large_is_gzip_and_both_read_back() {
+        let small = index_of(10, 4);
+        let large = index_of(20_000, 8);
+        for (index, gzip) in [(&small, false), (&large, true)] {
+            let payload = Payload::encode(index).unwrap();
+            assert_eq!(payload.is_gzip(), gzip);
+            let mut cm = ConfigMap::default();
+            // The other key, left by an earlier write, is removed.
+            cm.data = Some([(CONFIGMAP_KEY.to_owned(), "stale".to_owned())].into());
+            cm.binary_data =
+                Some([(CONFIGMAP_GZ_KEY.to_owned(), ByteString(b"stale".to_vec()))].into());
+            payload.apply_to(&mut cm);
+            let keys = cm.data.as_ref().unwrap().len() + cm.binary_data.as_ref().unwrap().len();
+            assert_eq!(keys, 1);
+            assert_eq!(read_configmap(&cm).as_ref(), Some(index));
+        }
+    }
+
+    #[test]
+    fn too_large_even_compressed_is_an_error() {
+        // Random-looking names do not compress.
+        let entries = (0..40_000u64).map(|i| {
+            let noise = format!(
+                "{:016x}{:016x}",
+                i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                i.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            );
+            (
+                format!("registry.example.com/{noise}:v1"),
+                WorkloadRef {
+                    kind: Kind::Deployment,
+                    namespace: noise.clone(),
+                    name: noise,
+                    containers: vec![],
+                },
+            )
+        });
+        let index = Index::from_entries(None, entries);
+        let err = Payload::encode(&index).unwrap_err();
+        assert!(
+            err.gzip > MAX_GZIP_BYTES && err.json > MAX_JSON_BYTES,
+            "{err}"
+        );
+    }
+}
