@@ -192,6 +192,34 @@ impl Fixture {
         obj["metadata"]["generation"].as_i64().unwrap()
     }
 
+    /// On the real server: waits until the Deployment controller has
+    /// observed `ns/name`'s latest generation, then returns how many
+    /// ReplicaSets (revisions) it owns. `None` on the fake (no controllers).
+    async fn revisions(&self, ns: &str, name: &str) -> Option<usize> {
+        if self.c.backend != Backend::Real {
+            return None;
+        }
+        let observed = eventually(Duration::from_secs(20), || async {
+            let d = self.c.get("Deployment", ns, name).await.unwrap();
+            let generation = d["metadata"]["generation"].as_i64();
+            (d["status"]["observedGeneration"].as_i64() == generation).then_some(())
+        })
+        .await;
+        assert!(observed.is_some(), "the controller observes {ns}/{name}");
+        let owned = self
+            .c
+            .list("ReplicaSet", ns)
+            .await
+            .into_iter()
+            .filter(|rs| {
+                rs["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|r| r["kind"] == "Deployment" && r["name"] == name))
+            })
+            .count();
+        Some(owned)
+    }
+
     /// Generations of every workload of the fixture.
     async fn generations(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
@@ -298,6 +326,15 @@ async fn restarts_exactly_the_right_workloads(c: Cluster) {
         let keys: Vec<&String> = ann.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 2, "{kind}/{ns}/{name}: {ann}");
     }
+    // On the real server the Deployment controller rolls a new revision.
+    for ns in [prod, staging] {
+        if let Some(n) = f.revisions(ns, "web").await {
+            assert_eq!(n, 2, "{ns}/web has a second ReplicaSet after the restart");
+        }
+    }
+    if let Some(n) = f.revisions(prod, "optout").await {
+        assert_eq!(n, 1, "an excluded Deployment keeps its one ReplicaSet");
+    }
     // An Event tells `kubectl describe` why each one rolled.
     for ns in [prod, staging] {
         let events = f.c.list("Event", ns).await;
@@ -403,6 +440,9 @@ async fn redelivery_and_concurrent_duplicates_roll_once(c: Cluster) {
     if let Some(fake) = f.c.fake_server() {
         assert!(patches(&fake.requests()).is_empty());
     }
+    if let Some(n) = f.revisions(&f.prod, "web").await {
+        assert_eq!(n, 2, "a redelivery creates no new revision");
+    }
 
     // A new digest delivered 20 times at once: each workload rolls exactly once.
     if let Some(fake) = f.c.fake_server() {
@@ -436,6 +476,11 @@ async fn redelivery_and_concurrent_duplicates_roll_once(c: Cluster) {
     for (key, generation) in &rolled {
         let bump = i64::from(restarted.contains_key(key));
         assert_eq!(after[key], generation + bump, "{key}");
+    }
+    for ns in [&f.prod, &f.staging] {
+        if let Some(n) = f.revisions(ns, "web").await {
+            assert_eq!(n, 3, "20 concurrent duplicates create exactly one new revision in {ns}");
+        }
     }
     if let Some(fake) = f.c.fake_server() {
         let log = fake.requests();
