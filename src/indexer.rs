@@ -201,6 +201,17 @@ async fn follow<W: Workload>(
                 ),
             }
         };
+        // Changes are counted before events, so that an observer who sees
+        // an event counted also sees whether it changed the index.
+        if did_change {
+            metrics.index_changes.inc();
+        }
+        metrics
+            .watch_events
+            .get_or_create(&ResultLabels {
+                result: kind_label(W::KIND),
+            })
+            .inc();
         if did_change {
             changed.notify_one();
         }

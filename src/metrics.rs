@@ -71,6 +71,8 @@ pub struct Metrics {
     pub index_writes: Family<ResultLabels, Counter>,
     pub watch_errors: Family<ResultLabels, Counter>,
     pub scans: Family<ResultLabels, Counter>,
+    pub watch_events: Family<ResultLabels, Counter>,
+    pub index_changes: Counter,
     pub indexer_leader: Gauge<i64, AtomicI64>,
     pub inflight_pushes: Gauge<i64, AtomicI64>,
 }
@@ -172,6 +174,18 @@ impl Metrics {
             "Cluster scans for a missing image by result",
             scans.clone(),
         );
+        let watch_events = Family::default();
+        registry.register(
+            "watch_events",
+            "Workload watch events processed, by resource",
+            watch_events.clone(),
+        );
+        let index_changes = Counter::default();
+        registry.register(
+            "index_changes",
+            "Watch events that changed the index",
+            index_changes.clone(),
+        );
         let indexer_leader = Gauge::default();
         registry.register(
             "indexer_leader",
@@ -201,6 +215,8 @@ impl Metrics {
             index_writes,
             watch_errors,
             scans,
+            watch_events,
+            index_changes,
             indexer_leader,
             inflight_pushes,
         })

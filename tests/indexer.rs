@@ -1,0 +1,551 @@
+//! The indexer end to end: `pushroll index` (once, and `--watch` with
+//! leader election) against the fake API server, and the real one where the
+//! scenario does not need the fake's request log.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::cluster::{Backend, Cluster, workload};
+use support::*;
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fake() {
+                super::$name(Cluster::fake().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(c) = Cluster::real().await {
+                    super::$name(c).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both!(
+    index_output_is_exactly_the_expected_index,
+    watch_keeps_the_configmap_current,
+    only_the_leader_writes
+);
+
+fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
+    vec![("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())]
+}
+
+/// The ConfigMap's index `images`, or `None` when it has none yet.
+async fn configmap_images(c: &Cluster, ns: &str) -> Option<Value> {
+    let cm = c.get("ConfigMap", ns, "pushroll-index").await?;
+    let text = if let Some(json) = cm["data"]["index.json"].as_str() {
+        json.to_owned()
+    } else {
+        use base64::Engine as _;
+        use std::io::Read as _;
+        let b64 = cm["binaryData"]["index.json.gz"].as_str()?;
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    };
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version"], 1);
+    Some(v["images"].clone())
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+async fn metrics_of(p: &Pushroll) -> String {
+    http()
+        .get(p.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn index_output_is_exactly_the_expected_index(c: Cluster) {
+    let (a, b) = (c.ns("idx-a"), c.ns("idx-b"));
+    let d = DIGEST;
+    for obj in [
+        workload(
+            "Deployment",
+            &a,
+            "web",
+            &[
+                ("web", "us-east1-docker.pkg.dev/p/r/web:v1"),
+                ("proxy", "nginx"),
+            ],
+            &[],
+            json!({}),
+        ),
+        workload(
+            "Deployment",
+            &a,
+            "upper",
+            &[("web", "US-EAST1-DOCKER.pkg.dev/p/r/web:v1")],
+            &[],
+            json!({}),
+        ),
+        workload(
+            "StatefulSet",
+            &a,
+            "db",
+            &[("pg", "postgres:16")],
+            &[("migrate", "us-east1-docker.pkg.dev/p/r/web:v1")],
+            json!({}),
+        ),
+        workload(
+            "DaemonSet",
+            &b,
+            "agent",
+            &[("agent", "docker.io/library/nginx:latest")],
+            &[],
+            json!({}),
+        ),
+        workload(
+            "Deployment",
+            &b,
+            "pinned",
+            &[("web", &format!("us-east1-docker.pkg.dev/p/r/web:v1@{d}"))],
+            &[],
+            json!({}),
+        ),
+        workload(
+            "Deployment",
+            &b,
+            "digest-only",
+            &[("web", &format!("us-east1-docker.pkg.dev/p/r/web@{d}"))],
+            &[],
+            json!({}),
+        ),
+    ] {
+        c.create(obj).await;
+    }
+    let ns_flag = format!("{a},{b}");
+    let (status, out, err) = Pushroll::run(
+        &["index", "--output", "-", "--namespace", &ns_flag],
+        &kubeconfig_env(&c),
+    );
+    assert!(status.success(), "{err}");
+    let index: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(index["version"], 1);
+    assert!(
+        index["generatedAt"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
+    let w = |kind: &str, ns: &str, name: &str, cs: &[&str]| json!({"kind": kind, "namespace": ns, "name": name, "containers": cs});
+    let expected = json!({
+        "docker.io/library/nginx:latest": [w("Deployment", &a, "web", &["proxy"]), w("DaemonSet", &b, "agent", &["agent"])],
+        "docker.io/library/postgres:16": [w("StatefulSet", &a, "db", &["pg"])],
+        "us-east1-docker.pkg.dev/p/r/web:v1": [
+            w("Deployment", &a, "upper", &["web"]),
+            w("Deployment", &a, "web", &["web"]),
+            w("StatefulSet", &a, "db", &["migrate"]),
+        ],
+    });
+    assert_eq!(
+        index["images"],
+        expected,
+        "{}",
+        serde_json::to_string_pretty(&index).unwrap()
+    );
+}
+
+/// Starts `index --watch` writing to `cm_ns`.
+fn start_watch(c: &Cluster, cm_ns: &str, namespaces: &str, pod: &str) -> Pushroll {
+    let cm = format!("{cm_ns}/pushroll-index");
+    let mut env = kubeconfig_env(c);
+    env.push(("POD_NAME", pod.to_owned()));
+    Pushroll::start_env(
+        &[
+            "index",
+            "--watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--index-configmap",
+            &cm,
+            "--namespace",
+            namespaces,
+            "--debounce",
+            "200ms",
+            "--lease-duration",
+            "3s",
+        ],
+        &env,
+    )
+}
+
+async fn wait_ready(p: &Pushroll) {
+    let client = http();
+    eventually(Duration::from_secs(30), || async {
+        (client.get(p.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await
+    .expect("the indexer becomes ready");
+}
+
+async fn watch_keeps_the_configmap_current(c: Cluster) {
+    let (ns, cm_ns) = (c.ns("watch"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    let img = |t: &str| format!("{REPO}:{t}");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "one",
+        &[("app", &img("v1"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
+    wait_ready(&p).await;
+    let entry = |name: &str| json!([{"kind": "Deployment", "namespace": ns, "name": name, "containers": ["app"]}]);
+
+    // Created, changed, deleted: the ConfigMap follows within the debounce.
+    let follows = |want: Value| {
+        let (c, cm_ns) = (&c, &cm_ns);
+        async move {
+            let started = Instant::now();
+            let seen = eventually(Duration::from_secs(10), || {
+                let want = want.clone();
+                async move { (configmap_images(c, cm_ns).await == Some(want.clone())).then_some(()) }
+            })
+            .await;
+            assert!(seen.is_some(), "the ConfigMap did not become {want}");
+            started.elapsed()
+        }
+    };
+    // Once it leads, the indexer writes what it found.
+    follows(json!({ img("v1"): entry("one") })).await;
+    c.create(workload(
+        "StatefulSet",
+        &ns,
+        "two",
+        &[("app", &img("v1"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let took = follows(json!({ img("v1"): [entry("one")[0].clone(), {"kind": "StatefulSet", "namespace": ns, "name": "two", "containers": ["app"]}] })).await;
+    eprintln!("create → ConfigMap: {took:?}");
+    c.merge_patch("StatefulSet", &ns, "two", json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": img("v2")}]}}}})).await;
+    follows(json!({ img("v1"): entry("one"), img("v2"): [{"kind": "StatefulSet", "namespace": ns, "name": "two", "containers": ["app"]}] })).await;
+    c.delete("StatefulSet", &ns, "two").await;
+    follows(json!({ img("v1"): entry("one") })).await;
+
+    // A change that does not touch images (replicas) changes nothing and
+    // writes nothing: wait until the indexer has processed its event.
+    let before = metrics_of(&p).await;
+    let events = metric(
+        &before,
+        "pushroll_watch_events_total{result=\"deployments\"}",
+    );
+    c.merge_patch("Deployment", &ns, "one", json!({"spec": {"replicas": 3}}))
+        .await;
+    let after = eventually(Duration::from_secs(10), || async {
+        let m = metrics_of(&p).await;
+        (metric(&m, "pushroll_watch_events_total{result=\"deployments\"}") > events).then_some(m)
+    })
+    .await
+    .expect("the replica change is seen");
+    assert_eq!(
+        metric(&after, "pushroll_index_changes_total"),
+        metric(&before, "pushroll_index_changes_total")
+    );
+    assert_eq!(
+        metric(&after, "pushroll_index_writes_total{result=\"written\"}"),
+        metric(&before, "pushroll_index_writes_total{result=\"written\"}")
+    );
+    assert_eq!(metric(&after, "pushroll_indexer_leader"), 1.0);
+}
+
+async fn only_the_leader_writes(c: Cluster) {
+    let (ns, cm_ns) = (c.ns("lease"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "one",
+        &[("app", &format!("{REPO}:v1"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let mut a = start_watch(&c, &cm_ns, &ns, "indexer-a");
+    let mut b = start_watch(&c, &cm_ns, &ns, "indexer-b");
+    // One of them leads and writes; the other follows and never writes.
+    let leader = eventually(Duration::from_secs(30), || async {
+        let (ma, mb) = (metrics_of(&a).await, metrics_of(&b).await);
+        let (la, lb) = (
+            metric(&ma, "pushroll_indexer_leader"),
+            metric(&mb, "pushroll_indexer_leader"),
+        );
+        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
+        match (la, lb) {
+            (1.0, 0.0) if written(&ma) >= 1.0 => Some('a'),
+            (0.0, 1.0) if written(&mb) >= 1.0 => Some('b'),
+            _ => None,
+        }
+    })
+    .await
+    .expect("one leader writes");
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let (lead, follow) = if leader == 'a' {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "two",
+        &[("app", &format!("{REPO}:v2"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    eventually(Duration::from_secs(10), || async {
+        configmap_images(&c, &cm_ns)
+            .await
+            .filter(|i| i.get(format!("{REPO}:v2")).is_some())
+    })
+    .await
+    .expect("the leader writes the change");
+    let fm = metrics_of(follow).await;
+    assert_eq!(
+        metric(&fm, "pushroll_index_writes_total{result=\"written\"}"),
+        0.0,
+        "the follower never writes"
+    );
+
+    // The leader dies without releasing the Lease: the other takes over
+    // within the lease duration and writes what changed meanwhile.
+    lead.kill();
+    let killed = Instant::now();
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "three",
+        &[("app", &format!("{REPO}:v3"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    eventually(Duration::from_secs(20), || async {
+        configmap_images(&c, &cm_ns)
+            .await
+            .filter(|i| i.get(format!("{REPO}:v3")).is_some())
+    })
+    .await
+    .expect("the new leader writes");
+    let took = killed.elapsed();
+    eprintln!("leader killed → new leader wrote after {took:?} (lease 3 s)");
+    assert!(took < Duration::from_secs(3 + 3), "took {took:?}");
+    let fm = metrics_of(follow).await;
+    assert_eq!(metric(&fm, "pushroll_indexer_leader"), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_miss_scan_shares_one_scan_and_writes_back() {
+    let c = Cluster::fake().await;
+    let fake = c.fake_server().unwrap().clone();
+    let (ns, cm_ns) = (c.ns("scan"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    let img = format!("{REPO}:fresh");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "web",
+        &[("app", &img)],
+        &[],
+        json!({}),
+    ))
+    .await;
+    // The mounted index and the ConfigMap both lack the image.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.json");
+    std::fs::write(&file, json!({"version": 1, "images": {}}).to_string()).unwrap();
+    c.write_index_configmap(
+        &cm_ns,
+        "pushroll-index",
+        &json!({"version": 1, "images": {}}),
+    )
+    .await;
+    let cm = format!("{cm_ns}/pushroll-index");
+    let p = Pushroll::start_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--index-file",
+            file.to_str().unwrap(),
+            "--index-configmap",
+            &cm,
+            "--on-miss",
+            "scan",
+        ],
+        &kubeconfig_env(&c),
+    );
+    fake.clear_requests();
+    let client = http();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (client, url, body) = (
+            client.clone(),
+            p.url("/push"),
+            insert(REPO, "fresh", DIGEST),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(url).body(body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut restarted = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["source"], "scan", "{body}");
+        let result = body["workloads"][0]["result"].as_str().unwrap().to_owned();
+        assert!(
+            result == "restarted" || result == "already-current",
+            "{body}"
+        );
+        restarted += usize::from(result == "restarted");
+    }
+    assert_eq!(restarted, 1, "the workload rolled once");
+    let lists = fake.requests_for("list", Some("deployments"));
+    assert_eq!(lists.len(), 1, "50 concurrent misses share one scan");
+    // The scan result is written back to the ConfigMap.
+    let images = eventually(Duration::from_secs(10), || async {
+        configmap_images(&c, &cm_ns)
+            .await
+            .filter(|i| i.get(&img).is_some())
+    })
+    .await
+    .expect("the ConfigMap gains the entry");
+    assert_eq!(images[&img][0]["name"], "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_thousand_workloads_are_written_compressed_and_read_back() {
+    let c = Cluster::fake().await;
+    let fake = c.fake_server().unwrap().clone();
+    let cm_ns = "pushroll";
+    fake.ensure_namespace(cm_ns);
+    const N: usize = 20_000;
+    for i in 0..N {
+        let ns = format!("team-{}", i % 100);
+        let image = format!(
+            "us-east1-docker.pkg.dev/project-{}/repo/service-{i}:v{}",
+            i % 37,
+            i % 5
+        );
+        fake.insert(workload(
+            "Deployment",
+            &ns,
+            &format!("svc-{i}"),
+            &[("app", &image)],
+            &[],
+            json!({}),
+        ));
+    }
+    let env = kubeconfig_env(&c);
+    let started = Instant::now();
+    let (status, _, err) = Pushroll::run(
+        &["index", "--index-configmap", "pushroll/pushroll-index"],
+        &env,
+    );
+    assert!(status.success(), "{err}");
+    let one_shot = started.elapsed();
+    let cm = c.get("ConfigMap", cm_ns, "pushroll-index").await.unwrap();
+    assert!(
+        cm["data"]["index.json"].is_null(),
+        "over 900 KiB the JSON key is absent"
+    );
+    let gz_len = cm["binaryData"]["index.json.gz"].as_str().unwrap().len() * 3 / 4;
+    let images = configmap_images(&c, cm_ns).await.unwrap();
+    assert_eq!(images.as_object().unwrap().len(), N);
+
+    // The watch indexer over the same cluster: its memory once written.
+    let p = start_watch_all(&c);
+    wait_ready(&p).await;
+    let rss_kib = rss_kib(&p);
+    eprintln!(
+        "20,000 workloads: one-shot scan+write {one_shot:?}, gzip {gz_len} bytes, index --watch RSS {rss_kib} KiB (debug build)"
+    );
+
+    // serve reads the compressed index back through the API fallback.
+    let missing = tempfile::tempdir().unwrap();
+    let file = missing.path().join("index.json");
+    let s = Pushroll::start_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--dry-run",
+            "--index-file",
+            file.to_str().unwrap(),
+            "--index-configmap",
+            "pushroll/pushroll-index",
+        ],
+        &env,
+    );
+    let i = 12_345;
+    let repo = format!(
+        "us-east1-docker.pkg.dev/project-{}/repo/service-{i}",
+        i % 37
+    );
+    let (status, body) = post(&http(), &s, insert(&repo, &format!("v{}", i % 5), DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "configmap");
+    assert_eq!(body["workloads"][0]["name"], "svc-12345");
+    assert_eq!(c.backend, Backend::Fake);
+}
+
+fn start_watch_all(c: &Cluster) -> Pushroll {
+    Pushroll::start_env(
+        &[
+            "index",
+            "--watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--index-configmap",
+            "pushroll/pushroll-index",
+            "--debounce",
+            "200ms",
+        ],
+        &kubeconfig_env(c),
+    )
+}
+
+fn rss_kib(p: &Pushroll) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
