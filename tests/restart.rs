@@ -214,7 +214,10 @@ impl Fixture {
             .filter(|rs| {
                 rs["metadata"]["ownerReferences"]
                     .as_array()
-                    .is_some_and(|o| o.iter().any(|r| r["kind"] == "Deployment" && r["name"] == name))
+                    .is_some_and(|o| {
+                        o.iter()
+                            .any(|r| r["kind"] == "Deployment" && r["name"] == name)
+                    })
             })
             .count();
         Some(owned)
@@ -479,7 +482,10 @@ async fn redelivery_and_concurrent_duplicates_roll_once(c: Cluster) {
     }
     for ns in [&f.prod, &f.staging] {
         if let Some(n) = f.revisions(ns, "web").await {
-            assert_eq!(n, 3, "20 concurrent duplicates create exactly one new revision in {ns}");
+            assert_eq!(
+                n, 3,
+                "20 concurrent duplicates create exactly one new revision in {ns}"
+            );
         }
     }
     if let Some(fake) = f.c.fake_server() {
