@@ -38,6 +38,17 @@ fn resource(kind: &str) -> (ApiResource, bool) {
         "ConfigMap" => ("", "v1", "configmaps", true),
         "Event" => ("", "v1", "events", true),
         "Namespace" => ("", "v1", "namespaces", false),
+        "ServiceAccount" => ("", "v1", "serviceaccounts", true),
+        "Lease" => ("coordination.k8s.io", "v1", "leases", true),
+        "Role" => ("rbac.authorization.k8s.io", "v1", "roles", true),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings", true),
+        "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles", false),
+        "ClusterRoleBinding" => (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            false,
+        ),
         other => panic!("unknown kind {other}"),
     };
     (
@@ -170,6 +181,38 @@ impl Cluster {
             .api(kind, Some(ns))
             .delete(name, &DeleteParams::default())
             .await;
+    }
+
+    /// Creates or replaces any object (server-side apply, forced).
+    pub async fn apply(&self, obj: &Value) {
+        let kind = obj["kind"].as_str().unwrap().to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        if let Some(ns) = &ns {
+            self.ensure_namespace(ns).await;
+        }
+        let params = PatchParams::apply("pushroll-tests").force();
+        self.api(&kind, ns.as_deref())
+            .patch(&name, &params, &Patch::Apply(obj))
+            .await
+            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+    }
+
+    /// A kubeconfig that authenticates as the ServiceAccount `pushroll/<name>`
+    /// (`pushroll` for serve, `pushroll-indexer`), or `None` with a message
+    /// when this backend has no such identity.
+    pub fn service_account_kubeconfig(&self, name: &str) -> Option<PathBuf> {
+        match self.backend {
+            Backend::Real => {
+                let var = match name {
+                    "pushroll" => "PUSHROLL_REAL_KUBECONFIG_SERVE",
+                    "pushroll-indexer" => "PUSHROLL_REAL_KUBECONFIG_INDEXER",
+                    other => panic!("no identity for {other}"),
+                };
+                std::env::var_os(var).map(PathBuf::from)
+            }
+            Backend::Fake => None,
+        }
     }
 
     /// A merge patch, for tests that change objects behind pushroll's back.

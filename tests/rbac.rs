@@ -1,0 +1,222 @@
+//! RBAC proven, not assumed: pushroll runs as the ServiceAccounts of
+//! `deploy/`, bound by exactly the roles `deploy/base/rbac-*.yaml` define,
+//! and a rule taken away makes the push fail with 503 and a log line that
+//! names the missing permission.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+use support::cluster::{Cluster, index_for, workload};
+use support::*;
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fake() {
+                super::$name(Cluster::fake().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(c) = Cluster::real().await {
+                    super::$name(c).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both!(deployed_rbac_is_enough_and_needed);
+
+/// Serve and the indexer share the index ConfigMap the roles name, so the
+/// two run one after the other.
+async fn deployed_rbac_is_enough_and_needed(c: Cluster) {
+    serve_runs_with_exactly_the_deployed_rbac(&c).await;
+    indexer_runs_with_exactly_the_deployed_rbac(&c).await;
+}
+
+/// The objects of one `deploy/base` file.
+fn deploy_objects(file: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/base")
+            .join(file),
+    )
+    .unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The deployed roles, with one verb optionally taken away from the rule
+/// that grants it on `resource`.
+fn roles_without(file: &str, resource: &str, verb: &str) -> Vec<Value> {
+    let mut objects = deploy_objects(file);
+    for obj in &mut objects {
+        if let Some(rules) = obj.get_mut("rules").and_then(Value::as_array_mut) {
+            for rule in rules {
+                let on = rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == resource);
+                if on {
+                    rule["verbs"].as_array_mut().unwrap().retain(|v| v != verb);
+                }
+            }
+        }
+    }
+    objects
+}
+
+async fn apply_all(c: &Cluster, objects: &[Value]) {
+    for obj in objects {
+        c.apply(obj).await;
+    }
+}
+
+async fn serve_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
+    let Some(kubeconfig) = c.service_account_kubeconfig("pushroll") else {
+        eprintln!(
+            "SKIPPED on this backend: no ServiceAccount identities (the fake enforces no RBAC)"
+        );
+        return;
+    };
+    apply_all(c, &deploy_objects("rbac-serve.yaml")).await;
+    let ns = c.ns("rbac");
+    let img = format!("{REPO}:v1");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "web",
+        &[("web", &img)],
+        &[],
+        json!({}),
+    ))
+    .await;
+    // The mounted file is missing: the index comes from the ConfigMap the
+    // Role grants by name.
+    c.write_index_configmap(
+        "pushroll",
+        "pushroll-index",
+        &index_for(&img, &[("Deployment", &ns, "web", &["web"])]),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("index.json");
+    let p = Pushroll::start_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--index-file",
+            missing.to_str().unwrap(),
+            "--index-configmap",
+            "pushroll/pushroll-index",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_string_lossy().into_owned())],
+    );
+    let client = http();
+    let (status, body) = post(&client, &p, insert(REPO, "v1", DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "configmap");
+    assert_eq!(body["workloads"][0]["result"], "restarted", "{body}");
+    let events = c.list("Event", &ns).await;
+    assert!(
+        events.iter().any(|e| e["reason"] == "PushRestart"),
+        "the Event was allowed: {events:?}"
+    );
+
+    // Take `patch` away: the push answers 503 (Pub/Sub keeps it) and the
+    // log names the missing permission.
+    apply_all(c, &roles_without("rbac-serve.yaml", "deployments", "patch")).await;
+    let msg = insert(REPO, "v1", DIGEST2);
+    let refused = eventually(Duration::from_secs(20), || async {
+        let (status, body) = post(&client, &p, msg.clone()).await;
+        (status == 503).then_some(body)
+    })
+    .await
+    .expect("the push fails once the rule is gone");
+    assert_eq!(refused["error"], "restart-failed", "{refused}");
+    let detail = refused["failed"][0]["error"].as_str().unwrap();
+    assert!(
+        detail.contains("forbidden") && detail.contains("cannot patch resource \"deployments\""),
+        "{detail}"
+    );
+    let logs = p.logs().join("\n");
+    assert!(
+        logs.contains("cannot patch resource \\\"deployments\\\""),
+        "the log names the permission:\n{logs}"
+    );
+
+    // Put it back: the redelivery completes the push.
+    apply_all(c, &deploy_objects("rbac-serve.yaml")).await;
+    let done = eventually(Duration::from_secs(20), || async {
+        let (status, body) = post(&client, &p, msg.clone()).await;
+        (status == 200).then_some(body)
+    })
+    .await
+    .expect("the redelivery succeeds once the rule is back");
+    assert_eq!(done["workloads"][0]["result"], "restarted", "{done}");
+}
+
+async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
+    let Some(kubeconfig) = c.service_account_kubeconfig("pushroll-indexer") else {
+        eprintln!(
+            "SKIPPED on this backend: no ServiceAccount identities (the fake enforces no RBAC)"
+        );
+        return;
+    };
+    apply_all(c, &deploy_objects("rbac-indexer.yaml")).await;
+    let ns = c.ns("rbac-idx");
+    let img = format!("{REPO}:indexed");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "web",
+        &[("web", &img)],
+        &[],
+        json!({}),
+    ))
+    .await;
+    // The ConfigMap may exist from another run: the indexer must update it.
+    let p = Pushroll::start_env(
+        &[
+            "index",
+            "--watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--index-configmap",
+            "pushroll/pushroll-index",
+            "--debounce",
+            "200ms",
+            "--lease-duration",
+            "3s",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_string_lossy().into_owned())],
+    );
+    let written = eventually(Duration::from_secs(30), || async {
+        let cm = c.get("ConfigMap", "pushroll", "pushroll-index").await?;
+        let index: Value = serde_json::from_str(cm["data"]["index.json"].as_str()?).ok()?;
+        index["images"].get(&img).cloned()
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "the indexer wrote the ConfigMap under its own RBAC:\n{}",
+        p.logs().join("\n")
+    );
+    let lease = c
+        .get("Lease", "pushroll", "pushroll-indexer")
+        .await
+        .expect("the Lease exists");
+    assert!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
+}
