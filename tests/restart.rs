@@ -357,6 +357,14 @@ async fn restarts_exactly_the_right_workloads(c: Cluster) {
         }
     }
 
+    // `kubectl get events` shows why the workload rolled.
+    match kubectl_get_events(&f.c, prod) {
+        Some(out) => assert!(
+            out.contains("PushRestart") && out.contains("deployment/web"),
+            "{out}"
+        ),
+        None => eprintln!("SKIPPED kubectl get events: kubectl is not on PATH"),
+    }
     if let Some(log) = &log {
         let patched = patches(log);
         assert_eq!(patched.len(), 4, "{patched:#?}");
@@ -819,4 +827,36 @@ async fn graceful_shutdown_finishes_in_flight_pushes(c: Cluster) {
         );
     }
     assert_eq!(f.c.backend, Backend::Fake);
+}
+
+/// `kubectl get events -n NS` against the cluster, or `None` without kubectl.
+fn kubectl_get_events(c: &Cluster, ns: &str) -> Option<String> {
+    let kubeconfig = c.kubeconfig.to_string_lossy().into_owned();
+    let cache = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "get",
+            "events",
+            "-n",
+            ns,
+        ])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Ok(out) => panic!(
+            "kubectl get events failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => {
+            assert!(
+                std::env::var("PUSHROLL_REQUIRE_KUBECTL").as_deref() != Ok("1"),
+                "PUSHROLL_REQUIRE_KUBECTL=1 but kubectl is not on PATH"
+            );
+            None
+        }
+    }
 }

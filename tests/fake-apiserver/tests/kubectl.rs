@@ -9,11 +9,18 @@ use common::*;
 use fake_apiserver::FakeApiServer;
 use serde_json::{Value, json};
 
+/// Whether kubectl can run; under CI (`PUSHROLL_REQUIRE_KUBECTL=1`) its
+/// absence is a failure, not a skip.
 fn kubectl_available() -> bool {
-    std::process::Command::new("kubectl")
+    let present = std::process::Command::new("kubectl")
         .args(["version", "--client"])
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        present || std::env::var("PUSHROLL_REQUIRE_KUBECTL").as_deref() != Ok("1"),
+        "PUSHROLL_REQUIRE_KUBECTL=1 but kubectl is not on PATH"
+    );
+    present
 }
 
 /// Runs kubectl with a private kubeconfig and discovery cache.
