@@ -131,11 +131,14 @@ mod tests {
         for (index, gzip) in [(&small, false), (&large, true)] {
             let payload = Payload::encode(index).unwrap();
             assert_eq!(payload.is_gzip(), gzip);
-            let mut cm = ConfigMap::default();
             // The other key, left by an earlier write, is removed.
-            cm.data = Some([(CONFIGMAP_KEY.to_owned(), "stale".to_owned())].into());
-            cm.binary_data =
-                Some([(CONFIGMAP_GZ_KEY.to_owned(), ByteString(b"stale".to_vec()))].into());
+            let mut cm = ConfigMap {
+                data: Some([(CONFIGMAP_KEY.to_owned(), "stale".to_owned())].into()),
+                binary_data: Some(
+                    [(CONFIGMAP_GZ_KEY.to_owned(), ByteString(b"stale".to_vec()))].into(),
+                ),
+                ..ConfigMap::default()
+            };
             payload.apply_to(&mut cm);
             let keys = cm.data.as_ref().unwrap().len() + cm.binary_data.as_ref().unwrap().len();
             assert_eq!(keys, 1);

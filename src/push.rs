@@ -300,7 +300,15 @@ mod tests {
             subscription: Some("projects/p/subscriptions/raw"),
         };
         let none = PushHeaders::default();
-        let cases: Vec<(PushHeaders, String, Form, Option<&str>, Option<&str>)> = vec![
+        // (headers, body, form, message id, subscription)
+        type Case<'a> = (
+            PushHeaders<'a>,
+            String,
+            Form,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 none,
                 wrapped(&insert()),
@@ -474,7 +482,8 @@ mod tests {
     #[test]
     fn malformed_requests_are_errors() {
         let none = PushHeaders::default();
-        let table: &[(&str, fn(&DecodeError) -> bool)] = &[
+        type IsExpected = fn(&DecodeError) -> bool;
+        let table: &[(&str, IsExpected)] = &[
             ("", |e| matches!(e, DecodeError::NotJson(_))),
             ("not json", |e| matches!(e, DecodeError::NotJson(_))),
             ("{\"action\":", |e| matches!(e, DecodeError::NotJson(_))),

@@ -1,6 +1,7 @@
 //! `--auth google` against real HTTP: tokens signed by test keys, the JWK
 //! set served on loopback, the server as a child process.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -134,7 +135,7 @@ async fn only_good_tokens_get_in() {
         ("garbage", Some("Bearer garbage".into()), 401),
         (
             "two-part token",
-            Some(format!("Bearer {}", token.rsplitn(2, '.').nth(1).unwrap())),
+            Some(format!("Bearer {}", token.rsplit_once('.').unwrap().0)),
             401,
         ),
         (
@@ -311,14 +312,7 @@ async fn only_good_tokens_get_in() {
     assert_eq!(status, 403, "{json}");
 
     // Rejections are counted by reason, and no token ever reaches the logs.
-    let metrics = client
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     for reason in [
         "no-header",
         "not-bearer",
@@ -356,14 +350,7 @@ async fn oversized_authorization_is_refused_before_crypto() {
     let huge = format!("Bearer {}", "x".repeat(9000));
     let (status, json, _) = push_with(&client, &p, Some(&huge), body()).await;
     assert_eq!(status, 401, "{json}");
-    let metrics = client
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert!(
         metrics.contains("pushroll_token_rejections_total{reason=\"oversized\"} 1"),
         "{metrics}"

@@ -1,6 +1,7 @@
 //! The HTTP contract without a cluster (`serve --demo`): the demo itself,
 //! malformed and hostile requests, and hot reload of the mounted index.
 
+#[macro_use]
 mod support;
 
 use std::path::Path;
@@ -401,14 +402,7 @@ async fn hostile_requests_get_the_contract_codes() {
     assert_eq!(status, 200);
     let logs = p.logs().join("\n");
     assert!(!logs.contains("panicked"), "{logs}");
-    let metrics = client
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert!(!metrics.contains("code=\"500\""), "{metrics}");
 }
 
@@ -501,21 +495,16 @@ async fn a_configmap_volume_swap_is_used_without_a_restart() {
     );
 
     // A corrupt new index leaves the old one in use.
-    let reloads_before = count_metric(
-        &client,
-        &p,
+    let reloads_before = metric(
+        &p.metrics().await,
         "pushroll_index_reloads_total{result=\"file-error\"}",
-    )
-    .await;
+    );
     volume.swap("{ this is not an index");
     eventually(Duration::from_secs(2), || async {
-        (count_metric(
-            &client,
-            &p,
+        (metric(
+            &p.metrics().await,
             "pushroll_index_reloads_total{result=\"file-error\"}",
-        )
-        .await
-            > reloads_before)
+        ) > reloads_before)
             .then_some(())
     })
     .await
@@ -534,23 +523,6 @@ async fn a_configmap_volume_swap_is_used_without_a_restart() {
     })
     .await;
     assert!(seen.is_some());
-}
-
-async fn count_metric(client: &reqwest::Client, p: &Pushroll, series: &str) -> u64 {
-    let text = client
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .map(|v| v.trim().parse::<f64>().unwrap() as u64)
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

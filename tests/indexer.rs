@@ -2,6 +2,7 @@
 //! leader election) against the fake API server, and the real one where the
 //! scenario does not need the fake's request log.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -9,24 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::cluster::{Backend, Cluster, workload};
 use support::*;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn fake() {
-                super::$name(Cluster::fake().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn real() {
-                if let Some(c) = Cluster::real().await {
-                    super::$name(c).await;
-                }
-            }
-        }
-    )*};
-}
 
 on_both!(
     index_output_is_exactly_the_expected_index,
@@ -59,23 +42,6 @@ async fn configmap_images(c: &Cluster, ns: &str) -> Option<Value> {
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["version"], 1);
     Some(v["images"].clone())
-}
-
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
-async fn metrics_of(p: &Pushroll) -> String {
-    http()
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 async fn index_output_is_exactly_the_expected_index(c: Cluster) {
@@ -253,7 +219,7 @@ async fn watch_keeps_the_configmap_current(c: Cluster) {
 
     // A change that does not touch images (replicas) changes nothing and
     // writes nothing: wait until the indexer has processed its event.
-    let before = metrics_of(&p).await;
+    let before = p.metrics().await;
     let events = metric(
         &before,
         "pushroll_watch_events_total{result=\"deployments\"}",
@@ -261,7 +227,7 @@ async fn watch_keeps_the_configmap_current(c: Cluster) {
     c.merge_patch("Deployment", &ns, "one", json!({"spec": {"replicas": 3}}))
         .await;
     let after = eventually(Duration::from_secs(10), || async {
-        let m = metrics_of(&p).await;
+        let m = p.metrics().await;
         (metric(&m, "pushroll_watch_events_total{result=\"deployments\"}") > events).then_some(m)
     })
     .await
@@ -293,7 +259,7 @@ async fn only_the_leader_writes(c: Cluster) {
     let mut b = start_watch(&c, &cm_ns, &ns, "indexer-b");
     // One of them leads and writes; the other follows and never writes.
     let leader = eventually(Duration::from_secs(30), || async {
-        let (ma, mb) = (metrics_of(&a).await, metrics_of(&b).await);
+        let (ma, mb) = (a.metrics().await, b.metrics().await);
         let (la, lb) = (
             metric(&ma, "pushroll_indexer_leader"),
             metric(&mb, "pushroll_indexer_leader"),
@@ -330,7 +296,7 @@ async fn only_the_leader_writes(c: Cluster) {
     })
     .await
     .expect("the leader writes the change");
-    let fm = metrics_of(follow).await;
+    let fm = follow.metrics().await;
     assert_eq!(
         metric(&fm, "pushroll_index_writes_total{result=\"written\"}"),
         0.0,
@@ -360,7 +326,7 @@ async fn only_the_leader_writes(c: Cluster) {
     let took = killed.elapsed();
     eprintln!("leader killed → new leader wrote after {took:?} (lease 3 s)");
     assert!(took < Duration::from_secs(3 + 3), "took {took:?}");
-    let fm = metrics_of(follow).await;
+    let fm = follow.metrics().await;
     assert_eq!(metric(&fm, "pushroll_indexer_leader"), 1.0);
 }
 

@@ -3,6 +3,7 @@
 //! and a rule taken away makes the push fail with 503 and a log line that
 //! names the missing permission.
 
+#[macro_use]
 mod support;
 
 use std::path::Path;
@@ -12,24 +13,6 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, index_for, workload};
 use support::*;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn fake() {
-                super::$name(Cluster::fake().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn real() {
-                if let Some(c) = Cluster::real().await {
-                    super::$name(c).await;
-                }
-            }
-        }
-    )*};
-}
 
 on_both!(deployed_rbac_is_enough_and_needed);
 

@@ -2,6 +2,7 @@
 //! behind it (the fake API server, and the real one when available), and
 //! the exact restarts a push causes.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -12,26 +13,6 @@ use fake_apiserver::{FaultRule, RequestRecord};
 use serde_json::{Value, json};
 use support::cluster::{Backend, Cluster, index_for, workload};
 use support::*;
-
-/// Runs a scenario against the fake and, when one is configured, the real
-/// API server.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn fake() {
-                super::$name(Cluster::fake().await).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn real() {
-                if let Some(c) = Cluster::real().await {
-                    super::$name(c).await;
-                }
-            }
-        }
-    )*};
-}
 
 on_both!(
     restarts_exactly_the_right_workloads,
@@ -407,14 +388,7 @@ async fn restarts_exactly_the_right_workloads(c: Cluster) {
         );
     }
     // Metrics count what happened.
-    let metrics = client
-        .get(p.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = p.metrics().await;
     assert!(
         metrics.contains("pushroll_restarts_total{kind=\"Deployment\",result=\"restarted\"} 2"),
         "{metrics}"

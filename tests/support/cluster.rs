@@ -13,6 +13,27 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
+/// Defines, for each scenario `async fn name(c: Cluster)`, a module `name`
+/// with a test on the fake and one on the real API server (skipped with a
+/// message when none is configured): one test definition, two servers.
+#[allow(unused_macros)] // not every test binary has scenarios for both
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fake() {
+                super::$name(crate::support::cluster::Cluster::fake().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(c) = crate::support::cluster::Cluster::real().await {
+                    super::$name(c).await;
+                }
+            }
+        }
+    )*};
+}
+
 /// Which API server a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

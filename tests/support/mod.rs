@@ -3,6 +3,7 @@
 //! real HTTP, and sample payloads.
 #![allow(dead_code)] // each test binary uses a different part
 
+#[macro_use]
 pub mod cluster;
 
 use std::io::{BufRead as _, BufReader};
@@ -122,6 +123,18 @@ impl Pushroll {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The process's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -180,6 +193,13 @@ impl Drop for Pushroll {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series (`name{labels}`) in a metrics text, 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 /// A plain HTTP client for the tests.
