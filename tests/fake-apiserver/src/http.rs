@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::faults::{self, FaultRule};
+use crate::rbac::{self, AuthState, Authn, Decision, Policy};
 use crate::resources::{self, ResourceInfo};
 use crate::selectors::Selector;
 use crate::status::ApiError;
@@ -44,6 +45,9 @@ pub struct RequestRecord {
     pub dry_run: bool,
     pub user_agent: Option<String>,
     pub authorization: Option<String>,
+    /// The authenticated user name when RBAC is on (`None` when it is off
+    /// or the token was rejected).
+    pub user: Option<String>,
 }
 
 impl RequestRecord {
@@ -66,6 +70,7 @@ pub(crate) struct Shared {
     pub logged: Notify,
     pub faults: Mutex<Vec<FaultRule>>,
     pub host: Mutex<String>,
+    pub auth: Mutex<AuthState>,
 }
 
 /// Put in request extensions: notified to kill the request's connection.
@@ -295,6 +300,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         dry_run,
         user_agent: user_agent.clone(),
         authorization,
+        user: None,
     };
 
     // Fault injection comes first, as a proxy or an overloaded server would.
@@ -328,6 +334,24 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
         }
     }
 
+    // Authentication, then authorization, before any routing (unknown
+    // resources are authorized too), as in the real handler chain.
+    match access(
+        &shared,
+        method.as_str(),
+        &path,
+        &query,
+        record.authorization.as_deref(),
+    ) {
+        Ok(user) => record.user = user,
+        Err((user, e)) => {
+            record.user = user;
+            record.status = e.code;
+            log(&shared, record);
+            return error_response(&e);
+        }
+    }
+
     let resp = match target {
         Err(e) => error_response(&e),
         Ok(None) => non_resource(&shared, &method, &path),
@@ -349,6 +373,52 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
     record.status = resp.status().as_u16();
     log(&shared, record);
     resp
+}
+
+/// The RBAC policy as stored now.
+pub(crate) fn stored_policy(store: &Store) -> Policy {
+    let mut policy = Policy::default();
+    for res in resources::rbac_types() {
+        for (_, obj) in store.snapshot(res, &Filter::default()) {
+            policy.add(&obj);
+        }
+    }
+    policy
+}
+
+/// Who the request is from and whether RBAC allows it: `Ok(user name)`
+/// (None when enforcement is off), or the 401/403 to answer.
+#[allow(clippy::type_complexity)]
+fn access(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    query: &str,
+    authorization: Option<&str>,
+) -> Result<Option<String>, (Option<String>, ApiError)> {
+    let user = {
+        let auth = shared.auth.lock().expect("auth lock");
+        if !auth.enabled {
+            return Ok(None);
+        }
+        match rbac::authenticate(authorization, |t| auth.tokens.get(t).cloned()) {
+            Authn::User(u) => u,
+            Authn::None if auth.anonymous => auth.anonymous_user.clone(),
+            Authn::None | Authn::Invalid => return Err((None, rbac::unauthorized())),
+        }
+    };
+    if user.groups.iter().any(|g| g == rbac::SYSTEM_MASTERS) {
+        return Ok(Some(user.name));
+    }
+    let info = rbac::request_info(method, path, query);
+    let policy = stored_policy(&shared.store.lock().expect("store lock"));
+    match rbac::authorize(&policy, &user, &info) {
+        Decision::Allow => Ok(Some(user.name)),
+        Decision::Deny(reason) => {
+            let e = rbac::forbidden(&user, &info, &reason);
+            Err((Some(user.name), e))
+        }
+    }
 }
 
 fn log(shared: &Shared, record: RequestRecord) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use fake_apiserver::{FakeApiServer, Options};
 
-/// A fake Kubernetes API server on 127.0.0.1 (plain HTTP, any token).
+/// A fake Kubernetes API server on 127.0.0.1 (plain HTTP; any token unless --rbac).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -27,6 +27,10 @@ struct Args {
     /// Watch events kept for resuming watches.
     #[arg(long, default_value_t = 10_000)]
     history: usize,
+    /// Enforce bearer tokens and RBAC (the kubeconfig written is the
+    /// admin's, in system:masters).
+    #[arg(long)]
+    rbac: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -35,6 +39,8 @@ async fn main() -> anyhow::Result<()> {
     let server = FakeApiServer::start_with(Options {
         port: args.port,
         history: args.history,
+        rbac: args.rbac,
+        ..Options::default()
     });
     server.ensure_namespace(&args.namespace);
     if let Some(path) = &args.load {

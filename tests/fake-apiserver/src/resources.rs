@@ -149,6 +149,58 @@ pub static RESOURCES: &[ResourceInfo] = &[
         has_status: false,
         create_on_update: true,
     },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        resource: "clusterrolebindings",
+        kind: "ClusterRoleBinding",
+        singular: "clusterrolebinding",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        has_generation: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        resource: "clusterroles",
+        kind: "ClusterRole",
+        singular: "clusterrole",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        has_generation: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        resource: "rolebindings",
+        kind: "RoleBinding",
+        singular: "rolebinding",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        has_generation: false,
+        has_status: false,
+        create_on_update: true,
+    },
+    ResourceInfo {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        resource: "roles",
+        kind: "Role",
+        singular: "role",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        has_generation: false,
+        has_status: false,
+        create_on_update: true,
+    },
 ];
 
 /// The served group/versions, in discovery order (core first).
@@ -177,4 +229,15 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
 
 pub fn namespaces() -> &'static ResourceInfo {
     lookup("", "v1", "namespaces").expect("namespaces is served")
+}
+
+/// The RBAC type of this kind, if it is one (`Role`, `ClusterRole`,
+/// `RoleBinding`, `ClusterRoleBinding`).
+pub fn is_rbac(res: &ResourceInfo) -> bool {
+    res.group == "rbac.authorization.k8s.io"
+}
+
+/// The four RBAC types.
+pub fn rbac_types() -> impl Iterator<Item = &'static ResourceInfo> {
+    RESOURCES.iter().filter(|r| is_rbac(r))
 }

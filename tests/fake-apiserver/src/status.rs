@@ -267,6 +267,8 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
 fn cause_reason(message: &str) -> &'static str {
     if message.starts_with("Required value") {
         "FieldValueRequired"
+    } else if message.starts_with("Unsupported value") {
+        "FieldValueNotSupported"
     } else {
         "FieldValueInvalid"
     }

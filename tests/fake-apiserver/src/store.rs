@@ -469,6 +469,7 @@ impl Store {
     ) -> Result<Value, ApiError> {
         Self::check_type(res, &mut body)?;
         Self::check_namespace(res, ns, &mut body)?;
+        rbac_defaults(res, &mut body);
         if !seed && meta(&body, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
             // A plain error in the real storage layer: 500, no reason.
             return Err(ApiError::new(
@@ -663,6 +664,9 @@ impl Store {
                 .unwrap_or(0)
                 + 1;
             meta_mut(&mut new).insert("generation".into(), g.into());
+        }
+        if sub != Some("status") {
+            rbac_defaults(res, &mut new);
         }
         if sub.is_none() {
             let causes = spec_causes(res, &new, Some(&old));
@@ -988,6 +992,18 @@ fn name_causes(res: &ResourceInfo, name: &str) -> Vec<(String, String)> {
             "Required value: name or generateName is required".into(),
         )];
     }
+    if resources::is_rbac(res) {
+        // RBAC names are path segments (`system:discovery` is valid).
+        return crate::rbac::path_segment_problems(name)
+            .into_iter()
+            .map(|p| {
+                (
+                    "metadata.name".into(),
+                    format!("Invalid value: \"{name}\": {p}"),
+                )
+            })
+            .collect();
+    }
     let (ok, what) = if std::ptr::eq(res, resources::namespaces()) {
         (
             is_dns1123_label(name),
@@ -1045,6 +1061,9 @@ fn default_object(res: &ResourceInfo, name: &str, obj: &mut Value, seed: bool) {
 /// required and immutable, template labels matching it, containers with
 /// names and images.
 fn spec_causes(res: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
+    if resources::is_rbac(res) {
+        return rbac_causes(res, obj, old);
+    }
     if !res.has_generation {
         return Vec::new();
     }
@@ -1105,6 +1124,195 @@ fn spec_causes(res: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<(Str
                     causes.push((
                         format!("spec.template.spec.containers[{i}].image"),
                         "Required value".into(),
+                    ));
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// The v1 defaults of RBAC objects: `roleRef.apiGroup` and the `apiGroup`
+/// of User and Group subjects are `rbac.authorization.k8s.io`.
+fn rbac_defaults(res: &ResourceInfo, obj: &mut Value) {
+    if !matches!(res.kind, "RoleBinding" | "ClusterRoleBinding") {
+        return;
+    }
+    if obj.get("roleRef").is_none_or(Value::is_null) {
+        obj["roleRef"] = json!({});
+    }
+    if let Some(r) = obj.get_mut("roleRef").and_then(Value::as_object_mut)
+        && r.get("apiGroup")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        r.insert("apiGroup".into(), crate::rbac::GROUP.into());
+    }
+    if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
+        for s in subjects.iter_mut().filter_map(Value::as_object_mut) {
+            let kind = s.get("kind").and_then(Value::as_str).unwrap_or("");
+            if matches!(kind, "User" | "Group")
+                && s.get("apiGroup")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+            {
+                s.insert("apiGroup".into(), crate::rbac::GROUP.into());
+            }
+        }
+    }
+}
+
+/// Go's `%#v` of a `[]string`.
+fn go_strings(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+    format!("[]string{{{}}}", items.join(", "))
+}
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The validation of `rbac.authorization.k8s.io/v1` objects
+/// (`pkg/apis/rbac/validation`): rules need verbs and either resources
+/// with API groups or (ClusterRoles only) non-resource URLs; bindings need
+/// a supported roleRef, which is immutable, and well-formed subjects.
+fn rbac_causes(res: &ResourceInfo, obj: &Value, old: Option<&Value>) -> Vec<(String, String)> {
+    let mut causes: Vec<(String, String)> = Vec::new();
+    let sv = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    match res.kind {
+        "Role" | "ClusterRole" => {
+            let rules = obj
+                .get("rules")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, rule) in rules.iter().enumerate() {
+                let f = |c: &str| format!("rules[{i}].{c}");
+                if str_list(rule.get("verbs")).is_empty() {
+                    causes.push((
+                        f("verbs"),
+                        "Required value: verbs must contain at least one value".into(),
+                    ));
+                }
+                let urls = str_list(rule.get("nonResourceURLs"));
+                if !urls.is_empty() {
+                    if res.kind == "Role" {
+                        causes.push((
+                            f("nonResourceURLs"),
+                            format!(
+                                "Invalid value: {}: namespaced rules cannot apply to non-resource URLs",
+                                go_strings(&urls)
+                            ),
+                        ));
+                    }
+                    if ["apiGroups", "resources", "resourceNames"]
+                        .iter()
+                        .any(|k| !str_list(rule.get(*k)).is_empty())
+                    {
+                        causes.push((
+                            f("nonResourceURLs"),
+                            format!(
+                                "Invalid value: {}: rules cannot apply to both regular resources and non-resource URLs",
+                                go_strings(&urls)
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                if str_list(rule.get("apiGroups")).is_empty() {
+                    causes.push((
+                        f("apiGroups"),
+                        "Required value: resource rules must supply at least one api group".into(),
+                    ));
+                }
+                if str_list(rule.get("resources")).is_empty() {
+                    causes.push((
+                        f("resources"),
+                        "Required value: resource rules must supply at least one resource".into(),
+                    ));
+                }
+            }
+        }
+        _ => {
+            let cluster = res.kind == "ClusterRoleBinding";
+            let rr = obj.get("roleRef").cloned().unwrap_or(json!({}));
+            let group = sv(&rr, "apiGroup");
+            if group != crate::rbac::GROUP {
+                causes.push((
+                    "roleRef.apiGroup".into(),
+                    format!(
+                        "Unsupported value: {group:?}: supported values: \"{}\"",
+                        crate::rbac::GROUP
+                    ),
+                ));
+            }
+            let kind = sv(&rr, "kind");
+            let ok_kinds: &[&str] = if cluster {
+                &["ClusterRole"]
+            } else {
+                &["Role", "ClusterRole"]
+            };
+            if !ok_kinds.contains(&kind.as_str()) {
+                let supported: Vec<String> = ok_kinds.iter().map(|k| format!("{k:?}")).collect();
+                causes.push((
+                    "roleRef.kind".into(),
+                    format!(
+                        "Unsupported value: {kind:?}: supported values: {}",
+                        supported.join(", ")
+                    ),
+                ));
+            }
+            let name = sv(&rr, "name");
+            if name.is_empty() {
+                causes.push(("roleRef.name".into(), "Required value".into()));
+            } else {
+                for p in crate::rbac::path_segment_problems(&name) {
+                    causes.push((
+                        "roleRef.name".into(),
+                        format!("Invalid value: {name:?}: {p}"),
+                    ));
+                }
+            }
+            let subjects = obj
+                .get("subjects")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, s) in subjects.iter().enumerate() {
+                let f = |c: &str| format!("subjects[{i}].{c}");
+                let kind = sv(s, "kind");
+                if sv(s, "name").is_empty() {
+                    causes.push((f("name"), "Required value".into()));
+                }
+                match kind.as_str() {
+                    "ServiceAccount" => {
+                        if cluster && sv(s, "namespace").is_empty() {
+                            causes.push((f("namespace"), "Required value".into()));
+                        }
+                    }
+                    "User" | "Group" => {}
+                    other => causes.push((
+                        f("kind"),
+                        format!(
+                            "Unsupported value: {other:?}: supported values: \"ServiceAccount\", \"User\", \"Group\""
+                        ),
+                    )),
+                }
+            }
+            if let Some(old) = old {
+                let old_rr = old.get("roleRef").cloned().unwrap_or(json!({}));
+                if old_rr != rr {
+                    causes.push((
+                        "roleRef".into(),
+                        format!(
+                            "Invalid value: rbac.RoleRef{{APIGroup:{group:?}, Kind:{kind:?}, Name:{name:?}}}: cannot change roleRef"
+                        ),
                     ));
                 }
             }

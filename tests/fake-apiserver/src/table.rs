@@ -133,6 +133,15 @@ fn columns(res: &ResourceInfo) -> Vec<Value> {
         "ConfigMap" => vec![name, col("Data", "integer", "", 0), age],
         "Namespace" => vec![name, col("Status", "string", "", 0), age],
         "Lease" => vec![name, col("Holder", "string", "", 0), age],
+        "Role" | "ClusterRole" => vec![name, col("Created At", "date", "", 0)],
+        "RoleBinding" | "ClusterRoleBinding" => vec![
+            name,
+            col("Role", "string", "", 0),
+            age,
+            col("Users", "string", "", 1),
+            col("Groups", "string", "", 1),
+            col("ServiceAccounts", "string", "", 1),
+        ],
         "Event" => vec![
             col("Last Seen", "string", "", 0),
             col("Type", "string", "", 0),
@@ -237,6 +246,50 @@ fn cells(res: &ResourceInfo, o: &Value) -> Vec<Value> {
                 json!(obj),
                 json!(o.get("message").and_then(Value::as_str).unwrap_or("")),
                 name,
+            ]
+        }
+        "Role" | "ClusterRole" => vec![
+            name,
+            o.pointer("/metadata/creationTimestamp")
+                .cloned()
+                .unwrap_or(Value::Null),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let subjects = o
+                .get("subjects")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let of = |kind: &str| -> String {
+                subjects
+                    .iter()
+                    .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+                    .map(|s| {
+                        let n = s.get("name").and_then(Value::as_str).unwrap_or("");
+                        match s.get("namespace").and_then(Value::as_str) {
+                            Some(ns) if kind == "ServiceAccount" => format!("{ns}/{n}"),
+                            _ if kind == "ServiceAccount" => format!("/{n}"),
+                            _ => n.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    o.pointer("/roleRef/kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                    o.pointer("/roleRef/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                )),
+                json!(created),
+                json!(of("User")),
+                json!(of("Group")),
+                json!(of("ServiceAccount")),
             ]
         }
         _ => vec![name, json!(created)],

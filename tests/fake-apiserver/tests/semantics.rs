@@ -458,7 +458,10 @@ async fn discovery_documents() {
         .iter()
         .map(|g| g["name"].as_str().unwrap())
         .collect();
-    assert_eq!(groups, ["apps", "coordination.k8s.io"]);
+    assert_eq!(
+        groups,
+        ["apps", "coordination.k8s.io", "rbac.authorization.k8s.io"]
+    );
     let (_, _, apps) = send(c.get(format!("{}/apis/apps/v1", s.url()))).await;
     let deploy = apps["resources"]
         .as_array()
