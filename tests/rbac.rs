@@ -9,9 +9,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize as _;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, index_for, workload};
+use support::cluster::{Cluster, deploy_objects, index_for, workload};
 use support::*;
 
 on_both!(deployed_rbac_is_enough_and_needed);
@@ -21,20 +20,6 @@ on_both!(deployed_rbac_is_enough_and_needed);
 async fn deployed_rbac_is_enough_and_needed(c: Cluster) {
     serve_runs_with_exactly_the_deployed_rbac(&c).await;
     indexer_runs_with_exactly_the_deployed_rbac(&c).await;
-}
-
-/// The objects of one `deploy/base` file.
-fn deploy_objects(file: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("deploy/base")
-            .join(file),
-    )
-    .unwrap();
-    serde_norway::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
 }
 
 /// The deployed roles, with one verb optionally taken away from the rule
@@ -65,12 +50,7 @@ async fn apply_all(c: &Cluster, objects: &[Value]) {
 }
 
 async fn serve_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
-    let Some(kubeconfig) = c.service_account_kubeconfig("pushroll") else {
-        eprintln!(
-            "SKIPPED on this backend: no ServiceAccount identities (the fake enforces no RBAC)"
-        );
-        return;
-    };
+    let kubeconfig = c.service_account_kubeconfig("pushroll");
     apply_all(c, &deploy_objects("rbac-serve.yaml")).await;
     let ns = c.ns("rbac");
     let img = format!("{REPO}:v1");
@@ -152,12 +132,7 @@ async fn serve_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
 }
 
 async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
-    let Some(kubeconfig) = c.service_account_kubeconfig("pushroll-indexer") else {
-        eprintln!(
-            "SKIPPED on this backend: no ServiceAccount identities (the fake enforces no RBAC)"
-        );
-        return;
-    };
+    let kubeconfig = c.service_account_kubeconfig("pushroll-indexer");
     apply_all(c, &deploy_objects("rbac-indexer.yaml")).await;
     let ns = c.ns("rbac-idx");
     let img = format!("{REPO}:indexed");

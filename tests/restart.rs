@@ -35,6 +35,8 @@ fn image() -> String {
 /// and a stale index entry for a workload that is gone.
 struct Fixture {
     c: Cluster,
+    /// pushroll runs as the serve ServiceAccount with exactly deploy/'s RBAC.
+    serve_kubeconfig: PathBuf,
     prod: String,
     staging: String,
     sandbox: String,
@@ -122,8 +124,10 @@ impl Fixture {
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+        let serve_kubeconfig = c.serve_identity().await;
         Fixture {
             c,
+            serve_kubeconfig,
             prod,
             staging,
             sandbox,
@@ -135,7 +139,12 @@ impl Fixture {
         self.index.path().join("index.json")
     }
 
+    /// Starts serve as the ServiceAccount deploy/ defines.
     fn start(&self, extra: &[&str]) -> Pushroll {
+        self.start_as(&self.serve_kubeconfig, extra)
+    }
+
+    fn start_as(&self, kubeconfig: &std::path::Path, extra: &[&str]) -> Pushroll {
         let index = self.index_file();
         let mut args = vec![
             "serve",
@@ -151,10 +160,7 @@ impl Fixture {
         args.extend_from_slice(extra);
         Pushroll::start_env(
             &args,
-            &[(
-                "KUBECONFIG",
-                self.c.kubeconfig.to_string_lossy().into_owned(),
-            )],
+            &[("KUBECONFIG", kubeconfig.to_string_lossy().into_owned())],
         )
     }
 
@@ -244,8 +250,14 @@ fn results(body: &Value) -> BTreeMap<String, String> {
 
 /// Successful PATCHes of workloads in the fake's log.
 fn patches(log: &[RequestRecord]) -> Vec<&RequestRecord> {
+    let workload = |r: &RequestRecord| {
+        matches!(
+            r.resource.as_deref(),
+            Some("deployments" | "statefulsets" | "daemonsets")
+        )
+    };
     log.iter()
-        .filter(|r| r.verb == "patch" && r.status == 200)
+        .filter(|r| r.verb == "patch" && r.status == 200 && workload(r))
         .collect()
 }
 
@@ -612,7 +624,7 @@ async fn dry_run_patches_nothing(c: Cluster) {
     assert_eq!(r[&format!("Deployment/{}/optout", f.prod)], "excluded");
     assert_eq!(f.generations().await, before);
     if let Some(fake) = f.c.fake_server() {
-        assert!(fake.requests().iter().all(|r| r.verb != "patch"));
+        assert!(patches(&fake.requests()).is_empty());
     }
 }
 
@@ -626,6 +638,10 @@ async fn configmap_fallbacks(c: Cluster) {
         .await;
     let cm_arg = format!("{cm_ns}/pushroll-index");
     let client = http();
+    // The ConfigMap is per test (a shared real server), where deploy/'s Role
+    // does not reach: this scenario is about the fallback logic, and runs as
+    // admin; tests/rbac.rs covers the Role.
+    let admin = f.c.kubeconfig.clone();
     let configmap_gets = |c: &Cluster| {
         c.fake_server()
             .map(|f| f.requests_for("get", Some("configmaps")).len())
@@ -633,7 +649,7 @@ async fn configmap_fallbacks(c: Cluster) {
 
     // --on-miss none: a miss makes no API call at all.
     {
-        let p = f.start(&["--on-miss", "none", "--index-configmap", &cm_arg]);
+        let p = f.start_as(&admin, &["--on-miss", "none", "--index-configmap", &cm_arg]);
         if let Some(fake) = f.c.fake_server() {
             fake.clear_requests();
         }
@@ -646,12 +662,15 @@ async fn configmap_fallbacks(c: Cluster) {
     }
     // --on-miss configmap: concurrent misses share one GET, and the entry is found.
     {
-        let p = f.start(&[
-            "--index-configmap",
-            &cm_arg,
-            "--miss-refresh-interval",
-            "1h",
-        ]);
+        let p = f.start_as(
+            &admin,
+            &[
+                "--index-configmap",
+                &cm_arg,
+                "--miss-refresh-interval",
+                "1h",
+            ],
+        );
         if let Some(fake) = f.c.fake_server() {
             fake.clear_requests();
         }

@@ -84,7 +84,15 @@ impl Cluster {
     /// Starts a fresh fake API server.
     pub async fn fake() -> Cluster {
         super::init();
-        let server = FakeApiServer::start().await;
+        // RBAC on, as on a real cluster: the admin kubeconfig bypasses it
+        // (system:masters), ServiceAccounts get what deploy/ grants them.
+        let server = FakeApiServer::start_with(fake_apiserver::Options {
+            rbac: true,
+            ..Default::default()
+        });
+        // kubectl sends no token over plain http (client-go sends
+        // credentials only over TLS): take anonymous requests as the admin's.
+        server.set_anonymous_user(fake_apiserver::rbac::UserInfo::admin());
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = server.write_kubeconfig(dir.path());
         let client = client_for(&kubeconfig).await;
@@ -220,20 +228,33 @@ impl Cluster {
     }
 
     /// A kubeconfig that authenticates as the ServiceAccount `pushroll/<name>`
-    /// (`pushroll` for serve, `pushroll-indexer`), or `None` with a message
-    /// when this backend has no such identity.
-    pub fn service_account_kubeconfig(&self, name: &str) -> Option<PathBuf> {
-        match self.backend {
-            Backend::Real => {
+    /// (`pushroll` for serve, `pushroll-indexer`).
+    pub fn service_account_kubeconfig(&self, name: &str) -> PathBuf {
+        match &self.fake {
+            Some(fake) => {
+                let token = fake.add_service_account("pushroll", name);
+                fake.write_kubeconfig_for(self._dir.path(), &token)
+            }
+            None => {
                 let var = match name {
                     "pushroll" => "PUSHROLL_REAL_KUBECONFIG_SERVE",
                     "pushroll-indexer" => "PUSHROLL_REAL_KUBECONFIG_INDEXER",
                     other => panic!("no identity for {other}"),
                 };
-                std::env::var_os(var).map(PathBuf::from)
+                std::env::var_os(var)
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| panic!("{var} is not set (scripts/kube-real.sh writes it)"))
             }
-            Backend::Fake => None,
         }
+    }
+
+    /// Grants the serve ServiceAccount exactly what `deploy/` grants it and
+    /// returns its kubeconfig.
+    pub async fn serve_identity(&self) -> PathBuf {
+        for obj in deploy_objects("rbac-serve.yaml") {
+            self.apply(&obj).await;
+        }
+        self.service_account_kubeconfig("pushroll")
     }
 
     /// A merge patch, for tests that change objects behind pushroll's back.
@@ -321,4 +342,17 @@ pub fn index_for(image: &str, entries: &[(&str, &str, &str, &[&str])]) -> Value 
         .map(|(k, ns, n, cs)| json!({"kind": k, "namespace": ns, "name": n, "containers": cs}))
         .collect();
     json!({"version": 1, "generatedAt": "2026-11-26T12:00:00Z", "images": {image: ws}})
+}
+
+/// The objects of one `deploy/base` file.
+pub fn deploy_objects(file: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/base")
+        .join(file);
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
 }
