@@ -6,7 +6,6 @@
 #[macro_use]
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
