@@ -320,22 +320,39 @@ impl Store {
                 ));
             }
         }
-        let all = self.snapshot(res, filter);
-        let mut items: Vec<(String, Value)> = all
-            .into_iter()
-            .map(|(k, v)| (format!("{}/{}", k.1, k.2), v))
-            .filter(|(k, _)| start.as_ref().is_none_or(|s| k.as_str() >= s.as_str()))
-            .collect();
+        // Walk the store in key order from the continue point, cloning only
+        // the page (and one more, to know whether a next page exists). The
+        // start is compared as the (namespace, name) key the store is
+        // ordered by, so names with '-' or '.' page correctly.
+        let idx = res_index(res);
+        let from = match &start {
+            Some(s) => {
+                let (ns, name) = s.split_once('/').unwrap_or(("", s.as_str()));
+                (idx, ns.to_owned(), name.to_owned())
+            }
+            None => (idx, String::new(), String::new()),
+        };
+        let matching = self
+            .objects
+            .range(from..(idx + 1, String::new(), String::new()))
+            .filter(|(k, v)| filter.matches(&k.1, v));
+        let limit = limit.filter(|l| *l > 0);
+        let mut items: Vec<((String, String), Value)> = Vec::new();
         let mut next = None;
         let mut remaining = None;
-        if let Some(limit) = limit.filter(|l| *l > 0)
-            && items.len() > limit
-        {
-            let rest = items.split_off(limit);
-            // The next key is just after the last one returned.
-            let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{}\u{0}", items[limit - 1].0)});
-            next = Some(base64::engine::general_purpose::URL_SAFE.encode(token.to_string()));
-            remaining = Some(rest.len() as u64);
+        let mut matching = matching.peekable();
+        while let Some((k, v)) = matching.next() {
+            items.push(((k.1.clone(), k.2.clone()), v.clone()));
+            if limit.is_some_and(|l| items.len() == l) && matching.peek().is_some() {
+                let rest = matching.count() as u64;
+                let (ns, name) = &items[items.len() - 1].0;
+                // The next key is just after the last one returned.
+                let token =
+                    json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{ns}/{name}\u{0}")});
+                next = Some(base64::engine::general_purpose::URL_SAFE.encode(token.to_string()));
+                remaining = Some(rest);
+                break;
+            }
         }
         Ok(ListPage {
             items: items.into_iter().map(|(_, v)| v).collect(),

@@ -298,7 +298,9 @@ async fn patch_formats_and_generate_name_and_dry_run() {
 #[tokio::test]
 async fn pagination_with_limit_and_continue() {
     let s = FakeApiServer::start().await;
-    for ns in ["a", "b"] {
+    // "a-x" sorts before "a" as a "ns/name" string but after it as a
+    // (namespace, name) key: paging must follow the key order.
+    for ns in ["a", "a-x"] {
         for i in 0..5 {
             s.insert(deployment(ns, &format!("d{i}"), "img"));
         }
@@ -335,9 +337,13 @@ async fn pagination_with_limit_and_continue() {
     assert_eq!(pages, 4);
     assert_eq!(names.len(), 10);
     assert_eq!(names[0], "a/d0");
-    assert_eq!(names[9], "b/d4");
+    assert_eq!(names[9], "a-x/d4");
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 10, "no item skipped or repeated: {names:?}");
     let (_, _, one_ns) = send(c.get(format!(
-        "{}/apis/apps/v1/namespaces/b/deployments?resourceVersion=0",
+        "{}/apis/apps/v1/namespaces/a-x/deployments?resourceVersion=0",
         s.url()
     )))
     .await;
