@@ -35,19 +35,18 @@ pub async fn scan(kube: &Kube, namespaces: &NamespaceFilter) -> Result<IndexBuil
             .collect()
     };
     for scope in scopes {
-        let (d, s, ds) = futures::try_join!(
-            kube.list_all::<Deployment>(scope),
-            kube.list_all::<StatefulSet>(scope),
-            kube.list_all::<DaemonSet>(scope),
-        )?;
-        for entry in d
-            .iter()
-            .map(Entry::of)
-            .chain(s.iter().map(Entry::of))
-            .chain(ds.iter().map(Entry::of))
-        {
-            builder.apply(&entry);
-        }
+        kube.list_each::<Deployment>(scope, |w| {
+            builder.apply(&Entry::of(w));
+        })
+        .await?;
+        kube.list_each::<StatefulSet>(scope, |w| {
+            builder.apply(&Entry::of(w));
+        })
+        .await?;
+        kube.list_each::<DaemonSet>(scope, |w| {
+            builder.apply(&Entry::of(w));
+        })
+        .await?;
     }
     Ok(builder)
 }

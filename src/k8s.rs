@@ -225,17 +225,18 @@ impl Kube {
     }
 
     /// Lists every `W` in `namespace` (or all namespaces), page by page,
-    /// from the API server's cache (`resourceVersion=0`).
-    pub async fn list_all<W: crate::index_builder::Workload>(
+    /// from the API server's cache (`resourceVersion=0`), handing each
+    /// object to `each` so that only one page is held at a time.
+    pub async fn list_each<W: crate::index_builder::Workload>(
         &self,
         namespace: Option<&str>,
-    ) -> Result<Vec<W>, KubeError> {
+        mut each: impl FnMut(&W),
+    ) -> Result<(), KubeError> {
         let api: Api<W> = match namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
         let resource = resource_of(W::KIND);
-        let mut items = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut params = ListParams::default().limit(LIST_PAGE);
@@ -244,10 +245,10 @@ impl Kube {
                 None => params.match_any(),
             };
             let page = self.call("list", resource, || api.list(&params)).await?;
-            items.extend(page.items);
+            page.items.iter().for_each(&mut each);
             token = page.metadata.continue_.filter(|t| !t.is_empty());
             if token.is_none() {
-                return Ok(items);
+                return Ok(());
             }
         }
     }
