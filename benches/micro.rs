@@ -1,0 +1,2 @@
+//! Micro-benchmarks (criterion): index lookup and token verification.
+fn main() {}
