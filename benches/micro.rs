@@ -1,2 +1,222 @@
-//! Micro-benchmarks (criterion): index lookup and token verification.
-fn main() {}
+//! Micro-benchmarks (criterion), issue 7; BENCHMARKS.md has the figures.
+//!
+//! * `lookup/*/N`: what `serve` does to find the workloads of a push, in an
+//!   index of N = 100 … 50,000 workloads built by pushroll's own indexer
+//!   code: `index_get` is the bare map lookup ([`Index::lookup`]);
+//!   `push_hit` and `push_miss` the whole step a push takes — normalize
+//!   the pushed reference ([`Reference::parse`]), then
+//!   [`IndexStore::lookup`] (ArcSwap load, clone of the result, the
+//!   lookup metrics).
+//! * `token/*`: RS256 verification of a Pub/Sub-shaped OIDC token.
+//!   `google_verify` is [`GoogleVerifier::verify`] with its key cache
+//!   filled from a JWK set served on loopback (the serve path);
+//!   `decode_prepared_key` the jsonwebtoken decode alone with a prepared
+//!   key, and `key_from_jwk` the key preparation, to show where the time
+//!   goes.
+//!
+//! `cargo bench --bench micro`; `cargo test --benches` runs each once.
+//! After criterion's own output, a table of medians is printed.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use criterion::{BenchmarkId, Criterion};
+use pushroll::auth::GoogleVerifier;
+use pushroll::cli::{AuthConfig, AuthMode};
+use pushroll::lookup::{IndexStore, OnMiss};
+use pushroll::metrics::Metrics;
+use pushroll::reference::Reference;
+use tokio_util::sync::CancellationToken;
+
+const SIZES: [usize; 4] = [100, 1_000, 10_000, 50_000];
+const AUDIENCE: &str = "https://pushroll.example.com/push";
+const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
+
+fn lookup(c: &mut Criterion, sizes: &[usize]) {
+    let mut group = c.benchmark_group("lookup");
+    for &n in sizes {
+        let index = common::index(n);
+        // A workload in the middle of the cluster, and a commit tag.
+        let hit = common::image_of(n / 2);
+        let miss = common::miss_image(n / 2);
+        let key = Reference::parse(&hit).unwrap().tagged();
+        assert_eq!(index.lookup(&key).len(), 1);
+        group.bench_with_input(BenchmarkId::new("index_get", n), &key, |b, key| {
+            b.iter(|| black_box(index.lookup(black_box(key))).len())
+        });
+        let store = IndexStore::new(
+            None,
+            OnMiss::Configmap,
+            Duration::from_secs(10),
+            Metrics::new(),
+        );
+        store.set_file(index);
+        let push = |image: &str| {
+            let key = Reference::parse(image).unwrap().tagged();
+            futures::executor::block_on(store.lookup(&key))
+                .unwrap()
+                .workloads
+                .len()
+        };
+        assert_eq!(push(&hit), 1);
+        assert_eq!(push(&miss), 0);
+        group.bench_with_input(BenchmarkId::new("push_hit", n), &hit, |b, image| {
+            b.iter(|| push(black_box(image)))
+        });
+        group.bench_with_input(BenchmarkId::new("push_miss", n), &miss, |b, image| {
+            b.iter(|| push(black_box(image)))
+        });
+    }
+    group.finish();
+}
+
+fn token(c: &mut Criterion) {
+    support::init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let signer = support::Signer::rsa("rsa-a.pem", "key-a");
+    let jwks = rt.block_on(support::JwksServer::start(vec![signer.jwk.clone()]));
+    let config = AuthConfig {
+        mode: AuthMode::Google,
+        audiences: vec![AUDIENCE.into()],
+        allowed_emails: vec![EMAIL.into()],
+        jwks_url: jwks.url.clone(),
+        issuers: vec![
+            "https://accounts.google.com".into(),
+            "accounts.google.com".into(),
+        ],
+        subscriptions: Vec::new(),
+    };
+    let shutdown = CancellationToken::new();
+    let verifier = rt.block_on(async {
+        let v = GoogleVerifier::start(config, Metrics::new(), shutdown.clone());
+        support::eventually(Duration::from_secs(10), || async {
+            v.has_keys().then_some(())
+        })
+        .await
+        .expect("the verifier fetched the test JWK set");
+        v
+    });
+    let token = signer.sign(&support::google_claims(AUDIENCE, EMAIL));
+    let header = HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    rt.block_on(verifier.verify(Some(&header)))
+        .expect("the test token verifies");
+
+    let mut group = c.benchmark_group("token");
+    group.bench_function("google_verify", |b| {
+        b.iter(|| {
+            rt.block_on(verifier.verify(Some(black_box(&header))))
+                .is_ok()
+        })
+    });
+    let key = jsonwebtoken::DecodingKey::from_jwk(&signer.jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&["https://accounts.google.com"]);
+    group.bench_function("decode_prepared_key", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &key, &validation).is_ok()
+        })
+    });
+    group.bench_function("key_from_jwk", |b| {
+        b.iter(|| jsonwebtoken::DecodingKey::from_jwk(black_box(&signer.jwk)).is_ok())
+    });
+    group.finish();
+    shutdown.cancel();
+}
+
+/// Prints the median of every benchmark run, from criterion's estimates.
+fn print_medians() {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("criterion");
+    let mut rows = Vec::new();
+    for group in ["lookup", "token"] {
+        let Ok(entries) = walk(&dir.join(group)) else {
+            continue;
+        };
+        for path in entries {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let id = path
+                .strip_prefix(&dir)
+                .unwrap()
+                .parent()
+                .and_then(|p| p.parent())
+                .unwrap()
+                .display()
+                .to_string();
+            rows.push((
+                id,
+                v["median"]["point_estimate"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    println!("\n| benchmark | median |\n| --- | ---: |");
+    for (id, ns) in rows {
+        println!("| {id} | {} |", human_ns(ns));
+    }
+}
+
+/// Every `new/estimates.json` under `dir`.
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "new") {
+                let file = path.join("estimates.json");
+                if file.exists() {
+                    out.push(file);
+                }
+            } else {
+                out.extend(walk(&path)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn human_ns(ns: f64) -> String {
+    if ns < 1_000.0 {
+        format!("{ns:.0} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} µs", ns / 1_000.0)
+    } else {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    // `cargo test --benches` runs each benchmark once and measures
+    // nothing: small indexes are enough for that.
+    let measuring = std::env::args().any(|a| a == "--bench");
+    lookup(&mut c, if measuring { &SIZES } else { &SIZES[..2] });
+    token(&mut c);
+    c.final_summary();
+    if measuring {
+        print_medians();
+    }
+}
