@@ -39,7 +39,15 @@ fn binary() -> Result<PathBuf, String> {
     static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {
         if let Some(bin) = std::env::var_os("PUSHROLL_EMULATOR_BIN") {
-            return Ok(PathBuf::from(bin));
+            let bin = PathBuf::from(bin);
+            return if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!(
+                    "PUSHROLL_EMULATOR_BIN={} is not a file",
+                    bin.display()
+                ))
+            };
         }
         let out = Command::new("gcloud")
             .args(["info", "--format=value(installation.sdk_root)"])
