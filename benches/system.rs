@@ -890,36 +890,53 @@ fn memchr(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The fake's own time for what one hit asks of it: the same GET, PATCH
-/// and Event pushroll sends, from a bare hyper client on one keep-alive
-/// connection. Per request and in sum, per restart.
-async fn fake_own_time(
-    cluster: &Cluster,
-    target: usize,
-    times: usize,
-    digests: &AtomicU64,
-) -> (Stats, [Stats; 3]) {
-    let stream = tokio::net::TcpStream::connect(cluster.fake.addr())
-        .await
-        .unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+/// One HTTP/1.1 keep-alive connection from a bare hyper client.
+struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Conn { sender }
+    }
+
+    /// Sends one request; `(time to the whole answer, status, body)`.
+    async fn send(&mut self, request: hyper::Request<Full<Bytes>>) -> (u64, u16, Bytes) {
+        self.sender.ready().await.unwrap();
+        let t = Instant::now();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (t.elapsed().as_nanos() as u64, status, bytes)
+    }
+}
+
+/// What one hit asks of the API server — the GET, PATCH and Event that
+/// pushroll sends, built by pushroll's own functions — from a bare client:
+/// the fake's own time, `[get, patch, event]` in ns.
+async fn bare_restart(fake: &mut Conn, target: usize, digest: &str) -> [u64; 3] {
     let ns = common::namespace_of(target);
-    let name = common::name_of(target);
     let kind = common::kind_of(target);
-    let plural = format!("{}s", kind.to_lowercase());
-    let path = format!("/apis/apps/v1/namespaces/{ns}/{plural}/{name}");
+    let path = format!(
+        "/apis/apps/v1/namespaces/{ns}/{}s/{}",
+        kind.to_lowercase(),
+        common::name_of(target)
+    );
     let key = Reference::parse(&common::image_of(target))
         .unwrap()
         .tagged();
-    let mut send = async |method: &str, uri: String, ctype: &str, body: Vec<u8>| {
-        let request = hyper::Request::builder()
+    let request = |method: &str, uri: String, ctype: &str, body: Vec<u8>| {
+        hyper::Request::builder()
             .method(method)
             .uri(uri)
             .header("host", "fake")
+            .header("user-agent", BARE_AGENT)
             .header("accept", "application/json")
             .header("content-type", ctype)
             .header(
@@ -927,59 +944,131 @@ async fn fake_own_time(
                 format!("Bearer {}", fake_apiserver::rbac::ADMIN_TOKEN),
             )
             .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        sender.ready().await.unwrap();
-        let t = Instant::now();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(
-            status.is_success(),
-            "{method}: {status} {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        (t.elapsed().as_nanos() as u64, bytes)
+            .unwrap()
     };
-    let (mut sums, mut per) = (Vec::new(), [Vec::new(), Vec::new(), Vec::new()]);
-    for _ in 0..times {
-        let digest = common::digest(digests.fetch_add(1, Ordering::Relaxed));
-        let (t_get, obj) = send("GET", path.clone(), "application/json", Vec::new()).await;
-        let obj: kube::api::DynamicObject = serde_json::from_slice(&obj).unwrap();
-        let now = jiff::Timestamp::now();
-        let patch = pushroll::plan::restart_patch(
-            obj.metadata.resource_version.as_deref(),
-            &["app".to_string()],
-            &digest,
-            now,
-        );
-        let (t_patch, patched) = send(
+    let (t_get, status, obj) = fake
+        .send(request("GET", path.clone(), "application/json", Vec::new()))
+        .await;
+    assert_eq!(status, 200);
+    let obj: kube::api::DynamicObject = serde_json::from_slice(&obj).unwrap();
+    let now = jiff::Timestamp::now();
+    let patch = pushroll::plan::restart_patch(
+        obj.metadata.resource_version.as_deref(),
+        &["app".to_string()],
+        digest,
+        now,
+    );
+    let (t_patch, status, patched) = fake
+        .send(request(
             "PATCH",
             format!("{path}?fieldManager=pushroll"),
             "application/strategic-merge-patch+json",
             serde_json::to_vec(&patch).unwrap(),
-        )
+        ))
         .await;
-        let patched: kube::api::DynamicObject = serde_json::from_slice(&patched).unwrap();
-        let kind = match kind {
-            "Deployment" => Kind::Deployment,
-            "StatefulSet" => Kind::StatefulSet,
-            _ => Kind::DaemonSet,
-        };
-        let event = pushroll::k8s::restart_event(kind, &patched, &key, &digest, Some("bench"), now);
-        let (t_event, _) = send(
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&patched));
+    let patched: kube::api::DynamicObject = serde_json::from_slice(&patched).unwrap();
+    let kind = match kind {
+        "Deployment" => Kind::Deployment,
+        "StatefulSet" => Kind::StatefulSet,
+        _ => Kind::DaemonSet,
+    };
+    let event = pushroll::k8s::restart_event(kind, &patched, &key, digest, Some("bench"), now);
+    let (t_event, status, _) = fake
+        .send(request(
             "POST",
             format!("/api/v1/namespaces/{ns}/events"),
             "application/json",
             serde_json::to_vec(&event).unwrap(),
-        )
+        ))
         .await;
-        sums.push(t_get + t_patch + t_event);
-        per[0].push(t_get);
-        per[1].push(t_patch);
-        per[2].push(t_event);
+    assert_eq!(status, 201);
+    [t_get, t_patch, t_event]
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Hits {
+    pushes: usize,
+    errors: usize,
+    latency: Stats,
+    /// The fake's own time for the same three requests (bare client),
+    /// measured right after each push, on the same workload.
+    fake_own: Stats,
+    fake_get: Stats,
+    fake_patch: Stats,
+    fake_event: Stats,
+    /// Per pair: push latency minus the fake's own time.
+    beyond_fake: Stats,
+}
+
+/// Hits at one connection, each a new digest of workload `target`'s image
+/// (so each restarts it), each followed by the same three requests from a
+/// bare client so that both see the fake in the same state.
+async fn hits(
+    target_addr: &Target,
+    cluster: &Cluster,
+    target: usize,
+    count: usize,
+    digests: &AtomicU64,
+) -> Hits {
+    let mut push = Conn::open(target_addr.addr).await;
+    let mut fake = Conn::open(cluster.fake.addr()).await;
+    let repo = common::repo_of(target);
+    let tag = format!("1.{}.0", target % 10);
+    let auth = format!("Bearer {}", target_addr.token);
+    let (mut lat, mut own, mut beyond) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per: [Vec<u64>; 3] = Default::default();
+    let mut errors = 0;
+    for i in 0..count {
+        let digest = common::digest(digests.fetch_add(1, Ordering::Relaxed));
+        let data = support::insert(&repo, &tag, &digest);
+        let body = support::wrapped(&data, &format!("h{i}"), SUBSCRIPTION);
+        let request = hyper::Request::post("/push")
+            .header("host", "pushroll")
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let (t, status, text) = push.send(request).await;
+        if status != 200 || !memchr(&text, b"\"result\":\"restarted\"") {
+            errors += 1;
+            eprintln!(
+                "unexpected hit answer {status}: {}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+        let digest = common::digest(digests.fetch_add(1, Ordering::Relaxed));
+        let parts = bare_restart(&mut fake, target, &digest).await;
+        let sum: u64 = parts.iter().sum();
+        lat.push(t);
+        own.push(sum);
+        beyond.push(t as i64 - sum as i64);
+        for (v, p) in per.iter_mut().zip(parts) {
+            v.push(p);
+        }
     }
-    let [a, b, c] = &mut per;
-    (stats(&mut sums), [stats(a), stats(b), stats(c)])
+    // Differences can be negative: shift to sort them as u64.
+    let mut shifted: Vec<u64> = beyond.iter().map(|d| (d + (1 << 40)) as u64).collect();
+    let mut beyond_fake = stats(&mut shifted);
+    for v in [
+        &mut beyond_fake.p50_ns,
+        &mut beyond_fake.p90_ns,
+        &mut beyond_fake.p99_ns,
+        &mut beyond_fake.max_ns,
+    ] {
+        *v -= (1u64 << 40) as f64;
+    }
+    let [g, p, e] = &mut per;
+    Hits {
+        pushes: count,
+        errors,
+        latency: stats(&mut lat),
+        fake_own: stats(&mut own),
+        fake_get: stats(g),
+        fake_patch: stats(p),
+        fake_event: stats(e),
+        beyond_fake,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -988,20 +1077,23 @@ struct Http {
     startup: Startup,
     miss_1: Load,
     miss_64: Load,
-    hit_1: Load,
+    hit_1: Hits,
     hit_api: BTreeMap<String, usize>,
     miss_api: BTreeMap<String, usize>,
-    fake_own: Stats,
-    fake_get: Stats,
-    fake_patch: Stats,
-    fake_event: Stats,
-    rss_after_kib: u64,
-    hwm_after_kib: u64,
+    /// `(phase, VmRSS KiB, VmHWM KiB)` after each phase.
+    rss: Vec<(String, u64, u64)>,
 }
 
+/// The user agent of the bare client's requests, which `verbs` leaves out.
+const BARE_AGENT: &str = "pushroll-bench-bare";
+
+/// pushroll's API requests in the fake's log, by verb and resource.
 fn verbs(cluster: &Cluster) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in cluster.fake.requests() {
+        if r.user_agent.as_deref() == Some(BARE_AGENT) {
+            continue;
+        }
         let what = format!("{} {}", r.verb, r.resource.unwrap_or_default());
         *out.entry(what).or_default() += 1;
     }
@@ -1046,6 +1138,7 @@ async fn run_http(opts: &Options, n: usize, cluster: &Cluster, digests: &Arc<Ato
         addr: server.addr,
         token,
     };
+    let mut rss = vec![("ready".to_owned(), server.rss_kib())];
     cluster.fake.clear_requests();
     let miss_1 = load(
         &target,
@@ -1057,71 +1150,66 @@ async fn run_http(opts: &Options, n: usize, cluster: &Cluster, digests: &Arc<Ato
         "\"no-match\"",
     )
     .await;
+    rss.push((
+        format!("after {} misses at c=1", miss_1.requests),
+        server.rss_kib(),
+    ));
     let miss_64 = load(
         &target,
         64,
         warm,
         secs,
         quick_max(64),
+        miss_body.clone(),
+        "\"no-match\"",
+    )
+    .await;
+    rss.push((
+        format!("after {} misses at c=64", miss_64.requests),
+        server.rss_kib(),
+    ));
+    // The same again: does memory keep growing, or was that a plateau?
+    let again = load(
+        &target,
+        64,
+        Duration::ZERO,
+        secs,
+        quick_max(64),
         miss_body,
         "\"no-match\"",
     )
     .await;
+    rss.push((
+        format!("after {} more misses at c=64", again.requests),
+        server.rss_kib(),
+    ));
     let miss_api = verbs(cluster);
     eprintln!(
-        "  miss c=1: p50 {} p99 {} | c=64: {:.0}/s p50 {} p99 {} | API {:?}",
+        "  miss c=1: p50 {} p99 {} | c=64: {:.0}/s p50 {} p99 {} (again: {:.0}/s) | API {:?}",
         human(miss_1.latency.p50_ns),
         human(miss_1.latency.p99_ns),
         miss_64.per_second,
         human(miss_64.latency.p50_ns),
         human(miss_64.latency.p99_ns),
+        again.per_second,
         miss_api
     );
     let hit = n / 2;
-    let (repo, tag) = (common::repo_of(hit), format!("1.{}.0", hit % 10));
-    let d = digests.clone();
-    let hit_body: Arc<dyn Fn(u64) -> String + Send + Sync> = Arc::new(move |i| {
-        let data = support::insert(
-            &repo,
-            &tag,
-            &common::digest(d.fetch_add(1, Ordering::Relaxed)),
-        );
-        support::wrapped(&data, &format!("h{i}"), SUBSCRIPTION)
-    });
     // Warm the connection pools, then measure.
-    load(
-        &target,
-        1,
-        Duration::ZERO,
-        Duration::ZERO,
-        Some(5),
-        hit_body.clone(),
-        "\"restarted\"",
-    )
-    .await;
+    hits(&target, cluster, hit, 5, digests).await;
+    rss.push(("after 5 hits".to_owned(), server.rss_kib()));
     cluster.fake.clear_requests();
-    let hits = opts.hits as u64;
-    let hit_1 = load(
-        &target,
-        1,
-        Duration::ZERO,
-        Duration::ZERO,
-        Some(hits),
-        hit_body,
-        "\"result\":\"restarted\"",
-    )
-    .await;
+    let hit_1 = hits(&target, cluster, hit, opts.hits, digests).await;
     let hit_api = verbs(cluster);
-    let (fake_own, [fake_get, fake_patch, fake_event]) =
-        fake_own_time(cluster, hit, opts.hits.max(3), digests).await;
-    let (rss_after, hwm_after) = server.rss_kib();
+    rss.push((format!("after {} more hits", opts.hits), server.rss_kib()));
     eprintln!(
-        "  hit c=1: p50 {} p99 {} | fake's own p50 {} | API {:?} | RSS after load {} MiB",
+        "  hit c=1: p50 {} p99 {} | fake's own p50 {} | beyond p50 {} | API {:?} | RSS {:?}",
         human(hit_1.latency.p50_ns),
         human(hit_1.latency.p99_ns),
-        human(fake_own.p50_ns),
+        human(hit_1.fake_own.p50_ns),
+        human(hit_1.beyond_fake.p50_ns),
         hit_api,
-        rss_after / 1024
+        rss
     );
     Http {
         n,
@@ -1131,12 +1219,7 @@ async fn run_http(opts: &Options, n: usize, cluster: &Cluster, digests: &Arc<Ato
         hit_1,
         hit_api,
         miss_api,
-        fake_own,
-        fake_get,
-        fake_patch,
-        fake_event,
-        rss_after_kib: rss_after,
-        hwm_after_kib: hwm_after,
+        rss: rss.into_iter().map(|(p, (r, h))| (p, r, h)).collect(),
     }
 }
 
@@ -1251,11 +1334,7 @@ fn report(
             md,
             "| scenario | connections | pushes | errors | pushes/s | p50 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
-        for (name, l) in [
-            ("miss", &h.miss_1),
-            ("miss", &h.miss_64),
-            ("hit (restart 1 workload)", &h.hit_1),
-        ] {
+        for (name, l) in [("miss", &h.miss_1), ("miss", &h.miss_64)] {
             let _ = writeln!(
                 md,
                 "| {name} | {} | {} | {} | {:.0} | {} | {} | {} |",
@@ -1268,32 +1347,48 @@ fn report(
                 human(l.latency.max_ns)
             );
         }
+        let hit = &h.hit_1;
+        let _ = writeln!(
+            md,
+            "| hit (restarts 1 workload) | 1 | {} | {} | {:.0} | {} | {} | {} |",
+            hit.pushes,
+            hit.errors,
+            1e9 / hit.latency.p50_ns,
+            human(hit.latency.p50_ns),
+            human(hit.latency.p99_ns),
+            human(hit.latency.max_ns)
+        );
         let _ = writeln!(
             md,
             "\nAPI requests during the hits: {:?} for {} pushes; during the misses: {:?}.",
-            h.hit_api, h.hit_1.requests, h.miss_api
+            h.hit_api, hit.pushes, h.miss_api
         );
         let _ = writeln!(
             md,
-            "The fake's own time for GET + PATCH + Event (bare HTTP client): p50 {} (GET {}, PATCH {}, Event {}); hit p50 beyond it: {}.",
-            human(h.fake_own.p50_ns),
-            human(h.fake_get.p50_ns),
-            human(h.fake_patch.p50_ns),
-            human(h.fake_event.p50_ns),
-            human(h.hit_1.latency.p50_ns - h.fake_own.p50_ns)
+            "The fake's own time for the same GET + PATCH + Event from a bare HTTP client, right after each push: p50 {} (GET {}, PATCH {}, Event {}). Hit latency beyond the fake's own time, per pair: p50 {}, p90 {}.",
+            human(hit.fake_own.p50_ns),
+            human(hit.fake_get.p50_ns),
+            human(hit.fake_patch.p50_ns),
+            human(hit.fake_event.p50_ns),
+            human(hit.beyond_fake.p50_ns),
+            human(hit.beyond_fake.p90_ns)
         );
         let _ = writeln!(
             md,
-            "Startup ({} starts): listening p50 {}, ready p50 {} (max {}); RSS when ready {:.1} MiB (peak {:.1}), after the load {:.1} MiB (peak {:.1}).",
+            "Startup ({} starts, spawn → `/readyz` 200): listening p50 {}, ready p50 {} (max {}).\n\n| RSS of pushroll | VmRSS | VmHWM (peak) |\n| --- | ---: | ---: |",
             h.startup.ready.n,
             human(h.startup.listening.p50_ns),
             human(h.startup.ready.p50_ns),
             human(h.startup.ready.max_ns),
-            h.startup.rss_ready_kib as f64 / 1024.0,
-            h.startup.hwm_ready_kib as f64 / 1024.0,
-            h.rss_after_kib as f64 / 1024.0,
-            h.hwm_after_kib as f64 / 1024.0
         );
+        for (phase, rss, hwm) in &h.rss {
+            let _ = writeln!(
+                md,
+                "| {phase} | {:.1} MiB | {:.1} MiB |",
+                *rss as f64 / 1024.0,
+                *hwm as f64 / 1024.0
+            );
+        }
     }
     md
 }
