@@ -136,7 +136,19 @@ fn normalize_name(name: &str) -> Result<String, ReferenceError> {
                 || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
             validate_domain(first)?;
-            (first.to_ascii_lowercase(), rest)
+            // Hosts are lowercased, except one that only its upper case
+            // marks as a host (no '.' or ':', not localhost): lowercased,
+            // `Reg/app` would print as `reg/app`, a Docker Hub image, and
+            // parse → to_string → parse would change the image. Upper case
+            // keeps it a host and still ignores how it was written.
+            let case_marked =
+                !first.contains(['.', ':']) && !first.eq_ignore_ascii_case("localhost");
+            let domain = if case_marked {
+                first.to_ascii_uppercase()
+            } else {
+                first.to_ascii_lowercase()
+            };
+            (domain, rest)
         }
         _ => (DEFAULT_DOMAIN.to_owned(), name),
     };
@@ -307,6 +319,12 @@ mod tests {
             ("localhost/app", "localhost/app:latest", false),
             ("localhost:5000/a/b:c", "localhost:5000/a/b:c", false),
             ("LOCALHOST:5000/a/b:c", "localhost:5000/a/b:c", false),
+            ("LocalHost/app", "localhost/app:latest", false),
+            // A host marked only by its case stays one (and stays stable).
+            ("Reg/app:v1", "REG/app:v1", false),
+            ("rEG/app:v1", "REG/app:v1", false),
+            ("REG/app:v1", "REG/app:v1", false),
+            ("reg/app:v1", "docker.io/reg/app:v1", false),
             (
                 "Registry.Example.COM/team/app:V1",
                 "registry.example.com/team/app:V1",

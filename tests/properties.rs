@@ -118,9 +118,14 @@ fn pushed() -> impl Strategy<Value = (String, String, String)> {
         .prop_map(|(h, path, t, d)| (format!("{}/{}", h.to_lowercase(), path.join("/")), t, d))
 }
 
-/// Text made of the characters references are made of, and a few others.
+/// Text made of the characters references are made of, and a few others;
+/// and short names whose first component has upper case (the fuzzer's
+/// first find: `Lv/v`).
 fn reference_like() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9:/@._\\-\\[\\] ]{0,60}"
+    prop_oneof![
+        "[a-zA-Z0-9:/@._\\-\\[\\] ]{0,60}",
+        "[a-zA-Z0-9]{1,4}(/[a-zA-Z0-9.]{1,4}){1,2}(:[a-zA-Z0-9]{1,3})?",
+    ]
 }
 
 /// Failing cases are kept beside this file, to be replayed first.
