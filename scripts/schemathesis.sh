@@ -49,12 +49,14 @@ done
 seed=()
 [[ -n ${SCHEMATHESIS_SEED:-} ]] && seed=(--seed "$SCHEMATHESIS_SEED")
 status=0
-"$VENV/bin/schemathesis" run openapi.yaml \
+# From the cache dir: schemathesis keeps its state in ./.schemathesis.
+spec=$PWD/openapi.yaml
+(cd "$CACHE" && "$VENV/bin/schemathesis" run "$spec" \
   --url "http://127.0.0.1:$port" \
   --checks "$CHECKS" \
   --max-examples "$MAX_EXAMPLES" \
   --workers 2 \
-  "${seed[@]}" || status=$?
+  "${seed[@]}") || status=$?
 if (( status != 0 )); then
   echo "--- pushroll's log (last 50 lines)" >&2
   tail -n 50 "$log" >&2
