@@ -87,6 +87,10 @@ struct Options {
     starts: usize,
     miss_secs: (f64, f64),
     hits: usize,
+    /// Only the HTTP scenarios (`--http-only`), for quicker iterations.
+    http_only: bool,
+    /// More `serve` flags (`--serve-args "--on-miss none"`), for experiments.
+    serve_args: Vec<String>,
 }
 
 impl Options {
@@ -139,6 +143,10 @@ impl Options {
             starts: if quick { 1 } else { 5 },
             miss_secs: if quick { (0.0, 0.0) } else { (1.0, 10.0) },
             hits: if quick { 3 } else { 400 },
+            http_only: args.iter().any(|a| a == "--http-only"),
+            serve_args: value("--serve-args")
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -185,7 +193,9 @@ fn stats(samples: &mut [u64]) -> Stats {
 }
 
 fn human(ns: f64) -> String {
-    if ns.is_nan() {
+    if ns < 0.0 {
+        format!("−{}", human(-ns))
+    } else if ns.is_nan() {
         "–".into()
     } else if ns < 1e3 {
         format!("{ns:.0} ns")
@@ -656,7 +666,7 @@ impl Server {
     /// Starts the binary as production would run it (JSON logs at info,
     /// `--auth google`, the index file, the ConfigMap fallback) and waits
     /// for its "listening" line.
-    fn start(cluster: &Cluster, jwks_url: &str) -> Server {
+    fn start(cluster: &Cluster, jwks_url: &str, extra: &[String]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
         cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
             .args(["--auth", "google", "--audience", AUDIENCE])
@@ -668,6 +678,7 @@ impl Server {
                 "--index-configmap",
                 &format!("{}/{}", common::INDEX_NS, common::INDEX_CM),
             ])
+            .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("HOME", "/nonexistent")
             .stdin(Stdio::null())
@@ -750,7 +761,7 @@ struct Startup {
 /// Starts pushroll `times` times: spawn → "listening" and → `/readyz` 200
 /// (index loaded, signing keys fetched), and the RSS when ready. Returns
 /// the last server, still running.
-fn startup(cluster: &Cluster, jwks_url: &str, times: usize) -> (Startup, Server) {
+fn startup(cluster: &Cluster, jwks_url: &str, times: usize, extra: &[String]) -> (Startup, Server) {
     let mut listening = Vec::new();
     let mut ready = Vec::new();
     let mut last = None;
@@ -758,7 +769,7 @@ fn startup(cluster: &Cluster, jwks_url: &str, times: usize) -> (Startup, Server)
     for _ in 0..times {
         drop(last.take());
         let t = Instant::now();
-        let server = Server::start(cluster, jwks_url);
+        let server = Server::start(cluster, jwks_url, extra);
         listening.push(t.elapsed().as_nanos() as u64);
         while get_status(server.addr, "/readyz") != Some(200) {
             assert!(
@@ -999,6 +1010,11 @@ struct Hits {
     fake_event: Stats,
     /// Per pair: push latency minus the fake's own time.
     beyond_fake: Stats,
+    /// Per pair: pushroll's `Restarter` called in this process (kube-rs
+    /// client, plan, patch, event) minus the fake's own time.
+    restarter_beyond_fake: Stats,
+    /// pushroll's API requests during the pushes, by verb and resource.
+    api: BTreeMap<String, usize>,
 }
 
 /// Hits at one connection, each a new digest of workload `target`'s image
@@ -1013,6 +1029,30 @@ async fn hits(
 ) -> Hits {
     let mut push = Conn::open(target_addr.addr).await;
     let mut fake = Conn::open(cluster.fake.addr()).await;
+    // pushroll's restart code in this process (kube-rs), for the breakdown.
+    let metrics = Metrics::new();
+    let restarter = Restarter::new(
+        Some(Kube::new(cluster.client.clone(), metrics.clone())),
+        NamespaceFilter::default(),
+        false,
+        8,
+        metrics,
+    );
+    let key = Reference::parse(&common::image_of(target))
+        .unwrap()
+        .tagged();
+    let workload = WorkloadRef {
+        kind: match common::kind_of(target) {
+            "Deployment" => Kind::Deployment,
+            "StatefulSet" => Kind::StatefulSet,
+            _ => Kind::DaemonSet,
+        },
+        namespace: common::namespace_of(target),
+        name: common::name_of(target),
+        containers: vec!["app".into()],
+    };
+    let mut in_process = Vec::new();
+    let mut api = BTreeMap::new();
     let repo = common::repo_of(target);
     let tag = format!("1.{}.0", target % 10);
     let auth = format!("Bearer {}", target_addr.token);
@@ -1029,7 +1069,11 @@ async fn hits(
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
+        cluster.fake.clear_requests();
         let (t, status, text) = push.send(request).await;
+        for (what, count) in verbs(cluster) {
+            *api.entry(what).or_default() += count;
+        }
         if status != 200 || !memchr(&text, b"\"result\":\"restarted\"") {
             errors += 1;
             eprintln!(
@@ -1040,6 +1084,20 @@ async fn hits(
         let digest = common::digest(digests.fetch_add(1, Ordering::Relaxed));
         let parts = bare_restart(&mut fake, target, &digest).await;
         let sum: u64 = parts.iter().sum();
+        let digest = common::digest(digests.fetch_add(1, Ordering::Relaxed));
+        let t_in = Instant::now();
+        let (done, _) = restarter
+            .restart_all(
+                &Push {
+                    image_key: &key,
+                    digest: &digest,
+                    message_id: Some("bench"),
+                },
+                std::slice::from_ref(&workload),
+            )
+            .await;
+        in_process.push(t_in.elapsed().as_nanos() as i64 - sum as i64);
+        assert_eq!(done.len(), 1);
         lat.push(t);
         own.push(sum);
         beyond.push(t as i64 - sum as i64);
@@ -1047,17 +1105,8 @@ async fn hits(
             v.push(p);
         }
     }
-    // Differences can be negative: shift to sort them as u64.
-    let mut shifted: Vec<u64> = beyond.iter().map(|d| (d + (1 << 40)) as u64).collect();
-    let mut beyond_fake = stats(&mut shifted);
-    for v in [
-        &mut beyond_fake.p50_ns,
-        &mut beyond_fake.p90_ns,
-        &mut beyond_fake.p99_ns,
-        &mut beyond_fake.max_ns,
-    ] {
-        *v -= (1u64 << 40) as f64;
-    }
+    let beyond_fake = signed_stats(&beyond);
+    let restarter_beyond_fake = signed_stats(&in_process);
     let [g, p, e] = &mut per;
     Hits {
         pushes: count,
@@ -1068,7 +1117,25 @@ async fn hits(
         fake_patch: stats(p),
         fake_event: stats(e),
         beyond_fake,
+        restarter_beyond_fake,
+        api,
     }
+}
+
+/// [`stats`] of differences, which can be negative.
+fn signed_stats(v: &[i64]) -> Stats {
+    const SHIFT: i64 = 1 << 40;
+    let mut shifted: Vec<u64> = v.iter().map(|d| (d + SHIFT) as u64).collect();
+    let mut out = stats(&mut shifted);
+    for x in [
+        &mut out.p50_ns,
+        &mut out.p90_ns,
+        &mut out.p99_ns,
+        &mut out.max_ns,
+    ] {
+        *x -= SHIFT as f64;
+    }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1106,7 +1173,7 @@ async fn run_http(opts: &Options, n: usize, cluster: &Cluster, digests: &Arc<Ato
     let token = signer.sign(&support::google_claims(AUDIENCE, EMAIL));
     let (startup, server) = {
         let (c, url, times) = (cluster, jwks.url.clone(), opts.starts);
-        tokio::task::block_in_place(|| startup(c, &url, times))
+        tokio::task::block_in_place(|| startup(c, &url, times, &opts.serve_args))
     };
     eprintln!(
         "  http N={n}: ready p50 {} (listening {}), RSS {} MiB",
@@ -1198,16 +1265,16 @@ async fn run_http(opts: &Options, n: usize, cluster: &Cluster, digests: &Arc<Ato
     // Warm the connection pools, then measure.
     hits(&target, cluster, hit, 5, digests).await;
     rss.push(("after 5 hits".to_owned(), server.rss_kib()));
-    cluster.fake.clear_requests();
     let hit_1 = hits(&target, cluster, hit, opts.hits, digests).await;
-    let hit_api = verbs(cluster);
+    let hit_api = hit_1.api.clone();
     rss.push((format!("after {} more hits", opts.hits), server.rss_kib()));
     eprintln!(
-        "  hit c=1: p50 {} p99 {} | fake's own p50 {} | beyond p50 {} | API {:?} | RSS {:?}",
+        "  hit c=1: p50 {} p99 {} | fake's own p50 {} | beyond p50 {} (restarter {}) | API {:?} | RSS {:?}",
         human(hit_1.latency.p50_ns),
         human(hit_1.latency.p99_ns),
         human(hit_1.fake_own.p50_ns),
         human(hit_1.beyond_fake.p50_ns),
+        human(hit_1.restarter_beyond_fake.p50_ns),
         hit_api,
         rss
     );
@@ -1365,13 +1432,14 @@ fn report(
         );
         let _ = writeln!(
             md,
-            "The fake's own time for the same GET + PATCH + Event from a bare HTTP client, right after each push: p50 {} (GET {}, PATCH {}, Event {}). Hit latency beyond the fake's own time, per pair: p50 {}, p90 {}.",
+            "The fake's own time for the same GET + PATCH + Event from a bare HTTP client, right after each push: p50 {} (GET {}, PATCH {}, Event {}). Hit latency beyond the fake's own time, per pair: p50 {}, p90 {}; of which pushroll's `Restarter` (kube-rs client, plan, patch, Event) called in the bench process, beyond the same fake time: p50 {}.",
             human(hit.fake_own.p50_ns),
             human(hit.fake_get.p50_ns),
             human(hit.fake_patch.p50_ns),
             human(hit.fake_event.p50_ns),
             human(hit.beyond_fake.p50_ns),
-            human(hit.beyond_fake.p90_ns)
+            human(hit.beyond_fake.p90_ns),
+            human(hit.restarter_beyond_fake.p50_ns)
         );
         let _ = writeln!(
             md,
@@ -1586,10 +1654,23 @@ async fn run(opts: &Options) {
             if cluster.gzip { "gzip" } else { "JSON" }
         );
         clusters.push((n, cluster.object_bytes, cluster.index_bytes, cluster.gzip));
+        if opts.http_only {
+            if n == opts.system_size() {
+                let http = run_http(opts, n, &cluster, &digests).await;
+                println!(
+                    "{}",
+                    report(opts, &[], Some(&http), &clusters, &load_before)
+                );
+            }
+            continue;
+        }
         designs.extend(run_designs(opts, n, &cluster, &digests).await);
         if n == opts.system_size() {
             http = Some(run_http(opts, n, &cluster, &digests).await);
         }
+    }
+    if opts.http_only {
+        return;
     }
     let md = report(opts, &designs, http.as_ref(), &clusters, &load_before);
     println!("{md}");
