@@ -33,6 +33,14 @@ pub struct IndexFile {
     pub embedded: Option<&'static str>,
 }
 
+/// A hash of an index's stored bytes (`index.json`, `index.json.gz`), the
+/// same for the mounted files and the ConfigMap keys they are mounted from.
+pub fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (json, gz).hash(&mut hasher);
+    hasher.finish()
+}
+
 /// The bytes of `index.json` and `index.json.gz`, each when present.
 type RawIndex = (Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -118,9 +126,7 @@ impl FileWatch {
             }
             return self.last_hash.is_some();
         }
-        let mut hasher = std::hash::DefaultHasher::new();
-        (&json, &gz).hash(&mut hasher);
-        let hash = hasher.finish();
+        let hash = content_hash(json.as_deref(), gz.as_deref());
         if self.last_hash == Some(hash) {
             return true;
         }
@@ -134,6 +140,7 @@ impl FileWatch {
                     "index loaded"
                 );
                 self.store.set_file(index);
+                self.store.set_file_hash(hash);
                 self.last_hash = Some(hash);
                 self.count("file-ok");
                 true

@@ -90,6 +90,11 @@ pub struct IndexStore {
     /// When the ConfigMap was last fetched; the lock makes concurrent
     /// misses share one GET.
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// The resourceVersion of the ConfigMap last parsed: an unchanged one
+    /// is not parsed again.
+    configmap_version: std::sync::Mutex<Option<String>>,
+    /// [`crate::index_file::content_hash`] of the mounted file's index.
+    file_hash: std::sync::Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
 }
 
@@ -110,6 +115,8 @@ impl IndexStore {
             on_miss,
             refresh_interval,
             last_refresh: tokio::sync::Mutex::new(None),
+            configmap_version: std::sync::Mutex::new(None),
+            file_hash: std::sync::Mutex::new(None),
             metrics,
         }
     }
@@ -124,6 +131,12 @@ impl IndexStore {
     pub fn set_file(&self, index: Index) {
         self.publish(Source::File, &index);
         self.file.store(Some(Arc::new(index)));
+    }
+
+    /// Records the hash of the file's bytes, so that a ConfigMap holding
+    /// the same bytes (the mount's source) is not parsed a second time.
+    pub fn set_file_hash(&self, hash: u64) {
+        *self.file_hash.lock().expect("lock") = Some(hash);
     }
 
     fn set_configmap(&self, index: Index) {
@@ -240,10 +253,14 @@ impl IndexStore {
             return Ok(());
         }
         *last = Some(Instant::now());
-        let result = fetch_configmap(kube, cm).await;
+        let seen = self.configmap_version.lock().expect("lock").clone();
+        let file_hash = *self.file_hash.lock().expect("lock");
+        let result = fetch_configmap(kube, cm, seen.as_deref(), file_hash).await;
         let label = match &result {
-            Ok(Some(_)) => "configmap-ok",
-            Ok(None) => "configmap-empty",
+            Ok(Fetched::Unchanged | Fetched::SameAsFile(_) | Fetched::Parsed(Some(_), _)) => {
+                "configmap-ok"
+            }
+            Ok(Fetched::Parsed(None, _)) => "configmap-empty",
             Err(RefreshError::Api(KubeError::NotFound)) => "configmap-missing",
             Err(_) => "configmap-error",
         };
@@ -252,12 +269,32 @@ impl IndexStore {
             .get_or_create(&crate::metrics::ResultLabels { result: label })
             .inc();
         match result {
-            Ok(Some((index, report))) => {
-                log_report(&report, "configmap");
-                self.set_configmap(index);
+            // What it holds is in memory already.
+            Ok(Fetched::Unchanged) => Ok(()),
+            Ok(Fetched::SameAsFile(version)) => {
+                *self.configmap_version.lock().expect("lock") = version;
+                self.configmap.store(None);
                 Ok(())
             }
-            Ok(None) => Err(RefreshError::Empty),
+            Ok(Fetched::Parsed(Some((index, report)), version)) => {
+                *self.configmap_version.lock().expect("lock") = version;
+                log_report(&report, "configmap");
+                // The same images as the mounted file (its source, written
+                // again): keep one copy in memory, not two.
+                if self
+                    .file
+                    .load()
+                    .as_deref()
+                    .is_some_and(|file| file.same_images(&index))
+                {
+                    self.publish(Source::Configmap, &index);
+                    self.configmap.store(None);
+                } else {
+                    self.set_configmap(index);
+                }
+                Ok(())
+            }
+            Ok(Fetched::Parsed(None, _)) => Err(RefreshError::Empty),
             Err(e) => {
                 tracing::warn!(error = %e, configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap not read; keeping what is in memory");
                 Err(e)
@@ -333,11 +370,28 @@ pub enum RefreshError {
     Empty,
 }
 
+/// A fetched index ConfigMap.
+enum Fetched {
+    /// The resourceVersion last parsed: not parsed again.
+    Unchanged,
+    /// The bytes the mounted file holds (its index is in memory): not
+    /// parsed again.
+    SameAsFile(Option<String>),
+    /// Its index (`None`: it holds none), and its resourceVersion.
+    Parsed(Option<(Index, LoadReport)>, Option<String>),
+}
+
 async fn fetch_configmap(
     kube: &Kube,
     cm: &ConfigMapRef,
-) -> Result<Option<(Index, LoadReport)>, RefreshError> {
+    seen: Option<&str>,
+    file_hash: Option<u64>,
+) -> Result<Fetched, RefreshError> {
     let map = kube.get_configmap(&cm.namespace, &cm.name).await?;
+    let version = map.metadata.resource_version.clone();
+    if version.is_some() && version.as_deref() == seen {
+        return Ok(Fetched::Unchanged);
+    }
     let json = map
         .data
         .as_ref()
@@ -348,7 +402,20 @@ async fn fetch_configmap(
         .as_ref()
         .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
         .map(|b| b.0.clone());
-    Ok(crate::index::newest(json.as_deref(), gz.as_deref())?)
+    let present = json.is_some() || gz.is_some();
+    if present
+        && file_hash
+            == Some(crate::index_file::content_hash(
+                json.as_deref(),
+                gz.as_deref(),
+            ))
+    {
+        return Ok(Fetched::SameAsFile(version));
+    }
+    Ok(Fetched::Parsed(
+        crate::index::newest(json.as_deref(), gz.as_deref())?,
+        version,
+    ))
 }
 
 /// Logs what loading skipped, once per load.
