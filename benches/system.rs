@@ -1520,7 +1520,7 @@ fn svg(designs: &[DesignResult], http: Option<&Http>) -> String {
             w - right,
             left - 6.0,
             y + 4.0,
-            human(10f64.powi(e))
+            tick(e)
         );
     }
     let _ = writeln!(
@@ -1605,6 +1605,13 @@ fn svg(designs: &[DesignResult], http: Option<&Http>) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A power of ten of nanoseconds as an axis label: `100 ns`, `1 µs`, … `10 s`.
+fn tick(e: i32) -> String {
+    let units = ["ns", "µs", "ms", "s"];
+    let unit = ((e / 3) as usize).min(units.len() - 1);
+    format!("{} {}", 10f64.powi(e - 3 * unit as i32), units[unit])
 }
 
 fn fmt_count(n: f64) -> String {
