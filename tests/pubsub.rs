@@ -269,6 +269,11 @@ async fn emulator_pushes_restart_wrapped_and_unwrapped() {
     }
     // pushroll saw the emulator's message ids (envelope, or header when
     // unwrapped) and answered each 200 once.
+    for (_, id) in restarted.iter().chain(&ignored) {
+        // The line is written after the response: wait for it to arrive.
+        p.log_line(Duration::from_secs(5), |l| l.contains(id.as_str()))
+            .await;
+    }
     for (project, id) in &restarted {
         let lines = push_logs(&p, id);
         assert_eq!(lines.len(), 1, "{project} message {id}: {lines:?}");

@@ -100,10 +100,15 @@ async fn serve_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
     // Take `patch` away: the push answers 503 (Pub/Sub keeps it) and the
     // log names the missing permission.
     apply_all(c, &roles_without("rbac-serve.yaml", "deployments", "patch")).await;
-    let msg = insert(REPO, "v1", DIGEST2);
-    let refused = eventually(Duration::from_secs(20), || async {
+    // The real authorizer sees the change through its informer, a moment
+    // later: each attempt pushes a fresh digest, so one that still gets
+    // through does not make the later ones no-ops.
+    let attempt = std::sync::atomic::AtomicU32::new(2);
+    let (msg, refused) = eventually(Duration::from_secs(20), || async {
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let msg = insert(REPO, "v1", &format!("sha256:{n:064x}"));
         let (status, body) = post(&client, &p, msg.clone()).await;
-        (status == 503).then_some(body)
+        (status == 503).then_some((msg, body))
     })
     .await
     .expect("the push fails once the rule is gone");
@@ -113,10 +118,15 @@ async fn serve_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
         detail.contains("forbidden") && detail.contains("cannot patch resource \"deployments\""),
         "{detail}"
     );
-    let logs = p.logs().join("\n");
+    let named = p
+        .log_line(Duration::from_secs(5), |l| {
+            l.contains("cannot patch resource \\\"deployments\\\"")
+        })
+        .await;
     assert!(
-        logs.contains("cannot patch resource \\\"deployments\\\""),
-        "the log names the permission:\n{logs}"
+        named.is_some(),
+        "the log names the permission:\n{}",
+        p.logs().join("\n")
     );
 
     // Put it back: the redelivery completes the push.

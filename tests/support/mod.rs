@@ -123,6 +123,19 @@ impl Pushroll {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits for a log line that `matches`: a response can reach the
+    /// client before the line written after it reaches our reader thread.
+    pub async fn log_line(
+        &self,
+        limit: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        eventually(limit, || async {
+            self.logs().into_iter().find(|l| matches(l))
+        })
+        .await
+    }
+
     /// The process's `/metrics` text.
     pub async fn metrics(&self) -> String {
         http()
