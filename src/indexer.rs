@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::LeaseSpec;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, ResourceExt as _};
 use tokio::sync::Mutex;
@@ -225,6 +226,59 @@ fn kind_label(kind: Kind) -> &'static str {
     }
 }
 
+/// Whether `lease` names `identity` as its holder and has not expired at
+/// `now`. kube-lease-manager reports changes of leadership, not failed
+/// renewals: a leader cut off from its Lease goes on believing it leads
+/// while another replica takes over. So the Lease is read before each
+/// write (writes are debounced and rare) and a stale belief writes nothing.
+pub fn holds_lease(lease: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> bool {
+    let (Some(holder), Some(renewed), Some(secs)) = (
+        lease.holder_identity.as_deref(),
+        lease.renew_time.as_ref(),
+        lease.lease_duration_seconds,
+    ) else {
+        return false;
+    };
+    holder == identity
+        && renewed
+            .0
+            .checked_add(jiff::SignedDuration::from_secs(i64::from(secs)))
+            .is_ok_and(|expires| now < expires)
+}
+
+async fn lease_is_ours(
+    kube: &Kube,
+    config: &WatchConfig,
+    now: jiff::Timestamp,
+    metrics: &Metrics,
+) -> bool {
+    let lease = kube
+        .get_lease(&config.configmap.namespace, &config.lease_name)
+        .await;
+    let ours = match &lease {
+        Ok(lease) => lease
+            .spec
+            .as_ref()
+            .is_some_and(|spec| holds_lease(spec, &config.identity, now)),
+        Err(_) => false,
+    };
+    if !ours {
+        let holder = lease
+            .as_ref()
+            .ok()
+            .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+        let error = lease.as_ref().err().map(ToString::to_string);
+        tracing::warn!(identity = %config.identity, ?holder, ?error, "the Lease is not held by this replica (expired, taken over, or unreadable): not writing");
+        metrics
+            .index_writes
+            .get_or_create(&ResultLabels {
+                result: "not-lease-holder",
+            })
+            .inc();
+    }
+    ours
+}
+
 /// Runs the watch until `shutdown`. Returns an error when leader election
 /// fails for good, so the process exits non-zero and is restarted.
 pub async fn watch(
@@ -297,8 +351,11 @@ pub async fn watch(
         }
         if leader && dirty {
             let index = builder.lock().await.build(Some(jiff::Timestamp::now()));
-            // Leadership may have moved while building: check right before writing.
-            if *leader_rx.borrow() {
+            // Leadership may have moved while building: check right before
+            // writing, with the Lease itself (see `holds_lease`).
+            let ours = *leader_rx.borrow()
+                && lease_is_ours(&kube, &config, jiff::Timestamp::now(), &metrics).await;
+            if ours {
                 match write(&kube, &config.configmap, &index, &metrics).await {
                     Ok(_) => {
                         dirty = false;
@@ -344,4 +401,46 @@ pub async fn watch(
     }
     tasks.abort_all();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: Option<&str>, renewed: Option<&str>, secs: Option<i32>) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: holder.map(Into::into),
+            renew_time: renewed.map(|t| MicroTime(t.parse().unwrap())),
+            lease_duration_seconds: secs,
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_write_needs_an_unexpired_lease_naming_us() {
+        let now: jiff::Timestamp = "2026-11-27T12:00:10Z".parse().unwrap();
+        let renewed = Some("2026-11-27T12:00:00Z");
+        let cases = [
+            (lease(Some("me"), renewed, Some(15)), true, "held and fresh"),
+            (
+                lease(Some("me"), renewed, Some(10)),
+                false,
+                "expired at now",
+            ),
+            (lease(Some("me"), renewed, Some(5)), false, "expired"),
+            (lease(Some("other"), renewed, Some(15)), false, "taken over"),
+            (lease(None, renewed, Some(15)), false, "released"),
+            (lease(Some("me"), None, Some(15)), false, "never renewed"),
+            (lease(Some("me"), renewed, None), false, "no duration"),
+            (
+                lease(Some("me"), Some("2026-11-27T12:00:20Z"), Some(15)),
+                true,
+                "renewed by a clock ahead of ours",
+            ),
+        ];
+        for (spec, want, case) in cases {
+            assert_eq!(holds_lease(&spec, "me", now), want, "{case}");
+        }
+    }
 }

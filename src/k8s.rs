@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::Client;
@@ -208,6 +209,11 @@ impl Kube {
         self.call("create", "events", || api.create(&params, event))
             .await
             .map(drop)
+    }
+
+    pub async fn get_lease(&self, ns: &str, name: &str) -> Result<Lease, KubeError> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+        self.call("get", "leases", || api.get(name)).await
     }
 
     pub async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {

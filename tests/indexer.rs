@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fake_apiserver::FaultRule;
 use serde_json::{Value, json};
 use support::cluster::{Backend, Cluster, workload};
 use support::*;
@@ -328,6 +329,93 @@ async fn only_the_leader_writes(c: Cluster) {
     assert!(took < Duration::from_secs(3 + 3), "took {took:?}");
     let fm = follow.metrics().await;
     assert_eq!(metric(&fm, "pushroll_indexer_leader"), 1.0);
+}
+
+/// A leader that cannot confirm its Lease writes nothing (another replica
+/// may hold it by now: the lease library only reports changes it saw), and
+/// writes again once the Lease is confirmed. Fake only: it needs faults on
+/// the Lease alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_confirm_its_lease_does_not_write() {
+    let c = Cluster::fake().await;
+    let fake = c.fake_server().unwrap().clone();
+    let (ns, cm_ns) = (c.ns("cutoff"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    let img = |t: &str| format!("{REPO}:{t}");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "one",
+        &[("app", &img("v1"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
+    wait_ready(&p).await;
+    let has = |tag: &'static str| {
+        let (c, cm_ns) = (&c, &cm_ns);
+        async move {
+            configmap_images(c, cm_ns)
+                .await
+                .is_some_and(|i| i.get(img(tag)).is_some())
+        }
+    };
+    let first = eventually(Duration::from_secs(10), || async {
+        has("v1").await.then_some(())
+    })
+    .await;
+    assert!(first.is_some(), "the leader writes what it found");
+
+    // The Lease can be neither read nor renewed; a change comes in.
+    for verb in ["get", "patch"] {
+        fake.fail_next(
+            FaultRule::status(500)
+                .verb(verb)
+                .resource("leases")
+                .times(1_000_000),
+        );
+    }
+    let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
+    let before = written(&p.metrics().await);
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "two",
+        &[("app", &img("v2"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let refused = eventually(Duration::from_secs(10), || async {
+        let m = p.metrics().await;
+        (metric(
+            &m,
+            "pushroll_index_writes_total{result=\"not-lease-holder\"}",
+        ) >= 1.0)
+            .then_some(m)
+    })
+    .await
+    .expect("the write is refused while the Lease cannot be confirmed");
+    assert_eq!(written(&refused), before, "nothing was written");
+    assert!(!has("v2").await, "the ConfigMap is unchanged");
+    assert_eq!(
+        metric(&refused, "pushroll_indexer_leader"),
+        1.0,
+        "it still believes it leads"
+    );
+
+    // The Lease is reachable again: renewed, confirmed, written.
+    fake.clear_faults();
+    let caught_up = eventually(Duration::from_secs(15), || async {
+        has("v2").await.then_some(())
+    })
+    .await;
+    assert!(
+        caught_up.is_some(),
+        "the change is written once the Lease is confirmed:\n{}",
+        p.logs().join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
