@@ -114,7 +114,7 @@ impl FileWatch {
         let raw = match self.file.read_raw() {
             Ok(raw) => raw,
             Err(e) => {
-                self.count("error");
+                self.count("file-unreadable");
                 tracing::error!(error = %e, "index file unreadable; keeping the last good index");
                 return self.last_hash.is_some();
             }

@@ -257,9 +257,9 @@ impl IndexStore {
         let file_hash = *self.file_hash.lock().expect("lock");
         let result = fetch_configmap(kube, cm, seen.as_deref(), file_hash).await;
         let label = match &result {
-            Ok(Fetched::Unchanged | Fetched::SameAsFile(_) | Fetched::Parsed(Some(_), _)) => {
-                "configmap-ok"
-            }
+            // Nothing parsed: what it holds is in memory already.
+            Ok(Fetched::Unchanged | Fetched::SameAsFile(_)) => "configmap-unchanged",
+            Ok(Fetched::Parsed(Some(_), _)) => "configmap-ok",
             Ok(Fetched::Parsed(None, _)) => "configmap-empty",
             Err(RefreshError::Api(KubeError::NotFound)) => "configmap-missing",
             Err(_) => "configmap-error",

@@ -16,6 +16,7 @@ use support::*;
 
 on_both!(
     restarts_exactly_the_right_workloads,
+    a_miss_refresh_parses_only_what_is_new,
     redelivery_and_concurrent_duplicates_roll_once,
     a_failed_patch_answers_503_and_redelivery_finishes,
     dry_run_patches_nothing,
@@ -852,4 +853,86 @@ fn kubectl_get_events(c: &Cluster, ns: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// A miss refresh GETs the index ConfigMap, but parses it only when it
+/// holds something new: the mounted file's own bytes (the volume is that
+/// ConfigMap) or the resourceVersion parsed last time cost one GET and no
+/// parse, and no second copy of the index stays in memory.
+async fn a_miss_refresh_parses_only_what_is_new(c: Cluster) {
+    let (ns, cm_ns) = (c.ns("refresh"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    let v1 = format!("{REPO}:v1");
+    let index = index_for(&v1, &[("Deployment", &ns, "web", &["web"])]);
+    c.write_index_configmap(&cm_ns, "pushroll-index", &index)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.json");
+    std::fs::write(&file, index.to_string()).unwrap();
+    let cm_arg = format!("{cm_ns}/pushroll-index");
+    let p = Pushroll::start_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--dry-run",
+            "--index-file",
+            file.to_str().unwrap(),
+            "--index-configmap",
+            &cm_arg,
+            "--miss-refresh-interval",
+            "1ms",
+        ],
+        &[("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())],
+    );
+    let client = http();
+    let reloads = |m: &str, r: &str| {
+        metric(
+            m,
+            &format!("pushroll_index_reloads_total{{result=\"{r}\"}}"),
+        )
+    };
+    let misses = |from: usize| {
+        let (client, p) = (&client, &p);
+        async move {
+            for i in from..from + 3 {
+                let (status, body) =
+                    post(client, p, insert(REPO, &format!("commit-{i}"), DIGEST)).await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["outcome"], "no-match", "{body}");
+                // Past the interval, so that the next miss GETs again.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    // The ConfigMap holds the file's bytes: GET, never parsed.
+    misses(0).await;
+    let m = p.metrics().await;
+    assert!(reloads(&m, "configmap-unchanged") >= 3.0, "{m}");
+    assert_eq!(reloads(&m, "configmap-ok"), 0.0, "{m}");
+    let (_, body) = post(&client, &p, insert(REPO, "v1", DIGEST)).await;
+    assert_eq!(body["source"], "file", "one copy, the file's: {body}");
+
+    // The ConfigMap moves ahead of the file: parsed once, used at once…
+    let v2 = format!("{REPO}:v2");
+    let mut newer = index.clone();
+    newer["images"][&v2] =
+        index_for(&v2, &[("Deployment", &ns, "web2", &["web"])])["images"][&v2].clone();
+    c.write_index_configmap(&cm_ns, "pushroll-index", &newer)
+        .await;
+    let (status, body) = post(&client, &p, insert(REPO, "v2", DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "configmap", "{body}");
+    assert_eq!(body["workloads"][0]["name"], "web2", "{body}");
+    let m = p.metrics().await;
+    assert_eq!(reloads(&m, "configmap-ok"), 1.0, "{m}");
+    // …and not again while its resourceVersion stays.
+    let unchanged = reloads(&m, "configmap-unchanged");
+    misses(10).await;
+    let m = p.metrics().await;
+    assert_eq!(reloads(&m, "configmap-ok"), 1.0, "{m}");
+    assert!(reloads(&m, "configmap-unchanged") >= unchanged + 3.0, "{m}");
 }
