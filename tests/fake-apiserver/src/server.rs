@@ -40,10 +40,22 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut down: watch::Rec
     let _ = stream.set_nodelay(true);
     let kill = Arc::new(Notify::new());
     let k = kill.clone();
+    let is_down = down.clone();
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // A request on a kept-alive connection can arrive before this task
+        // has seen the switch below: it must not be answered either.
+        let down_now = *is_down.borrow();
+        if down_now {
+            k.notify_one();
+        }
         req.extensions_mut().insert(ConnKill(k.clone()));
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+        async move {
+            if down_now {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(handle(shared, req).await)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
