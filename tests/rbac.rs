@@ -72,19 +72,14 @@ async fn serve_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("index.json");
-    let p = Pushroll::start_env(
+    let p = Pushroll::serve_open(
+        &kubeconfig,
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
             "--index-file",
             missing.to_str().unwrap(),
             "--index-configmap",
             "pushroll/pushroll-index",
         ],
-        &[("KUBECONFIG", kubeconfig.to_string_lossy().into_owned())],
     );
     let client = http();
     let (status, body) = post(&client, &p, insert(REPO, "v1", DIGEST)).await;

@@ -148,21 +148,13 @@ impl Fixture {
     fn start_as(&self, kubeconfig: &std::path::Path, extra: &[&str]) -> Pushroll {
         let index = self.index_file();
         let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
             "--index-file",
             index.to_str().unwrap(),
             "--exclude-namespace",
             &self.sandbox,
         ];
         args.extend_from_slice(extra);
-        Pushroll::start_env(
-            &args,
-            &[("KUBECONFIG", kubeconfig.to_string_lossy().into_owned())],
-        )
+        Pushroll::serve_open(kubeconfig, &args)
     }
 
     /// The restarted workloads' expected digest annotations.
@@ -719,20 +711,15 @@ async fn configmap_fallbacks(c: Cluster) {
         if let Some(fake) = f.c.fake_server() {
             fake.clear_requests();
         }
-        let p = Pushroll::start_env(
+        let p = Pushroll::serve_open(
+            &f.c.kubeconfig,
             &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--auth",
-                "none",
                 "--index-file",
                 missing.to_str().unwrap(),
                 "--index-configmap",
                 &cm_arg,
                 "--dry-run",
             ],
-            &[("KUBECONFIG", f.c.kubeconfig.to_string_lossy().into_owned())],
         );
         assert_eq!(
             client.get(p.url("/readyz")).send().await.unwrap().status(),
@@ -754,13 +741,9 @@ async fn configmap_fallbacks(c: Cluster) {
     // No file and no ConfigMap: not ready, and pushes answer 503 to be retried.
     {
         let missing = f.index.path().join("absent/index.json");
-        let p = Pushroll::start_env(
+        let p = Pushroll::serve_open(
+            &f.c.kubeconfig,
             &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--auth",
-                "none",
                 "--index-file",
                 missing.to_str().unwrap(),
                 "--index-configmap",
@@ -768,7 +751,6 @@ async fn configmap_fallbacks(c: Cluster) {
                 "--miss-refresh-interval",
                 "1h",
             ],
-            &[("KUBECONFIG", f.c.kubeconfig.to_string_lossy().into_owned())],
         );
         assert_eq!(
             client.get(p.url("/readyz")).send().await.unwrap().status(),
@@ -870,13 +852,9 @@ async fn a_miss_refresh_parses_only_what_is_new(c: Cluster) {
     let file = dir.path().join("index.json");
     std::fs::write(&file, index.to_string()).unwrap();
     let cm_arg = format!("{cm_ns}/pushroll-index");
-    let p = Pushroll::start_env(
+    let p = Pushroll::serve_open(
+        &c.kubeconfig,
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
             "--dry-run",
             "--index-file",
             file.to_str().unwrap(),
@@ -885,7 +863,6 @@ async fn a_miss_refresh_parses_only_what_is_new(c: Cluster) {
             "--miss-refresh-interval",
             "1ms",
         ],
-        &[("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())],
     );
     let client = http();
     let reloads = |m: &str, r: &str| {

@@ -115,6 +115,14 @@ impl Pushroll {
         Pushroll { child, addr, logs }
     }
 
+    /// `pushroll serve` on a free loopback port, tokens unchecked
+    /// (`--auth none`), against the cluster of `kubeconfig`; `args` follow.
+    pub fn serve_open(kubeconfig: &Path, args: &[&str]) -> Pushroll {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--auth", "none"];
+        all.extend_from_slice(args);
+        Self::start(&all, &[("KUBECONFIG", kubeconfig)])
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

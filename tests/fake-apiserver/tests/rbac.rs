@@ -833,6 +833,13 @@ async fn client_from(kubeconfig: &str) -> kube::Client {
     kube::Client::try_from(cfg).expect("client")
 }
 
+/// The message of the 403 Forbidden Status that `result` failed with.
+fn forbidden_message<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> String {
+    let st = api_status(result.unwrap_err());
+    assert_eq!((st.code, st.reason.as_str()), (403, "Forbidden"));
+    st.message
+}
+
 fn api_status(e: kube::Error) -> Box<kube::core::Status> {
     match e {
         kube::Error::Api(s) => s,
@@ -893,9 +900,8 @@ async fn service_account_allowed_denied_and_resource_names() {
         )
     );
     let all: Api<Deployment> = Api::all(client.clone());
-    let st = api_status(all.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(
-        st.message,
+        forbidden_message(all.list(&ListParams::default()).await),
         format!(
             "deployments.apps is forbidden: User \"{SA}\" cannot list resource \"deployments\" in API group \"apps\" at the cluster scope"
         )
@@ -951,16 +957,14 @@ async fn service_account_allowed_denied_and_resource_names() {
     // resourceNames: the one ConfigMap, by name only.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "pushroll");
     cms.get("pushroll-index").await.unwrap();
-    let st = api_status(cms.get("other").await.unwrap_err());
     assert_eq!(
-        st.message,
+        forbidden_message(cms.get("other").await),
         format!(
             "configmaps \"other\" is forbidden: User \"{SA}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"pushroll\""
         )
     );
-    let st = api_status(cms.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(
-        st.message,
+        forbidden_message(cms.list(&ListParams::default()).await),
         format!(
             "configmaps is forbidden: User \"{SA}\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"pushroll\""
         )
@@ -1001,9 +1005,8 @@ async fn service_account_allowed_denied_and_resource_names() {
         .unwrap();
     role["rules"][0]["verbs"] = json!(["get", "create"]);
     s.insert(role);
-    let st = api_status(cms.create(&PostParams::default(), &cm).await.unwrap_err());
     assert_eq!(
-        st.message,
+        forbidden_message(cms.create(&PostParams::default(), &cm).await),
         format!(
             "configmaps is forbidden: User \"{SA}\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"pushroll\""
         )
@@ -1047,17 +1050,15 @@ async fn role_binding_to_a_cluster_role_is_scoped_to_its_namespace() {
     );
     team.get("c").await.unwrap();
     let other: Api<ConfigMap> = Api::namespaced(client.clone(), "other");
-    let st = api_status(other.get("c").await.unwrap_err());
     assert_eq!(
-        st.message,
+        forbidden_message(other.get("c").await),
         format!(
             "configmaps \"c\" is forbidden: User \"{SA}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"other\""
         )
     );
     let all: Api<ConfigMap> = Api::all(client.clone());
-    let st = api_status(all.list(&ListParams::default()).await.unwrap_err());
     assert_eq!(
-        st.message,
+        forbidden_message(all.list(&ListParams::default()).await),
         format!(
             "configmaps is forbidden: User \"{SA}\" cannot list resource \"configmaps\" in API group \"\" at the cluster scope"
         )
