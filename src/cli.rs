@@ -63,7 +63,18 @@ pub struct IndexCmdArgs {
     /// Namespaces never indexed.
     #[arg(long, env = "PUSHROLL_EXCLUDE_NAMESPACE", value_delimiter = ',')]
     pub exclude_namespace: Vec<String>,
-    /// Quiet time after a change before the ConfigMap is written.
+    #[command(flatten)]
+    pub watch_args: WatchArgs,
+    /// Timeout of each Kubernetes API call.
+    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub api_timeout: Duration,
+}
+
+/// Settings of the watch indexer, shared by `index --watch` and
+/// `serve --indexer` (one definition: same flags, defaults and variables).
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Quiet time after a change before the index is rebuilt and the ConfigMap written.
     #[arg(long, env = "PUSHROLL_DEBOUNCE", value_parser = humantime::parse_duration, default_value = "2s")]
     pub debounce: Duration,
     /// The coordination.k8s.io Lease that elects the one writer.
@@ -72,9 +83,6 @@ pub struct IndexCmdArgs {
     /// How long a leader's Lease lasts without renewal.
     #[arg(long, env = "PUSHROLL_LEASE_DURATION", value_parser = humantime::parse_duration, default_value = "15s")]
     pub lease_duration: Duration,
-    /// Timeout of each Kubernetes API call.
-    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
-    pub api_timeout: Duration,
 }
 
 /// `NAME` or `NAMESPACE/NAME`.
@@ -160,6 +168,14 @@ pub struct ServeArgs {
     pub listen: Option<String>,
     #[command(flatten)]
     pub index: IndexArgs,
+    /// Also run the watch indexer in this process (as `index --watch` does:
+    /// one replica writes the ConfigMap through the Lease), and answer
+    /// lookups from its index as soon as its initial lists are done.
+    #[arg(long, env = "PUSHROLL_INDEXER")]
+    pub indexer: bool,
+    // --debounce, --lease-name, --lease-duration: used with --indexer.
+    #[command(flatten)]
+    pub watch_args: WatchArgs,
     /// Resolve and report, patch nothing.
     #[arg(long, env = "PUSHROLL_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
     pub dry_run: Option<bool>,
@@ -287,6 +303,8 @@ pub struct ServeConfig {
     pub offline: bool,
     pub auth: AuthConfig,
     pub namespaces: NamespaceFilter,
+    /// `--indexer`: the in-process watch's settings.
+    pub indexer: Option<WatchArgs>,
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub max_concurrent_restarts: usize,
@@ -306,6 +324,14 @@ pub enum ConfigError {
     NoAudience,
     #[error("--max-header-bytes must be at least 8192")]
     HeaderBytes,
+    #[error(
+        "--indexer watches the cluster's workloads and elects a writer through a Lease: it cannot run with --demo, which contacts no cluster; drop one of them"
+    )]
+    IndexerDemo,
+    #[error(
+        "--on-miss scan is pointless with --indexer: the in-process watch already holds every workload, so a miss is final; use --on-miss configmap (the default) or none"
+    )]
+    IndexerScan,
 }
 
 /// `:8080` binds every interface, like Go servers accept.
@@ -362,6 +388,14 @@ impl ServeArgs {
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderBytes);
         }
+        if self.indexer && demo {
+            return Err(ConfigError::IndexerDemo);
+        }
+        // An error rather than a warning: a setting that silently does
+        // nothing (and that RBAC was widened for) is worse than a clear stop.
+        if self.indexer && self.index.on_miss == OnMiss::Scan {
+            return Err(ConfigError::IndexerScan);
+        }
         Ok(ServeConfig {
             listen: parse_listen(&listen)?,
             index: self.index.resolve(demo)?,
@@ -379,6 +413,7 @@ impl ServeArgs {
                 include: self.namespace.clone(),
                 exclude: self.exclude_namespace.clone(),
             },
+            indexer: self.indexer.then(|| self.watch_args.clone()),
             max_body_bytes: self.max_body_bytes,
             max_header_bytes: self.max_header_bytes,
             max_concurrent_restarts: self.max_concurrent_restarts,
@@ -496,11 +531,57 @@ mod tests {
                 &["--auth", "none", "--max-header-bytes", "100"],
                 "at least 8192",
             ),
+            (&["--demo", "--indexer"], "cannot run with --demo"),
+            (
+                &["--auth", "none", "--indexer", "--on-miss", "scan"],
+                "--on-miss scan is pointless with --indexer",
+            ),
+            (
+                &["--auth", "none", "--indexer", "--lease-duration", "soon"],
+                "invalid value",
+            ),
         ];
         for (args, want) in table {
             let err = serve(args).expect_err(&format!("{args:?}"));
             assert!(err.contains(want), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn indexer_takes_the_index_commands_watch_settings() {
+        let c = serve(&["--auth", "none"]).unwrap();
+        assert!(c.indexer.is_none(), "off by default");
+        let c = serve(&["--auth", "none", "--indexer"]).unwrap();
+        let w = c.indexer.expect("--indexer");
+        assert_eq!(w.debounce, Duration::from_secs(2));
+        assert_eq!(w.lease_name, "pushroll-indexer");
+        assert_eq!(w.lease_duration, Duration::from_secs(15));
+        let c = serve(&[
+            "--auth",
+            "none",
+            "--indexer",
+            "--debounce",
+            "200ms",
+            "--lease-name",
+            "l",
+            "--lease-duration",
+            "3s",
+        ])
+        .unwrap();
+        let w = c.indexer.unwrap();
+        assert_eq!(w.debounce, Duration::from_millis(200));
+        assert_eq!(
+            (w.lease_name.as_str(), w.lease_duration),
+            ("l", Duration::from_secs(3))
+        );
+        // The same definition as `index --watch`: same defaults there.
+        let cli = Cli::try_parse_from(["pushroll", "index", "--watch"]).unwrap();
+        let Command::Index(i) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!(i.watch_args.debounce, Duration::from_secs(2));
+        assert_eq!(i.watch_args.lease_name, "pushroll-indexer");
+        assert_eq!(i.watch_args.lease_duration, Duration::from_secs(15));
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The indexer: keeps the index ConfigMap current. `pushroll index` scans
 //! once; `index --watch` follows the workloads with watches, rebuilds the
 //! index incrementally and writes it (debounced, only when it changed) while
-//! it holds the Lease.
+//! it holds the Lease. `serve --indexer` runs the same [`watch`] in the
+//! server process and also receives each index it builds ([`Publish`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::LeaseSpec;
@@ -115,7 +117,7 @@ pub async fn write(
     result
 }
 
-/// Settings of `index --watch`.
+/// Settings of `index --watch` and `serve --indexer`.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     pub namespaces: NamespaceFilter,
@@ -125,6 +127,34 @@ pub struct WatchConfig {
     pub lease_duration: Duration,
     pub identity: String,
 }
+
+impl WatchConfig {
+    /// The Lease lives beside the ConfigMap; the holder is the pod
+    /// (`POD_NAME`), or this process when not in a pod.
+    pub fn new(
+        args: &crate::cli::WatchArgs,
+        namespaces: NamespaceFilter,
+        configmap: ConfigMapRef,
+    ) -> WatchConfig {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
+        WatchConfig {
+            namespaces,
+            configmap,
+            debounce: args.debounce,
+            lease_name: args.lease_name.clone(),
+            lease_duration: args.lease_duration,
+            identity,
+        }
+    }
+}
+
+/// Receives every index the watch builds, on every replica, leader or not:
+/// once the initial lists are done, then after each debounced change.
+/// `serve --indexer` puts it in its [`crate::lookup::IndexStore`].
+pub type Publish = Box<dyn Fn(Arc<Index>) + Send + Sync>;
 
 /// Shared state of a running watch, for probes.
 #[derive(Default)]
@@ -281,11 +311,13 @@ async fn lease_is_ours(
 
 /// Runs the watch until `shutdown`. Returns an error when leader election
 /// fails for good, so the process exits non-zero and is restarted.
+/// `publish`, when given, receives each index built (see [`Publish`]).
 pub async fn watch(
     kube: Kube,
     config: WatchConfig,
     state: Arc<WatchState>,
     metrics: Arc<Metrics>,
+    publish: Option<Publish>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let builder = Arc::new(Mutex::new(IndexBuilder::new(config.namespaces.clone())));
@@ -319,7 +351,13 @@ pub async fn watch(
             .with_grace((duration_secs / 3).max(1))
             .with_field_manager(crate::k8s::FIELD_MANAGER)
             .build()
-            .await?;
+            .await
+            .with_context(|| {
+                format!(
+                    "starting the leader election on the Lease {}/{}",
+                    config.configmap.namespace, config.lease_name
+                )
+            })?;
     let (mut leader_rx, mut lease_task) = lease.watch().await;
 
     // Wait for the initial lists of all three kinds.
@@ -337,26 +375,42 @@ pub async fn watch(
     let count = builder.lock().await.workload_count();
     tracing::info!(workloads = count, "initial lists done");
 
+    // `dirty`: the ConfigMap may not hold what the builder holds.
+    // `built`: the index of the builder's current content, built only when
+    // someone needs it (the leader's write, or `publish` on every replica),
+    // so that a follower of `index --watch` never builds at all.
     let mut dirty = true;
+    let mut built: Option<Arc<Index>> = None;
     loop {
         let leader = *leader_rx.borrow_and_update();
         if leader != state.leader.swap(leader, Ordering::AcqRel) {
             tracing::info!(identity = %config.identity, leader, "leadership changed");
             metrics.indexer_leader.set(i64::from(leader));
             if leader {
-                // A new leader makes sure the ConfigMap holds what it sees.
+                // A new leader makes sure the ConfigMap holds what it sees,
+                // as of now (a fresh generatedAt).
                 dirty = true;
+                built = None;
                 state.written.store(false, Ordering::Release);
             }
         }
-        if leader && dirty {
-            let index = builder.lock().await.build(Some(jiff::Timestamp::now()));
+        if built.is_none() && (publish.is_some() || (leader && dirty)) {
+            let index = Arc::new(builder.lock().await.build(Some(jiff::Timestamp::now())));
+            if let Some(publish) = &publish {
+                publish(index.clone());
+            }
+            built = Some(index);
+        }
+        if leader
+            && dirty
+            && let Some(index) = &built
+        {
             // Leadership may have moved while building: check right before
             // writing, with the Lease itself (see `holds_lease`).
             let ours = *leader_rx.borrow()
                 && lease_is_ours(&kube, &config, jiff::Timestamp::now(), &metrics).await;
             if ours {
-                match write(&kube, &config.configmap, &index, &metrics).await {
+                match write(&kube, &config.configmap, index, &metrics).await {
                     Ok(_) => {
                         dirty = false;
                         state.written.store(true, Ordering::Release);
@@ -381,6 +435,7 @@ pub async fn watch(
                     _ = tokio::time::sleep(config.debounce) => {}
                 }
                 dirty = true;
+                built = None;
             }
             r = leader_rx.changed() => {
                 if r.is_err() {

@@ -39,7 +39,7 @@ use crate::cli::{
 };
 use crate::index_file::{FileWatch, IndexFile};
 use crate::k8s::{Kube, infer_client};
-use crate::lookup::IndexStore;
+use crate::lookup::{ConfigMapRef, IndexStore};
 use crate::metrics::Metrics;
 use crate::restart::Restarter;
 use crate::server::{AppState, ConnLimits};
@@ -110,29 +110,33 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 
 /// Builds the index store: the Kubernetes client when one is configured, the
 /// file loaded once, the ConfigMap read when the file gave nothing.
+/// `require_cluster`: why a missing cluster configuration is an error
+/// (`None`: answer from the index alone). Returns the client with the index
+/// ConfigMap it reads.
 async fn build_store(
     config: &IndexConfig,
     namespaces_to_scan: &[String],
     offline: bool,
-    require_cluster: bool,
+    require_cluster: Option<&str>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Arc<IndexStore>, Option<Kube>, FileWatch)> {
+) -> anyhow::Result<(Arc<IndexStore>, Option<(Kube, ConfigMapRef)>, FileWatch)> {
     let kube = if offline {
         tracing::info!("demo mode: no cluster is contacted");
         None
     } else {
         match infer_client(config.api_timeout).await {
             Ok((client, namespace)) => Some((Kube::new(client, metrics.clone()), namespace)),
-            Err(e) if !require_cluster => {
-                tracing::warn!(error = %e, "no Kubernetes configuration; answering from the index alone");
-                None
-            }
-            Err(e) => {
-                return Err(e).context(
-                    "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config); \
-                     use --dry-run or --demo to run without a cluster",
-                );
-            }
+            Err(e) => match require_cluster {
+                None => {
+                    tracing::warn!(error = %e, "no Kubernetes configuration; answering from the index alone");
+                    None
+                }
+                Some(why) => {
+                    return Err(e).context(format!(
+                        "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config); {why}"
+                    ));
+                }
+            },
         }
     };
     let fallback = kube
@@ -142,7 +146,7 @@ async fn build_store(
         tracing::info!(configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap fallback");
     }
     let store = IndexStore::new(
-        fallback,
+        fallback.clone(),
         config.on_miss,
         config.miss_refresh_interval,
         metrics.clone(),
@@ -161,7 +165,7 @@ async fn build_store(
         tracing::info!(path = %config.file.display(), "no index file; reading the index ConfigMap");
         let _ = store.refresh_configmap(true).await;
     }
-    Ok((store, kube.map(|(k, _)| k), watch))
+    Ok((store, fallback, watch))
 }
 
 /// `pushroll serve`: runs until `shutdown` is cancelled and in-flight pushes
@@ -179,14 +183,58 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     if let Some(warning) = auth.warning() {
         tracing::warn!("{warning}");
     }
+    let require_cluster = if config.indexer.is_some() {
+        Some("--indexer watches the cluster's workloads and needs one")
+    } else if !config.dry_run {
+        Some("use --dry-run or --demo to run without a cluster")
+    } else {
+        None
+    };
     let (store, kube, watch) = build_store(
         &config.index,
         &config.namespaces.include,
         config.offline,
-        !config.dry_run,
+        require_cluster,
         &metrics,
     )
     .await?;
+    // `--indexer`: the watch of `index --watch`, in this process. It also
+    // hands every index it builds to the store, on every replica.
+    let indexer = match (&config.indexer, &kube) {
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!("--indexer needs a cluster, and --demo contacts none"),
+        (Some(args), Some((kube, configmap))) => {
+            // Index what may be restarted; exclusions apply at restart time
+            // (reported `excluded`), as with the separate indexer and the scan.
+            let namespaces = plan::NamespaceFilter {
+                include: config.namespaces.include.clone(),
+                exclude: Vec::new(),
+            };
+            let watch_config = indexer::WatchConfig::new(args, namespaces, configmap.clone());
+            tracing::info!(identity = %watch_config.identity, lease = %watch_config.lease_name, "indexer: watching workloads in this process");
+            let sink = store.clone();
+            let publish: indexer::Publish = Box::new(move |index| sink.set_watched(index));
+            let task = indexer::watch(
+                kube.clone(),
+                watch_config,
+                Arc::default(),
+                metrics.clone(),
+                Some(publish),
+                shutdown.clone(),
+            );
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(async move {
+                let result = task.await;
+                if let Err(e) = &result {
+                    // Serving on from an index nobody updates would be a
+                    // silent failure: stop, exit non-zero, get restarted.
+                    tracing::error!(error = %e, "the indexer stopped; shutting down");
+                    shutdown.cancel();
+                }
+                result
+            }))
+        }
+    };
     if !store.is_loaded() {
         tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
     }
@@ -202,7 +250,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
         tracing::info!("dry run: nothing will be patched");
     }
     let restarter = Restarter::new(
-        kube,
+        kube.map(|(k, _)| k),
         config.namespaces.clone(),
         config.dry_run,
         config.max_concurrent_restarts,
@@ -234,6 +282,11 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
         config.shutdown_timeout,
     )
     .await;
+    // After SIGTERM the indexer releases its Lease; after its failure, its
+    // error is the process's.
+    if let Some(task) = indexer {
+        task.await.context("the indexer task")??;
+    }
     Ok(())
 }
 
@@ -264,7 +317,7 @@ async fn lookup(args: LookupArgs) -> anyhow::Result<()> {
         args.image
     );
     let metrics = Metrics::new();
-    let (store, _, _) = build_store(&config, &[], false, false, &metrics).await?;
+    let (store, _, _) = build_store(&config, &[], false, None, &metrics).await?;
     let key = reference.tagged();
     let found = store.lookup(&key).await?;
     if args.json {
@@ -335,18 +388,7 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
                 .map_err(Into::into),
         };
     }
-    let identity = std::env::var("POD_NAME")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
-    let config = indexer::WatchConfig {
-        namespaces,
-        configmap,
-        debounce: args.debounce,
-        lease_name: args.lease_name.clone(),
-        lease_duration: args.lease_duration,
-        identity,
-    };
+    let config = indexer::WatchConfig::new(&args.watch_args, namespaces, configmap);
     let state = Arc::new(indexer::WatchState::default());
     let listener = tokio::net::TcpListener::bind(cli::parse_listen(&args.listen)?)
         .await
@@ -376,7 +418,7 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
         shutdown.clone(),
         Duration::from_secs(5),
     ));
-    let result = indexer::watch(kube, config, state, metrics, shutdown.clone()).await;
+    let result = indexer::watch(kube, config, state, metrics, None, shutdown.clone()).await;
     shutdown.cancel();
     let _ = http.await;
     result

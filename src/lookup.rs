@@ -1,6 +1,7 @@
 //! Where a push is looked up: the in-memory index (from the mounted file),
 //! then the index ConfigMap through the API, rate-limited and shared by
-//! concurrent misses. Hits never call the API.
+//! concurrent misses. Hits never call the API. With `serve --indexer`, the
+//! index of the process's own watch answers everything once it is there.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +78,8 @@ pub struct Scanner {
 
 /// The indexes in memory and the fallback chain.
 pub struct IndexStore {
+    /// `serve --indexer`: the index built by this process's own watch.
+    watched: ArcSwapOption<Index>,
     file: ArcSwapOption<Index>,
     configmap: ArcSwapOption<Index>,
     scanned: ArcSwapOption<Index>,
@@ -106,6 +109,7 @@ impl IndexStore {
         metrics: Arc<Metrics>,
     ) -> IndexStore {
         IndexStore {
+            watched: ArcSwapOption::empty(),
             file: ArcSwapOption::empty(),
             configmap: ArcSwapOption::empty(),
             scanned: ArcSwapOption::empty(),
@@ -139,6 +143,19 @@ impl IndexStore {
         *self.file_hash.lock().expect("lock") = Some(hash);
     }
 
+    /// Replaces the index of the in-process watch (`serve --indexer`).
+    ///
+    /// Its lookups report `source: configmap`: the contract allows only
+    /// `file | configmap | scan`, and this is exactly the index the leader
+    /// writes to the ConfigMap (same watch, same builder), only received
+    /// without waiting for the kubelet's volume sync or an API GET. `file`
+    /// would claim the mounted volume answered, and `scan` names the
+    /// on-demand listing of `--on-miss scan`, with its own rate limit.
+    pub fn set_watched(&self, index: Arc<Index>) {
+        self.publish(Source::Configmap, &index);
+        self.watched.store(Some(index));
+    }
+
     fn set_configmap(&self, index: Index) {
         self.publish(Source::Configmap, &index);
         self.configmap.store(Some(Arc::new(index)));
@@ -162,7 +179,8 @@ impl IndexStore {
 
     /// Whether any index is loaded (for `/readyz`).
     pub fn is_loaded(&self) -> bool {
-        self.file.load().is_some()
+        self.watched.load().is_some()
+            || self.file.load().is_some()
             || self.configmap.load().is_some()
             || self.scanned.load().is_some()
     }
@@ -184,6 +202,15 @@ impl IndexStore {
     }
 
     async fn lookup_inner(&self, key: &str) -> Result<Found, LookupError> {
+        // The watch's own index is the freshest view of the cluster (the
+        // file and the ConfigMap are copies of some watch's earlier one):
+        // it answers hits and misses alike, with no API call.
+        if let Some(index) = self.watched.load().as_deref() {
+            return Ok(Found {
+                workloads: index.lookup(key).to_vec(),
+                source: Source::Configmap,
+            });
+        }
         if let Some(found) = self.in_memory(key) {
             return Ok(found);
         }
@@ -428,6 +455,49 @@ pub fn log_report(report: &LoadReport, source: &str) {
             source,
             count = report.pinned_keys.len(),
             "index keys pinned by digest were skipped: they never match a push"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(image: &str, name: &str) -> Index {
+        let json = serde_json::json!({"version": 1, "images": {image: [
+            {"kind": "Deployment", "namespace": "ns", "name": name, "containers": ["app"]}]}});
+        Index::from_json(json.to_string().as_bytes()).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn the_watched_index_answers_hits_and_misses_before_the_file() {
+        let store = IndexStore::new(
+            None,
+            OnMiss::Configmap,
+            Duration::from_secs(10),
+            Metrics::new(),
+        );
+        assert!(!store.is_loaded());
+        // Before the watch has synced, the file answers as before.
+        store.set_file(index("docker.io/library/app:v1", "old"));
+        let found = store.lookup("docker.io/library/app:v1").await.unwrap();
+        assert_eq!(
+            (found.source, found.workloads[0].name.as_str()),
+            (Source::File, "old")
+        );
+        // Then the watch's index answers, hits and misses, over the file.
+        store.set_watched(Arc::new(index("docker.io/library/app:v1", "new")));
+        let found = store.lookup("docker.io/library/app:v1").await.unwrap();
+        assert_eq!(
+            (found.source, found.workloads[0].name.as_str()),
+            (Source::Configmap, "new")
+        );
+        store.set_watched(Arc::new(index("docker.io/library/app:v2", "new")));
+        let found = store.lookup("docker.io/library/app:v1").await.unwrap();
+        assert_eq!(found.source, Source::Configmap);
+        assert!(
+            found.workloads.is_empty(),
+            "the file's stale entry is not used"
         );
     }
 }

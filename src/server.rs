@@ -233,7 +233,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let warnings: Vec<&str> = state.auth.warning().into_iter().collect();
     let mut missing = Vec::new();
     if !state.store.is_loaded() {
-        missing.push("no index is loaded (index file missing and the index ConfigMap not read)");
+        missing.push("no index is loaded (index file missing, the index ConfigMap not read, and with --indexer the watch's initial lists not done)");
     }
     if !state.auth.is_ready() {
         missing.push("signing keys have not been fetched yet");

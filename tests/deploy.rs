@@ -518,18 +518,24 @@ fn check_serve(o: &Objects) -> ServeConfig {
         .labels
         .clone()
         .unwrap();
+    // No indexer Deployment when serve runs the indexer (overlays/single).
     let indexer_labels = o
-        .deployment("pushroll-indexer")
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .clone()
-        .unwrap();
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some("pushroll-indexer"))
+        .map(|d| {
+            d.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .clone()
+                .unwrap()
+        })
+        .unwrap_or_default();
     let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
         sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
@@ -774,9 +780,60 @@ fn base_deploys_serve_and_indexer_with_least_privilege() {
             .exclude
             .contains(&"kube-system".to_owned())
     );
+    assert!(config.indexer.is_none(), "the base runs the indexer apart");
     let indexer_args = check_indexer(&o);
     check_rbac(&o, "pushroll", "*", &config, &indexer_args);
     assert!(o.custom.is_empty(), "the base needs no CRDs");
+}
+
+#[test]
+fn single_overlay_runs_the_indexer_inside_serve() {
+    let Some(docs) = render("overlays/single") else {
+        return;
+    };
+    let o = parse(docs);
+    check_common(&o, "pushroll", true);
+    let config = check_serve(&o);
+    let watch = config.indexer.as_ref().expect("serve runs with --indexer");
+    let names = |it: Vec<Option<String>>| it.into_iter().flatten().collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            o.deployments
+                .iter()
+                .map(|d| d.metadata.name.clone())
+                .collect()
+        ),
+        ["pushroll"],
+        "one Deployment"
+    );
+    assert_eq!(
+        names(
+            o.service_accounts
+                .iter()
+                .map(|s| s.metadata.name.clone())
+                .collect()
+        ),
+        ["pushroll"],
+        "one identity"
+    );
+    // serve's identity has exactly serve's grants plus the indexer's, for
+    // the Lease that serve's --lease-name names; nobody else has any.
+    let [serve, indexer] = expected(
+        "*",
+        "pushroll",
+        &config.index.configmap_name,
+        &watch.lease_name,
+    );
+    let want: BTreeSet<Grant> = serve.union(&indexer).cloned().collect();
+    let got = grants(&o, "pushroll", "pushroll");
+    assert_eq!(
+        got,
+        want,
+        "serve's RBAC: extra {:?}, missing {:?}",
+        got.difference(&want).collect::<Vec<_>>(),
+        want.difference(&got).collect::<Vec<_>>()
+    );
+    assert!(grants(&o, "pushroll", "pushroll-indexer").is_empty());
 }
 
 #[test]

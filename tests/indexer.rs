@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use fake_apiserver::FaultRule;
 use serde_json::{Value, json};
-use support::cluster::{Backend, Cluster, workload};
+use support::cluster::{Backend, Cluster, deploy_objects, workload};
 use support::*;
 
 on_both!(
     index_output_is_exactly_the_expected_index,
     watch_keeps_the_configmap_current,
-    only_the_leader_writes
+    only_the_leader_writes,
+    serve_indexer_answers_from_its_own_watch
 );
 
 fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
@@ -602,4 +603,329 @@ fn rss_kib(p: &Pushroll) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// Starts `serve --indexer` (no token check) whose watch covers `ns` and
+/// whose Lease and ConfigMap are in `cm_ns`; `file` is the index file.
+fn start_serve_indexer(
+    c: &Cluster,
+    cm_ns: &str,
+    ns: &str,
+    file: &std::path::Path,
+    pod: &str,
+) -> Pushroll {
+    let cm = format!("{cm_ns}/pushroll-index");
+    let mut env = kubeconfig_env(c);
+    env.push(("POD_NAME", pod.to_owned()));
+    Pushroll::start_env(
+        &[
+            "serve",
+            "--indexer",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--index-file",
+            file.to_str().unwrap(),
+            "--index-configmap",
+            &cm,
+            "--namespace",
+            ns,
+            "--debounce",
+            "200ms",
+            "--lease-duration",
+            "3s",
+        ],
+        &env,
+    )
+}
+
+/// Every `pushroll_index_reloads_total{result="configmap-…"}`: the GETs of
+/// the index ConfigMap that lookups made.
+fn configmap_reads(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("pushroll_index_reloads_total{result=\"configmap"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// One Deployment that serves and indexes: two `serve --indexer` replicas
+/// and no index file. Both answer from their own watch (a workload created
+/// later is found by either within seconds, long before a kubelet would sync
+/// a mounted ConfigMap), a miss asks the API nothing, one leader writes the
+/// ConfigMap, and SIGTERM ends both cleanly with the Lease released.
+async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
+    let (ns, cm_ns) = (c.ns("single"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    let img = |t: &str| format!("{REPO}:{t}");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "web",
+        &[("app", &img("v1"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let missing = tempfile::tempdir().unwrap();
+    let file = missing.path().join("index.json");
+    let mut a = start_serve_indexer(&c, &cm_ns, &ns, &file, "serve-a");
+    let mut b = start_serve_indexer(&c, &cm_ns, &ns, &file, "serve-b");
+    // Ready without any file: the watch's initial lists are an index.
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let leader = eventually(Duration::from_secs(30), || async {
+        let (ma, mb) = (a.metrics().await, b.metrics().await);
+        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
+        match (
+            metric(&ma, "pushroll_indexer_leader"),
+            metric(&mb, "pushroll_indexer_leader"),
+        ) {
+            (1.0, 0.0) if written(&ma) >= 1.0 => Some('a'),
+            (0.0, 1.0) if written(&mb) >= 1.0 => Some('b'),
+            _ => None,
+        }
+    })
+    .await
+    .expect("one serve replica leads and writes");
+    let (lead, follow) = if leader == 'a' {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    let client = http();
+
+    // The follower restarts what runs the pushed image, from its own watch.
+    let (status, body) = post(&client, follow, insert(REPO, "v1", DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "restarted", "{body}");
+    assert_eq!(body["source"], "configmap", "{body}");
+    assert_eq!(
+        body["workloads"],
+        json!([{"kind": "Deployment", "namespace": ns, "name": "web", "result": "restarted"}])
+    );
+    let web = c.get("Deployment", &ns, "web").await.unwrap();
+    assert_eq!(
+        web["spec"]["template"]["metadata"]["annotations"]["digest.pushroll.io/app"],
+        DIGEST
+    );
+
+    // A miss is final: no ConfigMap GET.
+    let before = configmap_reads(&follow.metrics().await);
+    let (status, body) = post(&client, follow, insert(REPO, "unused", DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["outcome"], &body["source"]),
+        (&json!("no-match"), &json!("configmap")),
+        "{body}"
+    );
+    assert_eq!(configmap_reads(&follow.metrics().await), before);
+
+    // A workload created now is found by both replicas within seconds.
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "late",
+        &[("app", &img("v2"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let created = Instant::now();
+    for p in [&*follow, &*lead] {
+        let body = eventually(Duration::from_secs(5), || async {
+            let (status, body) = post(&client, p, insert(REPO, "v2", DIGEST2)).await;
+            assert_eq!(status, 200, "{body}");
+            (body["outcome"] != "no-match").then_some(body)
+        })
+        .await
+        .expect("the new workload is found within 5 s");
+        assert_eq!(body["workloads"][0]["name"], "late", "{body}");
+        let result = body["workloads"][0]["result"].as_str().unwrap();
+        assert!(["restarted", "already-current"].contains(&result), "{body}");
+    }
+    eprintln!("created → found by both replicas: {:?}", created.elapsed());
+
+    // The leader writes the ConfigMap; the follower never does.
+    let images = eventually(Duration::from_secs(10), || async {
+        configmap_images(&c, &cm_ns)
+            .await
+            .filter(|i| i.get(img("v2")).is_some())
+    })
+    .await
+    .expect("the leader writes the new workload to the ConfigMap");
+    assert_eq!(images[img("v1")][0]["name"], "web");
+    let fm = follow.metrics().await;
+    assert_eq!(
+        metric(&fm, "pushroll_index_writes_total{result=\"written\"}"),
+        0.0
+    );
+    assert_eq!(metric(&fm, "pushroll_indexer_leader"), 0.0);
+    assert!(metric(&fm, "pushroll_watch_events_total{result=\"deployments\"}") >= 2.0);
+
+    // SIGTERM: both exit 0, and the leader releases the Lease (the follower
+    // goes first, so that nobody takes it over).
+    for p in [follow, lead] {
+        p.terminate();
+        let status = p.wait_exit(Duration::from_secs(20)).expect("exits");
+        assert!(status.success(), "{status:?}:\n{}", p.logs().join("\n"));
+    }
+    let lease = c
+        .get("Lease", &cm_ns, "pushroll-indexer")
+        .await
+        .expect("the Lease");
+    assert!(
+        lease["spec"]["holderIdentity"].is_null(),
+        "the Lease is released: {lease}"
+    );
+}
+
+/// The RBAC of `deploy/overlays/single` is enough for `serve --indexer`:
+/// serve's ServiceAccount with the indexer's roles bound to it as well (what
+/// the overlay does; tests/deploy.rs checks that it grants exactly that)
+/// watches, restarts and writes the ConfigMap with no request refused. Fake
+/// only: it rebinds the cluster-wide roles other tests use on a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_indexer_runs_with_the_single_overlays_rbac() {
+    let c = Cluster::fake().await;
+    let kubeconfig = c.service_account_kubeconfig("pushroll");
+    let roles = deploy_objects("rbac-serve.yaml")
+        .into_iter()
+        .chain(deploy_objects("rbac-indexer.yaml"));
+    for mut obj in roles {
+        for subject in obj
+            .get_mut("subjects")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            subject["name"] = json!("pushroll");
+        }
+        c.apply(&obj).await;
+    }
+    let ns = c.ns("team");
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "web",
+        &[("app", &format!("{REPO}:v1"))],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let missing = tempfile::tempdir().unwrap();
+    let file = missing.path().join("index.json");
+    let p = Pushroll::start_env(
+        &[
+            "serve",
+            "--indexer",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--index-file",
+            file.to_str().unwrap(),
+            "--debounce",
+            "200ms",
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.to_string_lossy().into_owned()),
+            ("POD_NAMESPACE", "pushroll".to_owned()),
+            ("POD_NAME", "pushroll-0".to_owned()),
+        ],
+    );
+    wait_ready(&p).await;
+    let (status, body) = post(&http(), &p, insert(REPO, "v1", DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["workloads"][0]["result"], "restarted", "{body}");
+    let written = eventually(Duration::from_secs(10), || async {
+        configmap_images(&c, "pushroll")
+            .await
+            .filter(|i| i.get(format!("{REPO}:v1")).is_some())
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "the leader writes pushroll/pushroll-index:\n{}",
+        p.logs().join("\n")
+    );
+    let m = p.metrics().await;
+    assert!(!m.contains("outcome=\"forbidden\""), "{m}");
+    assert_eq!(
+        metric(&m, "pushroll_watch_errors_total{result=\"deployments\"}"),
+        0.0
+    );
+    assert_eq!(metric(&m, "pushroll_indexer_leader"), 1.0);
+}
+
+/// The indexer is part of serve: when it cannot run (here the leader
+/// election cannot read its Lease), serve exits non-zero and says why,
+/// rather than serving from an index nobody keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exits_non_zero_when_its_indexer_fails() {
+    let c = Cluster::fake().await;
+    let fake = c.fake_server().unwrap().clone();
+    fake.fail_next(
+        FaultRule::status(403)
+            .verb("get")
+            .resource("leases")
+            .times(1_000_000),
+    );
+    let missing = tempfile::tempdir().unwrap();
+    let file = missing.path().join("index.json");
+    let (status, _, err) = Pushroll::run_within(
+        &[
+            "serve",
+            "--indexer",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "none",
+            "--index-file",
+            file.to_str().unwrap(),
+            "--index-configmap",
+            "pushroll/pushroll-index",
+        ],
+        &kubeconfig_env(&c),
+        Duration::from_secs(30),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("starting the leader election on the Lease pushroll/pushroll-indexer"),
+        "{err}"
+    );
+}
+
+/// `--indexer` needs a cluster: with `--demo`, or with no Kubernetes
+/// configuration, serve refuses to start and says why.
+#[test]
+fn serve_indexer_without_a_cluster_is_refused() {
+    let (status, _, err) = Pushroll::run_within(
+        &["serve", "--demo", "--indexer"],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("--indexer"), "{err}");
+    assert!(err.contains("cannot run with --demo"), "{err}");
+    let (status, _, err) = Pushroll::run_within(
+        &[
+            "serve",
+            "--indexer",
+            "--auth",
+            "none",
+            "--dry-run",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("no Kubernetes configuration")
+            && err.contains("--indexer watches the cluster's workloads and needs one"),
+        "{err}"
+    );
 }

@@ -209,6 +209,60 @@ impl Pushroll {
     }
 }
 
+impl Pushroll {
+    /// Like [`Pushroll::run`] for a command expected to end by itself, but
+    /// with the environment of [`Pushroll::start_env`] (no inherited
+    /// `PUSHROLL_*`, no in-cluster configuration) and at most `limit`: a
+    /// process still running then is killed and the test fails.
+    pub fn run_within(
+        args: &[&str],
+        env: &[(&str, String)],
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
+        cmd.args(["--log-format", "json"]).args(args);
+        cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
+        cmd.env_remove("KUBERNETES_SERVICE_HOST");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PUSHROLL_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawning pushroll");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(out) => {
+                let out = out.expect("waiting for pushroll");
+                (
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            }
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                let out = rx.recv().expect("the killed process is reaped");
+                let err = out
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default();
+                panic!("pushroll {args:?} still ran after {limit:?}:\n{err}");
+            }
+        }
+    }
+}
+
 impl Drop for Pushroll {
     fn drop(&mut self) {
         let _ = self.child.kill();
