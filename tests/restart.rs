@@ -257,6 +257,14 @@ fn patches(log: &[RequestRecord]) -> Vec<&RequestRecord> {
 async fn restarts_exactly_the_right_workloads(c: Cluster) {
     let f = Fixture::new(c).await;
     let before = f.generations().await;
+    // On the real server, the controller must have rolled the first
+    // revision before the push; else it rolls only the patched template
+    // and there is never a second ReplicaSet to see.
+    for (ns, name) in [(&f.prod, "web"), (&f.staging, "web"), (&f.prod, "optout")] {
+        if let Some(n) = f.revisions(ns, name).await {
+            assert_eq!(n, 1, "{ns}/{name} has its first ReplicaSet");
+        }
+    }
     let p = f.start(&[]);
     let client = http();
     if let Some(fake) = f.c.fake_server() {
