@@ -174,15 +174,7 @@ async fn watch_keeps_the_configmap_current(c: Cluster) {
     let (ns, cm_ns) = (c.ns("watch"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
     let img = |t: &str| format!("{REPO}:{t}");
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "one",
-        &[("app", &img("v1"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "one", &img("v1")).await;
     let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
     wait_ready(&p).await;
     let entry = |name: &str| json!([{"kind": "Deployment", "namespace": ns, "name": name, "containers": ["app"]}]);
@@ -245,52 +237,40 @@ async fn watch_keeps_the_configmap_current(c: Cluster) {
     assert_eq!(metric(&after, "pushroll_indexer_leader"), 1.0);
 }
 
-async fn only_the_leader_writes(c: Cluster) {
-    let (ns, cm_ns) = (c.ns("lease"), c.ns("pushroll"));
-    c.ensure_namespace(&cm_ns).await;
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "one",
-        &[("app", &format!("{REPO}:v1"))],
-        &[],
-        json!({}),
-    ))
-    .await;
-    let mut a = start_watch(&c, &cm_ns, &ns, "indexer-a");
-    let mut b = start_watch(&c, &cm_ns, &ns, "indexer-b");
-    // One of them leads and writes; the other follows and never writes.
-    let leader = eventually(Duration::from_secs(30), || async {
+/// Waits until exactly one of two replicas leads and has written; returns
+/// (leader, follower).
+async fn leader_and_follower<'a>(
+    a: &'a mut Pushroll,
+    b: &'a mut Pushroll,
+) -> (&'a mut Pushroll, &'a mut Pushroll) {
+    let a_leads = eventually(Duration::from_secs(30), || async {
         let (ma, mb) = (a.metrics().await, b.metrics().await);
-        let (la, lb) = (
+        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
+        match (
             metric(&ma, "pushroll_indexer_leader"),
             metric(&mb, "pushroll_indexer_leader"),
-        );
-        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
-        match (la, lb) {
-            (1.0, 0.0) if written(&ma) >= 1.0 => Some('a'),
-            (0.0, 1.0) if written(&mb) >= 1.0 => Some('b'),
+        ) {
+            (1.0, 0.0) if written(&ma) >= 1.0 => Some(true),
+            (0.0, 1.0) if written(&mb) >= 1.0 => Some(false),
             _ => None,
         }
     })
     .await
-    .expect("one leader writes");
-    wait_ready(&a).await;
-    wait_ready(&b).await;
-    let (lead, follow) = if leader == 'a' {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "two",
-        &[("app", &format!("{REPO}:v2"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    .expect("one replica leads and writes");
+    if a_leads { (a, b) } else { (b, a) }
+}
+
+async fn only_the_leader_writes(c: Cluster) {
+    let (ns, cm_ns) = (c.ns("lease"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    c.deploy(&ns, "one", &format!("{REPO}:v1")).await;
+    let mut a = start_watch(&c, &cm_ns, &ns, "indexer-a");
+    let mut b = start_watch(&c, &cm_ns, &ns, "indexer-b");
+    // One of them leads and writes; the other follows and never writes.
+    let (lead, follow) = leader_and_follower(&mut a, &mut b).await;
+    wait_ready(lead).await;
+    wait_ready(follow).await;
+    c.deploy(&ns, "two", &format!("{REPO}:v2")).await;
     eventually(Duration::from_secs(10), || async {
         configmap_images(&c, &cm_ns)
             .await
@@ -309,15 +289,7 @@ async fn only_the_leader_writes(c: Cluster) {
     // within the lease duration and writes what changed meanwhile.
     lead.kill();
     let killed = Instant::now();
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "three",
-        &[("app", &format!("{REPO}:v3"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "three", &format!("{REPO}:v3")).await;
     eventually(Duration::from_secs(20), || async {
         configmap_images(&c, &cm_ns)
             .await
@@ -343,15 +315,7 @@ async fn a_leader_that_cannot_confirm_its_lease_does_not_write() {
     let (ns, cm_ns) = (c.ns("cutoff"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
     let img = |t: &str| format!("{REPO}:{t}");
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "one",
-        &[("app", &img("v1"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "one", &img("v1")).await;
     let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
     wait_ready(&p).await;
     let has = |tag: &'static str| {
@@ -379,15 +343,7 @@ async fn a_leader_that_cannot_confirm_its_lease_does_not_write() {
     }
     let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
     let before = written(&p.metrics().await);
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "two",
-        &[("app", &img("v2"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "two", &img("v2")).await;
     let refused = eventually(Duration::from_secs(10), || async {
         let m = p.metrics().await;
         (metric(
@@ -426,15 +382,7 @@ async fn on_miss_scan_shares_one_scan_and_writes_back() {
     let (ns, cm_ns) = (c.ns("scan"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
     let img = format!("{REPO}:fresh");
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "web",
-        &[("app", &img)],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "web", &img).await;
     // The mounted index and the ConfigMap both lack the image.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("index.json");
@@ -659,15 +607,7 @@ async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
     let (ns, cm_ns) = (c.ns("single"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
     let img = |t: &str| format!("{REPO}:{t}");
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "web",
-        &[("app", &img("v1"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "web", &img("v1")).await;
     let missing = tempfile::tempdir().unwrap();
     let file = missing.path().join("index.json");
     let mut a = start_serve_indexer(&c, &cm_ns, &ns, &file, "serve-a");
@@ -675,25 +615,7 @@ async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
     // Ready without any file: the watch's initial lists are an index.
     wait_ready(&a).await;
     wait_ready(&b).await;
-    let leader = eventually(Duration::from_secs(30), || async {
-        let (ma, mb) = (a.metrics().await, b.metrics().await);
-        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
-        match (
-            metric(&ma, "pushroll_indexer_leader"),
-            metric(&mb, "pushroll_indexer_leader"),
-        ) {
-            (1.0, 0.0) if written(&ma) >= 1.0 => Some('a'),
-            (0.0, 1.0) if written(&mb) >= 1.0 => Some('b'),
-            _ => None,
-        }
-    })
-    .await
-    .expect("one serve replica leads and writes");
-    let (lead, follow) = if leader == 'a' {
-        (&mut a, &mut b)
-    } else {
-        (&mut b, &mut a)
-    };
+    let (lead, follow) = leader_and_follower(&mut a, &mut b).await;
     let client = http();
 
     // The follower restarts what runs the pushed image, from its own watch.
@@ -723,15 +645,7 @@ async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
     assert_eq!(configmap_reads(&follow.metrics().await), before);
 
     // A workload created now is found by both replicas within seconds.
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "late",
-        &[("app", &img("v2"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "late", &img("v2")).await;
     let created = Instant::now();
     for p in [&*follow, &*lead] {
         let body = eventually(Duration::from_secs(5), || async {
@@ -805,15 +719,7 @@ async fn serve_indexer_runs_with_the_single_overlays_rbac() {
         c.apply(&obj).await;
     }
     let ns = c.ns("team");
-    c.create(workload(
-        "Deployment",
-        &ns,
-        "web",
-        &[("app", &format!("{REPO}:v1"))],
-        &[],
-        json!({}),
-    ))
-    .await;
+    c.deploy(&ns, "web", &format!("{REPO}:v1")).await;
     let missing = tempfile::tempdir().unwrap();
     let file = missing.path().join("index.json");
     let p = Pushroll::start_env(

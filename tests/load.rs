@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::cluster::{Cluster, index_for, workload};
+use support::cluster::{Cluster, index_for};
 use support::*;
 
 const TOTAL: usize = 10_000;
@@ -72,15 +72,7 @@ async fn ten_thousand_pushes_at_200_connections() {
     for i in 0..IMAGES {
         let image = format!("{}:v1", repo(i));
         for ns in ["load-a", "load-b"] {
-            c.create(workload(
-                "Deployment",
-                ns,
-                &format!("svc{i}"),
-                &[("app", &image)],
-                &[],
-                json!({}),
-            ))
-            .await;
+            c.deploy(ns, &format!("svc{i}"), &image).await;
         }
         let name = format!("svc{i}");
         let entry = index_for(

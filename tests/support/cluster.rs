@@ -186,6 +186,19 @@ impl Cluster {
         serde_json::to_value(created).unwrap()
     }
 
+    /// Creates a Deployment with one container `app` running `image`.
+    pub async fn deploy(&self, ns: &str, name: &str, image: &str) -> Value {
+        self.create(workload(
+            "Deployment",
+            ns,
+            name,
+            &[("app", image)],
+            &[],
+            json!({}),
+        ))
+        .await
+    }
+
     pub async fn get(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
         self.api(kind, Some(ns))
             .get_opt(name)
