@@ -507,34 +507,17 @@ fn check_serve(o: &Objects) -> ServeConfig {
     );
 
     // Service and PodDisruptionBudget select exactly the serve pods.
-    let pod_labels = d
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .clone()
-        .unwrap();
+    let pod_labels_of = |d: &Deployment| {
+        let template = &d.spec.as_ref().unwrap().template;
+        template.metadata.as_ref().unwrap().labels.clone().unwrap()
+    };
+    let pod_labels = pod_labels_of(d);
     // No indexer Deployment when serve runs the indexer (overlays/single).
     let indexer_labels = o
         .deployments
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some("pushroll-indexer"))
-        .map(|d| {
-            d.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .labels
-                .clone()
-                .unwrap()
-        })
+        .map(pod_labels_of)
         .unwrap_or_default();
     let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
         sel.iter().all(|(k, v)| labels.get(k) == Some(v))

@@ -565,28 +565,30 @@ fn start_serve_indexer(
     let cm = format!("{cm_ns}/pushroll-index");
     let mut env = kubeconfig_env(c);
     env.push(("POD_NAME", pod.to_owned()));
-    Pushroll::start_env(
-        &[
-            "serve",
-            "--indexer",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--index-file",
-            file.to_str().unwrap(),
-            "--index-configmap",
-            &cm,
-            "--namespace",
-            ns,
-            "--debounce",
-            "200ms",
-            "--lease-duration",
-            "3s",
-        ],
-        &env,
-    )
+    let args = [
+        "--index-file",
+        file.to_str().unwrap(),
+        "--index-configmap",
+        &cm,
+        "--namespace",
+        ns,
+        "--debounce",
+        "200ms",
+        "--lease-duration",
+        "3s",
+    ];
+    Pushroll::start_env(&[SERVE_INDEXER, &args].concat(), &env)
 }
+
+/// `serve --indexer` on a free loopback port, tokens unchecked.
+const SERVE_INDEXER: &[&str] = &[
+    "serve",
+    "--indexer",
+    "--listen",
+    "127.0.0.1:0",
+    "--auth",
+    "none",
+];
 
 /// Every `pushroll_index_reloads_total{result="configmap-…"}`: the GETs of
 /// the index ConfigMap that lookups made.
@@ -780,19 +782,14 @@ async fn serve_exits_non_zero_when_its_indexer_fails() {
     );
     let missing = tempfile::tempdir().unwrap();
     let file = missing.path().join("index.json");
+    let args = [
+        "--index-file",
+        file.to_str().unwrap(),
+        "--index-configmap",
+        "pushroll/pushroll-index",
+    ];
     let (status, _, err) = Pushroll::run_within(
-        &[
-            "serve",
-            "--indexer",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--index-file",
-            file.to_str().unwrap(),
-            "--index-configmap",
-            "pushroll/pushroll-index",
-        ],
+        &[SERVE_INDEXER, &args].concat(),
         &kubeconfig_env(&c),
         Duration::from_secs(30),
     );
