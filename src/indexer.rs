@@ -185,8 +185,8 @@ async fn follow<W: Workload>(
 ) {
     // One namespace: watch it alone; otherwise watch all and filter.
     let api: Api<W> = match namespaces.include.as_slice() {
-        [one] => Api::namespaced(kube.client().clone(), one),
-        _ => Api::all(kube.client().clone()),
+        [one] => Api::namespaced(kube.watch_client().clone(), one),
+        _ => Api::all(kube.watch_client().clone()),
     };
     let mut buffer: Vec<Entry> = Vec::new();
     let mut stream = watcher(api, watcher::Config::default())

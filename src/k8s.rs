@@ -73,23 +73,45 @@ impl KubeError {
     }
 }
 
-/// Builds a client by kube-rs' usual inference (in-cluster, `KUBECONFIG`,
-/// `~/.kube/config`), with timeouts so that a dead API server answers a push
-/// with 503 inside Pub/Sub's ack deadline. Returns the default namespace too.
-pub async fn infer_client(timeout: Duration) -> Result<(Client, String), kube::Error> {
+/// Connects by kube-rs' usual inference (in-cluster, `KUBECONFIG`,
+/// `~/.kube/config`). Returns the default namespace too.
+///
+/// Two clients: calls get `timeout` on connect, write and read, so that a
+/// dead API server answers a push with 503 inside Pub/Sub's ack deadline.
+/// Watches cannot have that read timeout: an idle watch sends nothing for
+/// minutes, and would be cut and re-opened every `timeout`. kube-runtime's
+/// watcher has an idle timeout of its own (290 s + 5 s); the watch client's
+/// read timeout only bounds a list or watch that stalls beyond it.
+pub async fn connect(
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> Result<(Kube, String), kube::Error> {
     let mut config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
-    config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
-    config.write_timeout = Some(timeout);
     let namespace = config.default_namespace.clone();
     // kube's default retry waits up to 15 times, as long as Retry-After
     // says: far past Pub/Sub's ack deadline. `Kube::call` retries briefly
     // instead, and a redelivery covers the rest.
     config.default_retry = false;
-    Ok((Client::try_from(config)?, namespace))
+    config.connect_timeout = Some(timeout);
+    config.write_timeout = Some(timeout);
+    // Count the read timeout from each request, not from when its pooled
+    // connection went idle.
+    config.reset_reader_on_write = true;
+    let mut watches = config.clone();
+    config.read_timeout = Some(timeout);
+    watches.read_timeout = Some(WATCH_READ_TIMEOUT);
+    let kube = Kube {
+        client: Client::try_from(config)?,
+        watch_client: Client::try_from(watches)?,
+        metrics,
+    };
+    Ok((kube, namespace))
 }
+
+/// Past kube-runtime's own idle timeout for watches (290 s + 5 s).
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Bounded retries of 429/503/504 inside one delivery: two, of at most
 /// `RETRY_CAP` each (honouring the server's `retryAfterSeconds` up to it).
@@ -121,6 +143,8 @@ fn retry_delay(err: &kube::Error, attempt: u32) -> Option<Duration> {
 #[derive(Clone)]
 pub struct Kube {
     client: Client,
+    /// For lists and watches of the indexer (see [`connect`]).
+    watch_client: Client,
     metrics: Arc<Metrics>,
 }
 
@@ -132,8 +156,13 @@ fn api_resource(kind: Kind) -> ApiResource {
 }
 
 impl Kube {
+    /// One client for calls and watches alike (benchmarks, tests).
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Kube {
-        Kube { client, metrics }
+        Kube {
+            watch_client: client.clone(),
+            client,
+            metrics,
+        }
     }
 
     /// Makes one API call, retrying it briefly on 429/503/504, and counts
@@ -228,6 +257,11 @@ pub const LIST_PAGE: u32 = 500;
 impl Kube {
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The client for watches: no short read timeout (see [`connect`]).
+    pub fn watch_client(&self) -> &Client {
+        &self.watch_client
     }
 
     /// Lists every `W` in `namespace` (or all namespaces), page by page,

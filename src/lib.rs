@@ -38,7 +38,7 @@ use crate::cli::{
     AuthMode, Cli, Command, IndexCmdArgs, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig,
 };
 use crate::index_file::{FileWatch, IndexFile};
-use crate::k8s::{Kube, infer_client};
+use crate::k8s::Kube;
 use crate::lookup::{ConfigMapRef, IndexStore};
 use crate::metrics::Metrics;
 use crate::restart::Restarter;
@@ -124,8 +124,8 @@ async fn build_store(
         tracing::info!("demo mode: no cluster is contacted");
         None
     } else {
-        match infer_client(config.api_timeout).await {
-            Ok((client, namespace)) => Some((Kube::new(client, metrics.clone()), namespace)),
+        match k8s::connect(config.api_timeout, metrics.clone()).await {
+            Ok((kube, namespace)) => Some((kube, namespace)),
             Err(e) => match require_cluster {
                 None => {
                     tracing::warn!(error = %e, "no Kubernetes configuration; answering from the index alone");
@@ -356,10 +356,9 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
         exclude: args.exclude_namespace.clone(),
     };
     let metrics = Metrics::new();
-    let (client, default_ns) = infer_client(args.api_timeout).await.context(
+    let (kube, default_ns) = k8s::connect(args.api_timeout, metrics.clone()).await.context(
         "no Kubernetes configuration (in-cluster service account, KUBECONFIG or ~/.kube/config)",
     )?;
-    let kube = Kube::new(client, metrics.clone());
     let configmap = IndexConfig::configmap_ref(cm_namespace, cm_name, &default_ns);
     if !args.watch {
         let started = std::time::Instant::now();

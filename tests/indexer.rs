@@ -304,6 +304,62 @@ async fn only_the_leader_writes(c: Cluster) {
     assert_eq!(metric(&fm, "pushroll_indexer_leader"), 1.0);
 }
 
+/// An idle watch outlives `--api-timeout`: the short read timeout is for
+/// calls, and would otherwise cut every quiet watch and re-open it (a WARN
+/// and three new watches every few seconds, for ever). Fake only: the real
+/// server may send bookmarks, which would hide the bug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_watch_is_not_cut_by_the_api_timeout() {
+    let c = Cluster::fake().await;
+    let (ns, cm_ns) = (c.ns("idle"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    c.deploy(&ns, "one", &format!("{REPO}:v1")).await;
+    let mut env = kubeconfig_env(&c);
+    env.push(("POD_NAME", "indexer-0".to_owned()));
+    let cm = format!("{cm_ns}/pushroll-index");
+    let p = Pushroll::start_env(
+        &[
+            "index",
+            "--watch",
+            "--listen",
+            "127.0.0.1:0",
+            "--index-configmap",
+            &cm,
+            "--namespace",
+            &ns,
+            "--debounce",
+            "100ms",
+            "--api-timeout",
+            "300ms",
+        ],
+        &env,
+    );
+    let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
+    let first = eventually(Duration::from_secs(10), || async {
+        (written(&p.metrics().await) >= 1.0).then_some(())
+    })
+    .await;
+    assert!(first.is_some(), "{}", p.logs().join("\n"));
+    // Idle for many read timeouts: the time itself is what is tested.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = p.metrics().await;
+    let errors: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("pushroll_watch_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(errors, 0.0, "{m}");
+    // And the watch still delivers.
+    c.deploy(&ns, "two", &format!("{REPO}:v2")).await;
+    let seen = eventually(Duration::from_secs(5), || async {
+        configmap_images(&c, &cm_ns)
+            .await
+            .filter(|i| i.get(format!("{REPO}:v2")).is_some())
+    })
+    .await;
+    assert!(seen.is_some(), "{}", p.logs().join("\n"));
+}
+
 /// A leader that cannot confirm its Lease writes nothing (another replica
 /// may hold it by now: the lease library only reports changes it saw), and
 /// writes again once the Lease is confirmed. Fake only: it needs faults on

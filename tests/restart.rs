@@ -20,6 +20,7 @@ on_both!(
     redelivery_and_concurrent_duplicates_roll_once,
     a_failed_patch_answers_503_and_redelivery_finishes,
     dry_run_patches_nothing,
+    a_push_after_a_quiet_spell_is_not_timed_out,
     configmap_fallbacks,
     graceful_shutdown_finishes_in_flight_pushes,
 );
@@ -626,6 +627,27 @@ async fn dry_run_patches_nothing(c: Cluster) {
     assert_eq!(f.generations().await, before);
     if let Some(fake) = f.c.fake_server() {
         assert!(patches(&fake.requests()).is_empty());
+    }
+}
+
+/// `--api-timeout` bounds each request, not the quiet before it: a push
+/// after the client's pooled connections sat idle for longer than the
+/// timeout is answered normally (kube-rs warns that without
+/// `reset_reader_on_write` the idle time can count against the read
+/// timeout; `k8s::connect` sets it).
+async fn a_push_after_a_quiet_spell_is_not_timed_out(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let p = f.start(&["--api-timeout", "500ms"]);
+    let client = http();
+    let digests = [DIGEST, DIGEST2];
+    for (i, digest) in digests.into_iter().enumerate() {
+        if i > 0 {
+            // Quiet for longer than the timeout: the time is what is tested.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let (status, body) = post(&client, &p, insert(REPO, IMAGE_TAG, digest)).await;
+        assert_eq!(status, 200, "push {i}: {body}");
+        assert_eq!(body["outcome"], "restarted", "push {i}: {body}");
     }
 }
 
