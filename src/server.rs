@@ -75,9 +75,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
     state.metrics.inflight_pushes.inc();
-    let result = tokio::time::timeout(state.request_timeout, handle_push(&state, request))
-        .await
-        .unwrap_or(Err(ApiError::Timeout(state.request_timeout)));
+    let mut seen = Seen::default();
+    let result = tokio::time::timeout(
+        state.request_timeout,
+        handle_push(&state, request, &mut seen),
+    )
+    .await
+    .unwrap_or(Err(ApiError::Timeout(state.request_timeout)));
     state.metrics.inflight_pushes.dec();
     let took = started.elapsed();
     match result {
@@ -108,7 +112,11 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
                     .get_or_create(&crate::metrics::ReasonLabels { reason })
                     .inc();
             }
+            // The message id and image, when known, tie a failure to the
+            // redelivery that will follow it.
             tracing::warn!(
+                message_id = seen.message_id.as_deref().unwrap_or("-"),
+                image = seen.image.as_deref().unwrap_or("-"),
                 outcome = error.label(),
                 status = status.as_u16(),
                 error = %error,
@@ -124,7 +132,19 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle_push(state: &AppState, request: Request) -> Result<PushReport, ApiError> {
+/// What a push was about, as far as it got decoded: for its log line when
+/// it fails.
+#[derive(Default)]
+struct Seen {
+    message_id: Option<String>,
+    image: Option<String>,
+}
+
+async fn handle_push(
+    state: &AppState,
+    request: Request,
+    seen: &mut Seen,
+) -> Result<PushReport, ApiError> {
     let (parts, body) = request.into_parts();
     // Refuse a declared oversize body before reading it.
     let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
@@ -144,6 +164,10 @@ async fn handle_push(state: &AppState, request: Request) -> Result<PushReport, A
         subscription: header_str(&parts.headers, HEADER_SUBSCRIPTION),
     };
     let delivery = decode(headers, &body)?;
+    seen.message_id.clone_from(&delivery.message_id);
+    if let Action::Restart { image, .. } = &delivery.action {
+        seen.image = Some(image.tagged());
+    }
     state
         .auth
         .check_subscription(delivery.subscription.as_deref())?;

@@ -530,6 +530,19 @@ async fn a_failed_patch_answers_503_and_redelivery_finishes(c: Cluster) {
         let (status, body) = post(&client, &p, msg.clone()).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"], "restart-failed");
+        // The failure's log line names the message and the image.
+        let id = format!("m-{round}");
+        let line = p
+            .log_line(Duration::from_secs(5), |l| {
+                l.contains("\"message\":\"push\"")
+                    && l.contains("\"status\":503")
+                    && l.contains(&id)
+            })
+            .await
+            .unwrap_or_else(|| panic!("no 503 push line for {id}:\n{}", p.logs().join("\n")));
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(line["message_id"], id.as_str(), "{line}");
+        assert_eq!(line["image"], image(), "{line}");
         let failed = body["failed"].as_array().unwrap();
         assert_eq!(failed.len(), 1, "{body}");
         assert_eq!(failed[0]["kind"], "StatefulSet");
