@@ -127,14 +127,23 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
         let serve_kubeconfig = c.serve_identity().await;
-        Fixture {
+        let f = Fixture {
             c,
             serve_kubeconfig,
             prod,
             staging,
             sandbox,
             index: dir,
+        };
+        // On the real server, the controller must have rolled the first
+        // revision before any push; else it rolls only the patched
+        // template, and there is never a second ReplicaSet to count.
+        for (ns, name) in [(&f.prod, "web"), (&f.staging, "web"), (&f.prod, "optout")] {
+            if let Some(n) = f.revisions(ns, name).await {
+                assert_eq!(n, 1, "{ns}/{name} has its first ReplicaSet");
+            }
         }
+        f
     }
 
     fn index_file(&self) -> PathBuf {
@@ -258,14 +267,6 @@ fn patches(log: &[RequestRecord]) -> Vec<&RequestRecord> {
 async fn restarts_exactly_the_right_workloads(c: Cluster) {
     let f = Fixture::new(c).await;
     let before = f.generations().await;
-    // On the real server, the controller must have rolled the first
-    // revision before the push; else it rolls only the patched template
-    // and there is never a second ReplicaSet to see.
-    for (ns, name) in [(&f.prod, "web"), (&f.staging, "web"), (&f.prod, "optout")] {
-        if let Some(n) = f.revisions(ns, name).await {
-            assert_eq!(n, 1, "{ns}/{name} has its first ReplicaSet");
-        }
-    }
     let p = f.start(&[]);
     let client = http();
     if let Some(fake) = f.c.fake_server() {
