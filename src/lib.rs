@@ -236,7 +236,14 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
         }
     };
     if !store.is_loaded() {
-        tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
+        if indexer.is_some() {
+            // Expected on a fresh install: the watch's lists are the index.
+            tracing::info!(
+                "no index yet: /readyz and pushes answer 503 until the watch has listed the workloads"
+            );
+        } else {
+            tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
+        }
     }
     tokio::spawn(watch.run(config.index.reload_interval, shutdown.clone()));
     if store.has_fallback() {
