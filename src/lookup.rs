@@ -133,6 +133,10 @@ impl IndexStore {
 
     /// Replaces the index read from the mounted file.
     pub fn set_file(&self, index: Index) {
+        // The watch's index supersedes the file's (see `set_watched`).
+        if self.watched.load().is_some() {
+            return;
+        }
         self.publish(Source::File, &index);
         self.file.store(Some(Arc::new(index)));
     }
@@ -154,6 +158,18 @@ impl IndexStore {
     pub fn set_watched(&self, index: Arc<Index>) {
         self.publish(Source::Configmap, &index);
         self.watched.store(Some(index));
+        // It answers everything from now on: the older copies would only
+        // hold memory.
+        self.file.store(None);
+        self.configmap.store(None);
+        self.scanned.store(None);
+        for gone in [Source::File, Source::Scan] {
+            let labels = SourceLabels {
+                source: gone.as_str(),
+            };
+            self.metrics.index_entries.remove(&labels);
+            self.metrics.index_generated.remove(&labels);
+        }
     }
 
     fn set_configmap(&self, index: Index) {
@@ -499,5 +515,10 @@ mod tests {
             found.workloads.is_empty(),
             "the file's stale entry is not used"
         );
+        // And no older copy is kept beside it, nor taken in later.
+        assert!(store.file.load().is_none());
+        store.set_file(index("docker.io/library/app:v1", "older"));
+        assert!(store.file.load().is_none());
+        assert!(store.configmap.load().is_none() && store.scanned.load().is_none());
     }
 }
