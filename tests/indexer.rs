@@ -139,26 +139,35 @@ async fn index_output_is_exactly_the_expected_index(c: Cluster) {
 
 /// Starts `index --watch` writing to `cm_ns`.
 fn start_watch(c: &Cluster, cm_ns: &str, namespaces: &str, pod: &str) -> Pushroll {
+    start_watch_with(c, cm_ns, namespaces, pod, &[])
+}
+
+/// `index --watch` as `pod`, with short debounce and lease, and `extra` flags.
+fn start_watch_with(
+    c: &Cluster,
+    cm_ns: &str,
+    namespaces: &str,
+    pod: &str,
+    extra: &[&str],
+) -> Pushroll {
     let cm = format!("{cm_ns}/pushroll-index");
     let mut env = kubeconfig_env(c);
     env.push(("POD_NAME", pod.to_owned()));
-    Pushroll::start_env(
-        &[
-            "index",
-            "--watch",
-            "--listen",
-            "127.0.0.1:0",
-            "--index-configmap",
-            &cm,
-            "--namespace",
-            namespaces,
-            "--debounce",
-            "200ms",
-            "--lease-duration",
-            "3s",
-        ],
-        &env,
-    )
+    let args = [
+        "index",
+        "--watch",
+        "--listen",
+        "127.0.0.1:0",
+        "--index-configmap",
+        &cm,
+        "--namespace",
+        namespaces,
+        "--debounce",
+        "200ms",
+        "--lease-duration",
+        "3s",
+    ];
+    Pushroll::start_env(&[&args, extra].concat(), &env)
 }
 
 async fn wait_ready(p: &Pushroll) {
@@ -314,26 +323,7 @@ async fn an_idle_watch_is_not_cut_by_the_api_timeout() {
     let (ns, cm_ns) = (c.ns("idle"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
     c.deploy(&ns, "one", &format!("{REPO}:v1")).await;
-    let mut env = kubeconfig_env(&c);
-    env.push(("POD_NAME", "indexer-0".to_owned()));
-    let cm = format!("{cm_ns}/pushroll-index");
-    let p = Pushroll::start_env(
-        &[
-            "index",
-            "--watch",
-            "--listen",
-            "127.0.0.1:0",
-            "--index-configmap",
-            &cm,
-            "--namespace",
-            &ns,
-            "--debounce",
-            "100ms",
-            "--api-timeout",
-            "300ms",
-        ],
-        &env,
-    );
+    let p = start_watch_with(&c, &cm_ns, &ns, "indexer-0", &["--api-timeout", "300ms"]);
     let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
     let first = eventually(Duration::from_secs(10), || async {
         (written(&p.metrics().await) >= 1.0).then_some(())
@@ -557,20 +547,15 @@ async fn twenty_thousand_workloads_are_written_compressed_and_read_back() {
     // serve reads the compressed index back through the API fallback.
     let missing = tempfile::tempdir().unwrap();
     let file = missing.path().join("index.json");
-    let s = Pushroll::start_env(
+    let s = Pushroll::serve_open(
+        &c.kubeconfig,
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
             "--dry-run",
             "--index-file",
             file.to_str().unwrap(),
             "--index-configmap",
             "pushroll/pushroll-index",
         ],
-        &env,
     );
     let i = 12_345;
     let repo = format!(
