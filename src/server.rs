@@ -123,7 +123,18 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
                 duration_ms = took.as_secs_f64() * 1000.0,
                 "push"
             );
-            error.into_response()
+            let mut response = error.into_response();
+            if !seen.body_read {
+                // Answered before the body was read (a token refused, a
+                // body too large): the rest of it is still on the wire, so
+                // the connection cannot carry another request. Say so,
+                // rather than let the client reuse it and fail.
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
         }
     }
 }
@@ -138,6 +149,8 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 struct Seen {
     message_id: Option<String>,
     image: Option<String>,
+    /// The request body was read to its end.
+    body_read: bool,
 }
 
 async fn handle_push(
@@ -159,6 +172,7 @@ async fn handle_push(
         .verify(parts.headers.get(header::AUTHORIZATION))
         .await?;
     let body = read_body(body, state.max_body_bytes).await?;
+    seen.body_read = true;
     let headers = PushHeaders {
         message_id: header_str(&parts.headers, HEADER_MESSAGE_ID),
         subscription: header_str(&parts.headers, HEADER_SUBSCRIPTION),

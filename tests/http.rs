@@ -384,6 +384,12 @@ async fn hostile_requests_get_the_contract_codes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // The unread rest of the body is still on the wire: the connection is
+    // closed, and the client told so (else its next request on it fails).
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
     // Wrong methods and paths.
     assert_eq!(
         client.get(p.url("/push")).send().await.unwrap().status(),
