@@ -826,10 +826,16 @@ async fn graceful_shutdown_finishes_in_flight_pushes(c: Cluster) {
     let url = p.url("/push");
     let body = insert(REPO, IMAGE_TAG, DIGEST);
     let c2 = client.clone();
+    // Only this push's PATCHes count: the fixture's RBAC went in by
+    // server-side apply, which is a PATCH too.
+    fake.clear_requests();
     let inflight = tokio::spawn(async move { c2.post(url).body(body).send().await.unwrap() });
-    fake.wait_for_request(Duration::from_secs(5), |r| r.verb == "patch")
-        .await
-        .expect("a PATCH is in flight");
+    let workloads = ["deployments", "statefulsets", "daemonsets"];
+    fake.wait_for_request(Duration::from_secs(5), |r| {
+        r.verb == "patch" && workloads.contains(&r.resource.as_deref().unwrap_or_default())
+    })
+    .await
+    .expect("a PATCH is in flight");
     p.terminate();
     let r = inflight.await.unwrap();
     assert_eq!(r.status(), 200, "the in-flight push finished");
