@@ -39,7 +39,7 @@ pub enum OnMiss {
     None,
     /// Refresh from the index ConfigMap (one GET, rate-limited), then answer.
     Configmap,
-    /// Then scan the cluster's workloads (arrives with the indexer).
+    /// Then scan the cluster's workloads (one shared scan per --scan-interval) and write what it finds back.
     Scan,
 }
 
