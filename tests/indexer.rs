@@ -440,13 +440,9 @@ async fn on_miss_scan_shares_one_scan_and_writes_back() {
     )
     .await;
     let cm = format!("{cm_ns}/pushroll-index");
-    let p = Pushroll::start_env(
+    let p = Pushroll::serve_open(
+        &c.kubeconfig,
         &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
             "--index-file",
             file.to_str().unwrap(),
             "--index-configmap",
@@ -454,7 +450,6 @@ async fn on_miss_scan_shares_one_scan_and_writes_back() {
             "--on-miss",
             "scan",
         ],
-        &kubeconfig_env(&c),
     );
     fake.clear_requests();
     let client = http();

@@ -102,21 +102,10 @@ impl Rig {
 
     fn serve(&self, extra: &[&str]) -> Pushroll {
         let index = self.index.path().join("index.json");
-        let mut args = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            // The emulator sends no OIDC token (see the module docs).
-            "--auth",
-            "none",
-            "--index-file",
-            index.to_str().unwrap(),
-        ];
+        // `--auth none`: the emulator sends no OIDC token (see the module docs).
+        let mut args = vec!["--index-file", index.to_str().unwrap()];
         args.extend_from_slice(extra);
-        Pushroll::start_env(
-            &args,
-            &[("KUBECONFIG", self.kubeconfig.to_string_lossy().into_owned())],
-        )
+        Pushroll::serve_open(&self.kubeconfig, &args)
     }
 
     /// The digests of `w`'s successful PATCHes, in order.

@@ -128,17 +128,8 @@ impl Tap {
             shared: shared.clone(),
         });
         let app = axum::Router::new().fallback(forward).with_state(ctx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (addr, tx) = crate::support::serve_local(app).await;
+        let url = format!("http://{addr}");
         Tap {
             url,
             shared,

@@ -382,6 +382,23 @@ pub struct JwksServer {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Serves `app` on a free loopback port until the returned sender is
+/// dropped (or sent on).
+pub async fn serve_local(app: axum::Router) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, tx)
+}
+
 impl JwksServer {
     pub async fn start(keys: Vec<Jwk>) -> JwksServer {
         use axum::routing::get;
@@ -413,17 +430,8 @@ impl JwksServer {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/certs", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (addr, tx) = serve_local(app).await;
+        let url = format!("http://{addr}/certs");
         JwksServer {
             url,
             keys,
