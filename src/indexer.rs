@@ -276,12 +276,7 @@ pub fn holds_lease(lease: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> b
             .is_ok_and(|expires| now < expires)
 }
 
-async fn lease_is_ours(
-    kube: &Kube,
-    config: &WatchConfig,
-    now: jiff::Timestamp,
-    metrics: &Metrics,
-) -> bool {
+async fn lease_is_ours(kube: &Kube, config: &WatchConfig, metrics: &Metrics) -> bool {
     let lease = kube
         .get_lease(&config.configmap.namespace, &config.lease_name)
         .await;
@@ -289,7 +284,7 @@ async fn lease_is_ours(
         Ok(lease) => lease
             .spec
             .as_ref()
-            .is_some_and(|spec| holds_lease(spec, &config.identity, now)),
+            .is_some_and(|spec| holds_lease(spec, &config.identity, jiff::Timestamp::now())),
         Err(_) => false,
     };
     if !ours {
@@ -407,8 +402,7 @@ pub async fn watch(
         {
             // Leadership may have moved while building: check right before
             // writing, with the Lease itself (see `holds_lease`).
-            let ours = *leader_rx.borrow()
-                && lease_is_ours(&kube, &config, jiff::Timestamp::now(), &metrics).await;
+            let ours = *leader_rx.borrow() && lease_is_ours(&kube, &config, &metrics).await;
             if ours {
                 match write(&kube, &config.configmap, index, &metrics).await {
                     Ok(_) => {
