@@ -125,7 +125,7 @@ async fn build_store(
         None
     } else {
         match k8s::connect(config.api_timeout, metrics.clone()).await {
-            Ok((kube, namespace)) => Some((kube, namespace)),
+            Ok(connected) => Some(connected),
             Err(e) => match require_cluster {
                 None => {
                     tracing::warn!(error = %e, "no Kubernetes configuration; answering from the index alone");
