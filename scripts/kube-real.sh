@@ -17,6 +17,8 @@
 #                                prints the env lines on stdout
 #   stop [STATE_DIR] [--purge]   stop them (by PID) and delete the data dirs
 #   status [STATE_DIR]           show what runs, readiness, memory
+#   restart [STATE_DIR]          kill kube-apiserver, move etcd's revision on,
+#                                start it again: every watch re-lists (410)
 #   run [STATE_DIR] -- CMD...    start, run CMD with the env exported, always
 #                                stop (alias run-tests); without STATE_DIR a
 #                                temp dir is used, removed if CMD succeeded
@@ -599,9 +601,39 @@ cmd_start() {
 	cat "$state/env"
 }
 
-start_attempt() {
-	local state=$1 t0=$2 extra_api=() extra_kcm=()
+# The kube-apiserver of STATE_DIR, on the port and etcd chosen at start
+# (`restart` starts it again with the same ones).
+spawn_apiserver() {
+	local state=$1 extra_api=() etcd_url api_port
 	read -r -a extra_api <<<"${PUSHROLL_KUBE_APISERVER_ARGS:-}"
+	etcd_url=$(cat "$state/etcd.url")
+	api_port=$(cat "$state/apiserver.port")
+	spawn "$state" kube-apiserver "$BIN_DIR/kube-apiserver" \
+		--etcd-servers "$etcd_url" \
+		--bind-address 127.0.0.1 \
+		--advertise-address 127.0.0.1 \
+		--secure-port "$api_port" \
+		--insecure-port 0 \
+		--tls-cert-file "$state/pki/apiserver.crt" \
+		--tls-private-key-file "$state/pki/apiserver.key" \
+		--client-ca-file "$state/pki/ca.crt" \
+		--token-auth-file "$state/tokens.csv" \
+		--authorization-mode RBAC \
+		--anonymous-auth=false \
+		--service-account-key-file "$state/pki/sa.pub" \
+		--service-account-signing-key-file "$state/pki/sa.key" \
+		--service-account-issuer https://kubernetes.default.svc.cluster.local \
+		--service-cluster-ip-range 10.0.0.0/24 \
+		--endpoint-reconciler-type none \
+		--allow-privileged=true \
+		--profiling=false \
+		--cert-dir "$state/pki" \
+		--v 1 \
+		"${extra_api[@]}"
+}
+
+start_attempt() {
+	local state=$1 t0=$2 extra_kcm=()
 	read -r -a extra_kcm <<<"${PUSHROLL_KUBE_CONTROLLER_MANAGER_ARGS:-}"
 	# Fresh start: nothing from an earlier run survives.
 	rm -rf "$state/etcd-data" "$state/pki" "$state/kcm-certs" "$state/logs" \
@@ -652,28 +684,9 @@ start_attempt() {
 	log "start: etcd up ($(($(now) - t0))s)"
 
 	# ---- kube-apiserver
-	spawn "$state" kube-apiserver "$BIN_DIR/kube-apiserver" \
-		--etcd-servers "$etcd_url" \
-		--bind-address 127.0.0.1 \
-		--advertise-address 127.0.0.1 \
-		--secure-port "$api_port" \
-		--insecure-port 0 \
-		--tls-cert-file "$state/pki/apiserver.crt" \
-		--tls-private-key-file "$state/pki/apiserver.key" \
-		--client-ca-file "$state/pki/ca.crt" \
-		--token-auth-file "$state/tokens.csv" \
-		--authorization-mode RBAC \
-		--anonymous-auth=false \
-		--service-account-key-file "$state/pki/sa.pub" \
-		--service-account-signing-key-file "$state/pki/sa.key" \
-		--service-account-issuer https://kubernetes.default.svc.cluster.local \
-		--service-cluster-ip-range 10.0.0.0/24 \
-		--endpoint-reconciler-type none \
-		--allow-privileged=true \
-		--profiling=false \
-		--cert-dir "$state/pki" \
-		--v 1 \
-		"${extra_api[@]}"
+	echo "$etcd_url" >"$state/etcd.url"
+	echo "$api_port" >"$state/apiserver.port"
+	spawn_apiserver "$state"
 	wait_for "$state" kube-apiserver "kube-apiserver /readyz" "$deadline" readyz "$state"
 	log "start: kube-apiserver ready ($(($(now) - t0))s)"
 
@@ -731,6 +744,33 @@ start_attempt() {
 		echo "PUSHROLL_REAL_KUBE_VERSION=v$KUBE_VERSION"
 	} >"$state/env.tmp"
 	mv "$state/env.tmp" "$state/env"
+}
+
+# ------------------------------------------------------------------ restart
+
+# Kills kube-apiserver (SIGKILL: a crash, and no minute-long drain of open
+# watches), moves etcd's revision past every client's resourceVersion, and
+# starts it again on the same port. Clients re-watch from an older
+# resourceVersion than the new watch cache holds, get 410 Gone and re-list:
+# what an API server restart, upgrade or etcd compaction does to them in a
+# real cluster. etcd and the controller-manager keep running.
+cmd_restart() {
+	local state=${1:-} t0 pid deadline
+	state=$(resolve_state_dir "$state")
+	t0=$(now)
+	pid=$(component_pid "$state" kube-apiserver)
+	[ -n "$pid" ] || die "restart: kube-apiserver of $state is not running"
+	kill -KILL "$pid" 2>/dev/null || true
+	while [ -n "$(component_pid "$state" kube-apiserver)" ]; do sleep 0.05; done
+	# etcd's v3 JSON gateway: keys and values are base64.
+	curl -fsS --max-time 5 -X POST "$(cat "$state/etcd.url")/v3/kv/put" \
+		-d "{\"key\":\"$(printf '/pushroll-test/restart' | base64)\",\"value\":\"$(date +%s%N | base64)\"}" >/dev/null ||
+		die "restart: could not write to etcd"
+	spawn_apiserver "$state"
+	deadline=$(($(now) + START_TIMEOUT))
+	wait_for "$state" kube-apiserver "kube-apiserver /readyz" "$deadline" readyz "$state" ||
+		{ dump_logs "$state"; die "restart: kube-apiserver did not become ready"; }
+	log "restart: kube-apiserver ready again ($(($(now) - t0))s)"
 }
 
 # ---------------------------------------------------------------------- stop
@@ -844,6 +884,7 @@ main() {
 		cmd_stop "$s" "$p"
 		;;
 	status) cmd_status "$@" ;;
+	restart) cmd_restart "$@" ;;
 	run | run-tests) cmd_run "$@" ;;
 	help | -h | --help) usage ;;
 	*) usage; die "unknown subcommand '$cmd'" ;;

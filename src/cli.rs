@@ -83,6 +83,9 @@ pub struct WatchArgs {
     /// How long a leader's Lease lasts without renewal.
     #[arg(long, env = "PUSHROLL_LEASE_DURATION", value_parser = humantime::parse_duration, default_value = "15s")]
     pub lease_duration: Duration,
+    /// A watch task that spends longer than this on one step (not waiting on the API server) is stalled: `/healthz` then fails, so the kubelet restarts the process. Above the slowest write (three API calls of --api-timeout each).
+    #[arg(long, env = "PUSHROLL_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stall_timeout: Duration,
 }
 
 /// `NAME` or `NAMESPACE/NAME`.

@@ -245,6 +245,30 @@ impl Kube {
         self.call("get", "leases", || api.get(name)).await
     }
 
+    /// Creates an empty Lease (as the lease library does at start), for
+    /// when it has been deleted since; one that exists already is fine.
+    pub async fn create_lease(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match self
+            .call("create", "leases", || api.create(&params, &lease))
+            .await
+        {
+            Ok(_) | Err(KubeError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         self.call("get", "configmaps", || api.get(name)).await

@@ -200,6 +200,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     .await?;
     // `--indexer`: the watch of `index --watch`, in this process. It also
     // hands every index it builds to the store, on every replica.
+    let mut live: Option<server::Check> = None;
     let indexer = match (&config.indexer, &kube) {
         (None, _) => None,
         (Some(_), None) => anyhow::bail!("--indexer needs a cluster, and --demo contacts none"),
@@ -211,13 +212,17 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
                 exclude: Vec::new(),
             };
             let watch_config = indexer::WatchConfig::new(args, namespaces, configmap.clone());
+            let watch_state = Arc::new(indexer::WatchState::default());
+            let stall_timeout = watch_config.stall_timeout;
+            let probe_state = watch_state.clone();
+            live = Some(Arc::new(move || probe_state.is_live(stall_timeout)));
             tracing::info!(identity = %watch_config.identity, lease = %watch_config.lease_name, "indexer: watching workloads in this process");
             let sink = store.clone();
             let publish: indexer::Publish = Box::new(move |index| sink.set_watched(index));
             let task = indexer::watch(
                 kube.clone(),
                 watch_config,
-                Arc::default(),
+                watch_state,
                 metrics.clone(),
                 Some(publish),
                 shutdown.clone(),
@@ -271,6 +276,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
         max_body_bytes: config.max_body_bytes,
         request_timeout: config.request_timeout,
         dry_run: config.dry_run,
+        live,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -400,11 +406,11 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let probe_state = state.clone();
-    let router = server::probe_router(metrics.clone(), move || {
-        if probe_state.is_ready() {
+    let ready_state = state.clone();
+    let ready: server::Check = Arc::new(move || {
+        if ready_state.is_ready() {
             Ok(())
-        } else if !probe_state
+        } else if !ready_state
             .synced
             .load(std::sync::atomic::Ordering::Acquire)
         {
@@ -413,6 +419,9 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
             Err("leader, and the index has not been written yet".to_owned())
         }
     });
+    let (live_state, stall_timeout) = (state.clone(), config.stall_timeout);
+    let live: server::Check = Arc::new(move || live_state.is_live(stall_timeout));
+    let router = server::probe_router(metrics.clone(), ready, live);
     let limits = ConnLimits {
         max_header_bytes: 16 * 1024,
         header_read_timeout: HEADER_READ_TIMEOUT,

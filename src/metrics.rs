@@ -72,6 +72,8 @@ pub struct Metrics {
     pub watch_errors: Family<ResultLabels, Counter>,
     pub scans: Family<ResultLabels, Counter>,
     pub watch_events: Family<ResultLabels, Counter>,
+    pub watch_lists: Family<ResultLabels, Counter>,
+    pub lease_recreations: Family<ResultLabels, Counter>,
     pub index_changes: Counter,
     pub indexer_leader: Gauge<i64, AtomicI64>,
     pub inflight_pushes: Gauge<i64, AtomicI64>,
@@ -180,6 +182,18 @@ impl Metrics {
             "Workload watch events processed, by resource",
             watch_events.clone(),
         );
+        let watch_lists = Family::default();
+        registry.register(
+            "watch_lists",
+            "Complete lists of a workload kind by its watch (the first, then each re-list after a 410 or a lost watch), by resource",
+            watch_lists.clone(),
+        );
+        let lease_recreations = Family::default();
+        registry.register(
+            "lease_recreations",
+            "Times the indexer found its Lease deleted and created it again, by result",
+            lease_recreations.clone(),
+        );
         let index_changes = Counter::default();
         registry.register(
             "index_changes",
@@ -216,6 +230,8 @@ impl Metrics {
             watch_errors,
             scans,
             watch_events,
+            watch_lists,
+            lease_recreations,
             index_changes,
             indexer_leader,
             inflight_pushes,

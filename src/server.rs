@@ -35,7 +35,12 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub dry_run: bool,
+    /// `serve --indexer`: the in-process watch's liveness, for `/healthz`.
+    pub live: Option<Check>,
 }
+
+/// A probe's condition: `Err` says why it fails.
+pub type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The 200 body of `POST /push` (see the contract).
 #[derive(Debug, Serialize)]
@@ -58,7 +63,7 @@ pub struct PushReport {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/push", post(push))
-        .route("/healthz", get(healthz))
+        .route("/healthz", get(serve_healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
@@ -263,8 +268,17 @@ pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<Pus
     })
 }
 
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
+/// `/healthz`: 200 while the process serves and `live` (when given)
+/// holds; a 503 makes the kubelet restart the container.
+fn healthz(live: Option<&Check>) -> Response {
+    match live.map_or(Ok(()), |check| check()) {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(why) => plain_error(StatusCode::SERVICE_UNAVAILABLE, "not-live", why),
+    }
+}
+
+async fn serve_healthz(State(state): State<Arc<AppState>>) -> Response {
+    healthz(state.live.as_ref())
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -300,12 +314,15 @@ fn metrics_response(metrics: &Metrics) -> Response {
 }
 
 /// `/healthz`, `/readyz` and `/metrics` alone (for `index --watch`).
-pub fn probe_router(
-    metrics: Arc<Metrics>,
-    ready: impl Fn() -> Result<(), String> + Clone + Send + Sync + 'static,
-) -> Router {
+pub fn probe_router(metrics: Arc<Metrics>, ready: Check, live: Check) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
+        .route(
+            "/healthz",
+            get(move || {
+                let live = live.clone();
+                async move { healthz(Some(&live)) }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

@@ -10,41 +10,16 @@ use std::time::{Duration, Instant};
 use fake_apiserver::FaultRule;
 use serde_json::{Value, json};
 use support::cluster::{Backend, Cluster, deploy_objects, workload};
+use support::indexer::*;
 use support::*;
 
 on_both!(
     index_output_is_exactly_the_expected_index,
     watch_keeps_the_configmap_current,
     only_the_leader_writes,
+    a_deleted_lease_is_recreated_every_time,
     serve_indexer_answers_from_its_own_watch
 );
-
-fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
-    vec![("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())]
-}
-
-/// The ConfigMap's index `images`, or `None` when it has none yet.
-async fn configmap_images(c: &Cluster, ns: &str) -> Option<Value> {
-    let cm = c.get("ConfigMap", ns, "pushroll-index").await?;
-    let text = if let Some(json) = cm["data"]["index.json"].as_str() {
-        json.to_owned()
-    } else {
-        use base64::Engine as _;
-        use std::io::Read as _;
-        let b64 = cm["binaryData"]["index.json.gz"].as_str()?;
-        let gz = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
-        let mut out = String::new();
-        flate2::read::GzDecoder::new(gz.as_slice())
-            .read_to_string(&mut out)
-            .unwrap();
-        out
-    };
-    let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["version"], 1);
-    Some(v["images"].clone())
-}
 
 async fn index_output_is_exactly_the_expected_index(c: Cluster) {
     let (a, b) = (c.ns("idx-a"), c.ns("idx-b"));
@@ -138,47 +113,6 @@ async fn index_output_is_exactly_the_expected_index(c: Cluster) {
 }
 
 /// Starts `index --watch` writing to `cm_ns`.
-fn start_watch(c: &Cluster, cm_ns: &str, namespaces: &str, pod: &str) -> Pushroll {
-    start_watch_with(c, cm_ns, namespaces, pod, &[])
-}
-
-/// `index --watch` as `pod`, with short debounce and lease, and `extra` flags.
-fn start_watch_with(
-    c: &Cluster,
-    cm_ns: &str,
-    namespaces: &str,
-    pod: &str,
-    extra: &[&str],
-) -> Pushroll {
-    let cm = format!("{cm_ns}/pushroll-index");
-    let mut env = kubeconfig_env(c);
-    env.push(("POD_NAME", pod.to_owned()));
-    let args = [
-        "index",
-        "--watch",
-        "--listen",
-        "127.0.0.1:0",
-        "--index-configmap",
-        &cm,
-        "--namespace",
-        namespaces,
-        "--debounce",
-        "200ms",
-        "--lease-duration",
-        "3s",
-    ];
-    Pushroll::start_env(&[&args, extra].concat(), &env)
-}
-
-async fn wait_ready(p: &Pushroll) {
-    let client = http();
-    eventually(Duration::from_secs(30), || async {
-        (client.get(p.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
-    })
-    .await
-    .expect("the indexer becomes ready");
-}
-
 async fn watch_keeps_the_configmap_current(c: Cluster) {
     let (ns, cm_ns) = (c.ns("watch"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
@@ -311,6 +245,47 @@ async fn only_the_leader_writes(c: Cluster) {
     assert!(took < Duration::from_secs(3 + 3), "took {took:?}");
     let fm = follow.metrics().await;
     assert_eq!(metric(&fm, "pushroll_indexer_leader"), 1.0);
+}
+
+/// Deleting the Lease (an operator's fix for a stuck one) must not stop
+/// index writes: kube-lease-manager creates it only at start. Ten times in
+/// a row, each followed by a change that must reach the ConfigMap.
+async fn a_deleted_lease_is_recreated_every_time(c: Cluster) {
+    let (ns, cm_ns) = (c.ns("lease-gone"), c.ns("pushroll"));
+    c.ensure_namespace(&cm_ns).await;
+    c.deploy(&ns, "first", &format!("{REPO}:v0")).await;
+    let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
+    wait_ready(&p).await;
+    let lease_duration = Duration::from_secs(3);
+    for round in 1..=10 {
+        c.delete("Lease", &cm_ns, "pushroll-indexer").await;
+        let deleted = Instant::now();
+        let tag = format!("l{round}");
+        c.deploy(&ns, &format!("after-{round}"), &format!("{REPO}:{tag}"))
+            .await;
+        let seen = eventually(lease_duration + Duration::from_secs(5), || async {
+            configmap_images(&c, &cm_ns)
+                .await
+                .filter(|i| i.get(format!("{REPO}:{tag}")).is_some())
+        })
+        .await;
+        assert!(
+            seen.is_some(),
+            "round {round}: the index stopped following after the Lease was deleted:\n{}",
+            p.logs().join("\n")
+        );
+        eprintln!("round {round}: Lease deleted → change written after {:?}", deleted.elapsed());
+        let lease = c
+            .get("Lease", &cm_ns, "pushroll-indexer")
+            .await
+            .expect("the Lease exists again");
+        assert_eq!(lease["spec"]["holderIdentity"], "indexer-0", "round {round}");
+    }
+    let m = p.metrics().await;
+    assert!(
+        metric(&m, "pushroll_lease_recreations_total{result=\"recreated\"}") >= 10.0,
+        "{m}"
+    );
 }
 
 /// An idle watch outlives `--api-timeout`: the short read timeout is for

@@ -5,6 +5,7 @@
 
 #[macro_use]
 pub mod cluster;
+pub mod indexer;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

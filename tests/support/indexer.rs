@@ -1,0 +1,83 @@
+//! The indexer as tests drive it: `index --watch` started against a
+//! cluster, and the index ConfigMap read back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::cluster::Cluster;
+use super::{Pushroll, eventually, http};
+
+pub fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
+    vec![("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())]
+}
+
+/// The ConfigMap's index `images`, or `None` when it has none yet.
+pub async fn configmap_images(c: &Cluster, ns: &str) -> Option<Value> {
+    let cm = c.get("ConfigMap", ns, "pushroll-index").await?;
+    let text = if let Some(json) = cm["data"]["index.json"].as_str() {
+        json.to_owned()
+    } else {
+        use base64::Engine as _;
+        use std::io::Read as _;
+        let b64 = cm["binaryData"]["index.json.gz"].as_str()?;
+        let gz = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    };
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["version"], 1);
+    Some(v["images"].clone())
+}
+
+pub fn start_watch(c: &Cluster, cm_ns: &str, namespaces: &str, pod: &str) -> Pushroll {
+    start_watch_with(c, cm_ns, namespaces, pod, &[])
+}
+
+/// `index --watch` as `pod`, with short debounce and lease, and `extra`
+/// flags.
+pub fn start_watch_with(
+    c: &Cluster,
+    cm_ns: &str,
+    namespaces: &str,
+    pod: &str,
+    extra: &[&str],
+) -> Pushroll {
+    let cm = format!("{cm_ns}/pushroll-index");
+    let mut env = kubeconfig_env(c);
+    env.push(("POD_NAME", pod.to_owned()));
+    let args = [
+        "index",
+        "--watch",
+        "--listen",
+        "127.0.0.1:0",
+        "--index-configmap",
+        &cm,
+        "--namespace",
+        namespaces,
+        "--debounce",
+        "200ms",
+    ];
+    // A short lease unless `extra` names its own.
+    let lease: &[&str] = if extra.contains(&"--lease-duration") {
+        &[]
+    } else {
+        &["--lease-duration", "3s"]
+    };
+    Pushroll::start_env(&[&args, lease, extra].concat(), &env)
+}
+
+pub async fn wait_ready(p: &Pushroll) {
+    let client = http();
+    eventually(Duration::from_secs(30), || async {
+        (client.get(p.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
+    })
+    .await
+    .expect("the indexer becomes ready");
+}
+
