@@ -412,14 +412,22 @@ async fn read_lease(
     let lease = kube.get_lease(ns, &config.lease_name).await;
     if let Err(KubeError::NotFound) = &lease {
         let created = kube.create_lease(ns, &config.lease_name).await;
-        let result = if created.is_ok() { "recreated" } else { "error" };
+        let result = if created.is_ok() {
+            "recreated"
+        } else {
+            "error"
+        };
         metrics
             .lease_recreations
             .get_or_create(&ResultLabels { result })
             .inc();
         match created {
-            Ok(()) => tracing::warn!(lease = %format!("{ns}/{}", config.lease_name), "the Lease was deleted; recreated it, and the election starts over"),
-            Err(e) => tracing::error!(lease = %format!("{ns}/{}", config.lease_name), error = %e, "the Lease was deleted and cannot be recreated"),
+            Ok(()) => {
+                tracing::warn!(lease = %format!("{ns}/{}", config.lease_name), "the Lease was deleted; recreated it, and the election starts over")
+            }
+            Err(e) => {
+                tracing::error!(lease = %format!("{ns}/{}", config.lease_name), error = %e, "the Lease was deleted and cannot be recreated")
+            }
         }
     }
     lease
@@ -499,9 +507,21 @@ pub async fn watch(
     });
     let mut tasks = tokio::task::JoinSet::new();
     let ns = &config.namespaces;
-    tasks.spawn(follow::<Deployment>(kube.clone(), ns.clone(), shared.clone()));
-    tasks.spawn(follow::<StatefulSet>(kube.clone(), ns.clone(), shared.clone()));
-    tasks.spawn(follow::<DaemonSet>(kube.clone(), ns.clone(), shared.clone()));
+    tasks.spawn(follow::<Deployment>(
+        kube.clone(),
+        ns.clone(),
+        shared.clone(),
+    ));
+    tasks.spawn(follow::<StatefulSet>(
+        kube.clone(),
+        ns.clone(),
+        shared.clone(),
+    ));
+    tasks.spawn(follow::<DaemonSet>(
+        kube.clone(),
+        ns.clone(),
+        shared.clone(),
+    ));
 
     let (mut leader_rx, mut lease_task) = elect(&kube, &config).await?;
 
@@ -527,7 +547,8 @@ pub async fn watch(
     let mut built: Option<Arc<Index>> = None;
     // Every replica looks at the Lease this often, to recreate it when it
     // has been deleted (see `read_lease`).
-    let mut lease_check = tokio::time::interval((config.lease_duration / 3).max(Duration::from_secs(1)));
+    let mut lease_check =
+        tokio::time::interval((config.lease_duration / 3).max(Duration::from_secs(1)));
     lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut check_lease = false;
     loop {
@@ -549,7 +570,13 @@ pub async fn watch(
                 }
             }
             if built.is_none() && (publish.is_some() || (leader && dirty)) {
-                let index = Arc::new(shared.builder.lock().await.build(Some(jiff::Timestamp::now())));
+                let index = Arc::new(
+                    shared
+                        .builder
+                        .lock()
+                        .await
+                        .build(Some(jiff::Timestamp::now())),
+                );
                 if let Some(publish) = &publish {
                     publish(index.clone());
                 }
@@ -634,15 +661,26 @@ mod tests {
         let later = |secs| progress.epoch + Duration::from_secs(secs);
         assert_eq!(progress.stalled_at(later(3600), bound), None, "all waiting");
         let busy = progress.busy(Task::Follow(Kind::StatefulSet));
-        assert_eq!(progress.stalled_at(later(59), bound), None, "inside the bound");
+        assert_eq!(
+            progress.stalled_at(later(59), bound),
+            None,
+            "inside the bound"
+        );
         let why = progress.stalled_at(later(61), bound).expect("stalled");
         assert!(why.contains("statefulsets watch"), "{why}");
         let writer = progress.busy(Task::Write);
         let why = progress.stalled_at(later(120), bound).expect("stalled");
-        assert!(why.contains("statefulsets") && why.contains("index writer"), "{why}");
+        assert!(
+            why.contains("statefulsets") && why.contains("index writer"),
+            "{why}"
+        );
         drop(busy);
         drop(writer);
-        assert_eq!(progress.stalled_at(later(3600), bound), None, "waiting again");
+        assert_eq!(
+            progress.stalled_at(later(3600), bound),
+            None,
+            "waiting again"
+        );
     }
 
     /// A follower frozen on the builder lock is reported stalled once past
@@ -693,7 +731,11 @@ mod tests {
         .expect("the list completes")
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while state.progress.stalled_at(Instant::now() + Duration::from_secs(1), bound).is_some() {
+        while state
+            .progress
+            .stalled_at(Instant::now() + Duration::from_secs(1), bound)
+            .is_some()
+        {
             assert!(Instant::now() < deadline, "the follower stays busy");
             tokio::task::yield_now().await;
         }

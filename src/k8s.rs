@@ -409,13 +409,42 @@ pub fn restart_event(
     message_id: Option<&str>,
     now: jiff::Timestamp,
 ) -> Event {
-    let ns = obj.metadata.namespace.clone().unwrap_or_default();
-    let name = obj.metadata.name.clone().unwrap_or_default();
-    let when = now;
     let message = match message_id {
         Some(id) => format!("Restarted for a push of {image} ({digest}), Pub/Sub message {id}"),
         None => format!("Restarted for a push of {image} ({digest})"),
     };
+    workload_event(kind, obj, EventKind::Restart, message, now)
+}
+
+/// The Events pushroll records on workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// `PushRestart` (Normal): rolled for a push.
+    Restart,
+    /// `PushRestartRejected` (Warning): the API server refused the patch.
+    Rejected,
+}
+
+impl EventKind {
+    fn reason_and_type(self) -> (&'static str, &'static str) {
+        match self {
+            EventKind::Restart => ("PushRestart", "Normal"),
+            EventKind::Rejected => ("PushRestartRejected", "Warning"),
+        }
+    }
+}
+
+/// A core/v1 Event about `obj`, as kubectl's recorder would write it.
+pub fn workload_event(
+    kind: Kind,
+    obj: &DynamicObject,
+    what: EventKind,
+    message: String,
+    now: jiff::Timestamp,
+) -> Event {
+    let ns = obj.metadata.namespace.clone().unwrap_or_default();
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let (reason, type_) = what.reason_and_type();
     Event {
         metadata: ObjectMeta {
             // kubectl's recorder names events `<object>.<hex nanoseconds>`.
@@ -432,12 +461,12 @@ pub fn restart_event(
             resource_version: obj.metadata.resource_version.clone(),
             ..ObjectReference::default()
         },
-        reason: Some("PushRestart".into()),
-        type_: Some("Normal".into()),
+        reason: Some(reason.into()),
+        type_: Some(type_.into()),
         message: Some(message),
         count: Some(1),
-        first_timestamp: Some(Time(when)),
-        last_timestamp: Some(Time(when)),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
         event_time: None::<MicroTime>,
         source: Some(EventSource {
             component: Some(FIELD_MANAGER.into()),

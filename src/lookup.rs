@@ -253,35 +253,48 @@ impl IndexStore {
                 "no index file and no ConfigMap fallback".into(),
             ));
         }
-        let source = if self.file.load().is_some() {
-            Source::File
-        } else {
-            Source::Configmap
-        };
+        let source = self
+            .newest()
+            .map_or(Source::Configmap, |(_, source)| source);
         Ok(Found {
             workloads: Vec::new(),
             source,
         })
     }
 
-    fn in_memory(&self, key: &str) -> Option<Found> {
+    /// The newest index in memory, by `generatedAt`. Each is a copy of some
+    /// view of the cluster at its time: an older copy's hit can lack a
+    /// workload added since, or name one removed since, so the newest
+    /// answers alone, hit or miss. One without `generatedAt` counts as the
+    /// oldest. Ties go to the scan (made now), then the ConfigMap read
+    /// through the API, which is never older than the volume mounted from
+    /// it, then the file.
+    fn newest(&self) -> Option<(Arc<Index>, Source)> {
         let slots = [
-            (&self.file, Source::File),
-            (&self.configmap, Source::Configmap),
             (&self.scanned, Source::Scan),
+            (&self.configmap, Source::Configmap),
+            (&self.file, Source::File),
         ];
+        let mut best: Option<(Arc<Index>, Source)> = None;
         for (slot, source) in slots {
-            if let Some(index) = slot.load().as_deref() {
-                let workloads = index.lookup(key);
-                if !workloads.is_empty() {
-                    return Some(Found {
-                        workloads: workloads.to_vec(),
-                        source,
-                    });
-                }
+            if let Some(index) = slot.load_full()
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, _)| index.generated_at > b.generated_at)
+            {
+                best = Some((index, source));
             }
         }
-        None
+        best
+    }
+
+    fn in_memory(&self, key: &str) -> Option<Found> {
+        let (index, source) = self.newest()?;
+        let workloads = index.lookup(key);
+        (!workloads.is_empty()).then(|| Found {
+            workloads: workloads.to_vec(),
+            source,
+        })
     }
 
     /// Fetches the index ConfigMap unless that was done less than
@@ -483,6 +496,85 @@ mod tests {
         let json = serde_json::json!({"version": 1, "images": {image: [
             {"kind": "Deployment", "namespace": "ns", "name": name, "containers": ["app"]}]}});
         Index::from_json(json.to_string().as_bytes()).unwrap().0
+    }
+
+    fn index_at(at: &str, image: &str, names: &[&str]) -> Index {
+        let entries: Vec<_> = names
+            .iter()
+            .map(|n| serde_json::json!({"kind": "Deployment", "namespace": "ns", "name": n}))
+            .collect();
+        let json = serde_json::json!({"version": 1, "generatedAt": at, "images": {image: entries}});
+        Index::from_json(json.to_string().as_bytes()).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn the_newest_index_answers_not_the_first_with_a_hit() {
+        let img = "docker.io/library/app:v1";
+        let other = "docker.io/library/other:v1";
+        let (older, newer) = ("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z");
+        let names =
+            |f: &Found| -> Vec<String> { f.workloads.iter().map(|w| w.name.clone()).collect() };
+        let store = || {
+            IndexStore::new(
+                None,
+                OnMiss::Configmap,
+                Duration::from_secs(10),
+                Metrics::new(),
+            )
+        };
+        // (file, ConfigMap) → which source answers and with what.
+        type Case<'a> = (Index, Index, Source, &'a [&'a str], &'a str);
+        let cases: [Case; 4] = [
+            // A workload added since the file was written.
+            (
+                index_at(older, img, &["a"]),
+                index_at(newer, img, &["a", "b"]),
+                Source::Configmap,
+                &["a", "b"],
+                "added since",
+            ),
+            // A workload removed since: the stale hit is not used.
+            (
+                index_at(older, img, &["a"]),
+                index_at(newer, other, &["x"]),
+                Source::Configmap,
+                &[],
+                "removed since",
+            ),
+            // The file is the newer copy.
+            (
+                index_at(newer, img, &["a"]),
+                index_at(older, img, &["a", "old"]),
+                Source::File,
+                &["a"],
+                "file newer",
+            ),
+            // Equal times: the ConfigMap, never older than its mount.
+            (
+                index_at(older, img, &["a"]),
+                index_at(older, img, &["a", "b"]),
+                Source::Configmap,
+                &["a", "b"],
+                "tie",
+            ),
+        ];
+        for (file, configmap, source, want, case) in cases {
+            let s = store();
+            s.set_file(file);
+            s.set_configmap(configmap);
+            let found = s.lookup(img).await.unwrap();
+            assert_eq!(
+                (found.source, names(&found)),
+                (source, want.iter().map(|n| n.to_string()).collect()),
+                "{case}"
+            );
+        }
+        // No generatedAt counts as the oldest.
+        let s = store();
+        let undated = Index::from_json(br#"{"version":1,"images":{"docker.io/library/app:v1":[{"kind":"Deployment","namespace":"ns","name":"a"}]}}"#).unwrap().0;
+        s.set_file(undated);
+        s.set_configmap(index_at(older, img, &["a", "b"]));
+        assert_eq!(names(&s.lookup(img).await.unwrap()), ["a", "b"]);
     }
 
     #[tokio::test]

@@ -26,6 +26,10 @@ pub enum RestartResult {
     WouldRestart,
     Excluded,
     NotFound,
+    /// The API server refused the patch for good (400, or 422 from
+    /// validation or an admission webhook): a redelivery would be refused
+    /// the same way, so it is reported, recorded and acked.
+    Rejected,
 }
 
 impl RestartResult {
@@ -36,6 +40,7 @@ impl RestartResult {
             RestartResult::WouldRestart => "would-restart",
             RestartResult::Excluded => "excluded",
             RestartResult::NotFound => "not-found",
+            RestartResult::Rejected => "rejected",
         }
     }
 }

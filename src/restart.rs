@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::index::{Kind, WorkloadRef};
-use crate::k8s::{Kube, KubeError, restart_event, workload_view};
+use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event, workload_view};
 use crate::metrics::{Metrics, RestartLabels};
 use crate::plan::{NamespaceFilter, Plan, RestartResult, plan, restart_patch};
 
@@ -22,6 +22,9 @@ pub struct WorkloadResult {
     pub namespace: String,
     pub name: String,
     pub result: RestartResult,
+    /// Why, when the API server rejected the patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A workload that could not be handled; a redelivery can finish it.
@@ -86,7 +89,7 @@ impl Restarter {
         let mut failed = Vec::new();
         for (w, outcome) in workloads.iter().zip(outcomes) {
             match outcome {
-                Ok(result) => {
+                Ok(Handled { result, detail }) => {
                     self.metrics
                         .restarts
                         .get_or_create(&RestartLabels {
@@ -99,6 +102,7 @@ impl Restarter {
                         namespace: w.namespace.clone(),
                         name: w.name.clone(),
                         result,
+                        detail,
                     });
                 }
                 Err(e) => {
@@ -122,20 +126,17 @@ impl Restarter {
         (done, failed)
     }
 
-    async fn restart_one(
-        &self,
-        push: &Push<'_>,
-        w: &WorkloadRef,
-    ) -> Result<RestartResult, KubeError> {
+    async fn restart_one(&self, push: &Push<'_>, w: &WorkloadRef) -> Result<Handled, KubeError> {
         if !self.namespaces.allows(&w.namespace) {
-            return Ok(RestartResult::Excluded);
+            return Ok(RestartResult::Excluded.into());
         }
         let Some(kube) = &self.kube else {
             return Ok(if self.dry_run {
                 RestartResult::WouldRestart
             } else {
                 RestartResult::NotFound
-            });
+            }
+            .into());
         };
         let _permit = self
             .permits
@@ -145,16 +146,16 @@ impl Restarter {
         for _ in 0..CONFLICT_ATTEMPTS {
             let obj = match kube.get_workload(w.kind, &w.namespace, &w.name).await {
                 Ok(obj) => obj,
-                Err(KubeError::NotFound) => return Ok(RestartResult::NotFound),
+                Err(KubeError::NotFound) => return Ok(RestartResult::NotFound.into()),
                 Err(e) => return Err(e),
             };
             let view = workload_view(&obj);
             let decision = plan(&view, push.image_key, push.digest);
             let Plan::Restart { containers } = &decision else {
-                return Ok(decision.result(self.dry_run));
+                return Ok(decision.result(self.dry_run).into());
             };
             if self.dry_run {
-                return Ok(RestartResult::WouldRestart);
+                return Ok(RestartResult::WouldRestart.into());
             }
             let now = jiff::Timestamp::now();
             let patch = restart_patch(
@@ -181,17 +182,72 @@ impl Restarter {
                         tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestart event");
                     }
                     tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, containers = ?containers, digest = push.digest, "restarted");
-                    return Ok(RestartResult::Restarted);
+                    return Ok(RestartResult::Restarted.into());
                 }
                 // Someone changed it since our GET (maybe a duplicate
                 // delivery restarting it): re-read and decide again.
                 Err(KubeError::Conflict(_)) => continue,
-                Err(KubeError::NotFound) => return Ok(RestartResult::NotFound),
+                Err(KubeError::NotFound) => return Ok(RestartResult::NotFound.into()),
+                Err(KubeError::Rejected { code, message }) => {
+                    return Ok(self.rejected(kube, w, &obj, push, code, message, now).await);
+                }
                 Err(e) => return Err(e),
             }
         }
         Err(KubeError::Conflict(format!(
             "still conflicting after {CONFLICT_ATTEMPTS} attempts"
         )))
+    }
+
+    /// The API server refused the patch for good (an admission webhook's
+    /// denial, a validation error): Pub/Sub would redeliver for days and be
+    /// refused each time, holding back nothing but the log. So the push is
+    /// acked, and the refusal is made loud where people look: a Warning
+    /// Event on the workload, an error log line, the `rejected` result.
+    #[allow(clippy::too_many_arguments)]
+    async fn rejected(
+        &self,
+        kube: &Kube,
+        w: &WorkloadRef,
+        obj: &kube::api::DynamicObject,
+        push: &Push<'_>,
+        code: u16,
+        message: String,
+        now: jiff::Timestamp,
+    ) -> Handled {
+        let detail = format!("the API server rejected the restart ({code}): {message}");
+        tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, code, error = %message, "restart rejected by the API server; not retried");
+        let event = workload_event(
+            w.kind,
+            obj,
+            EventKind::Rejected,
+            format!(
+                "A push of {} ({}) was not rolled out: {detail}",
+                push.image_key, push.digest
+            ),
+            now,
+        );
+        if let Err(e) = kube.create_event(&event).await {
+            tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestartRejected event");
+        }
+        Handled {
+            result: RestartResult::Rejected,
+            detail: Some(detail),
+        }
+    }
+}
+
+/// One workload's result, with the API server's word when it refused.
+struct Handled {
+    result: RestartResult,
+    detail: Option<String>,
+}
+
+impl From<RestartResult> for Handled {
+    fn from(result: RestartResult) -> Handled {
+        Handled {
+            result,
+            detail: None,
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! loop with bounded request heads and a graceful, bounded drain.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -23,6 +24,7 @@ use crate::auth::Authenticator;
 use crate::http_error::{ApiError, plain_error};
 use crate::lookup::{IndexStore, Source};
 use crate::metrics::Metrics;
+use crate::plan::RestartResult;
 use crate::push::{Action, Delivery, HEADER_MESSAGE_ID, HEADER_SUBSCRIPTION, PushHeaders, decode};
 use crate::restart::{Push, Restarter, WorkloadResult};
 
@@ -78,8 +80,66 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    // The client may give up before the answer (Pub/Sub past its ack
+    // deadline, a load balancer's 30 s), and then this future is dropped.
+    // A push half done would be a PATCH without its Event, no log line,
+    // and an in-flight gauge raised for ever: so the work runs in a task
+    // of its own, which finishes whether anyone waits for it or not.
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let mut waiting = Waiting {
+        abandoned: abandoned.clone(),
+        answered: false,
+    };
+    let answer = tokio::spawn(answer_push(state, request, abandoned)).await;
+    waiting.answered = true;
+    match answer {
+        Ok(response) => response,
+        // A panic in the handler: a bug, and a 500 says so.
+        Err(e) => plain_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the push handler failed: {e}"),
+        ),
+    }
+}
+
+/// Marks a push abandoned when its caller stops waiting for the answer.
+struct Waiting {
+    abandoned: Arc<AtomicBool>,
+    answered: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.abandoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Counts a push in flight for as long as it lives.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a Metrics) -> InFlight<'a> {
+        metrics.inflight_pushes.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight_pushes.dec();
+    }
+}
+
+async fn answer_push(
+    state: Arc<AppState>,
+    request: Request,
+    abandoned: Arc<AtomicBool>,
+) -> Response {
     let started = Instant::now();
-    state.metrics.inflight_pushes.inc();
+    let inflight = InFlight::new(&state.metrics);
     let mut seen = Seen::default();
     let result = tokio::time::timeout(
         state.request_timeout,
@@ -87,8 +147,11 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
     )
     .await
     .unwrap_or(Err(ApiError::Timeout(state.request_timeout)));
-    state.metrics.inflight_pushes.dec();
+    drop(inflight);
     let took = started.elapsed();
+    // Whether the client left before the answer: the work is done all the
+    // same, and a redelivery will find it done.
+    let client_gone = abandoned.load(Ordering::Acquire);
     match result {
         Ok(report) => {
             state.metrics.observe_push(report.outcome, 200, took);
@@ -100,6 +163,7 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
                 workloads = report.workloads.len(),
                 status = 200,
                 duration_ms = took.as_secs_f64() * 1000.0,
+                client_gone,
                 "push"
             );
             (StatusCode::OK, Json(report)).into_response()
@@ -126,6 +190,7 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
                 status = status.as_u16(),
                 error = %error,
                 duration_ms = took.as_secs_f64() * 1000.0,
+                client_gone,
                 "push"
             );
             let mut response = error.into_response();
@@ -240,13 +305,6 @@ pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<Pus
     };
     let key = image.tagged();
     let found = state.store.lookup(&key).await?;
-    let outcome = if found.workloads.is_empty() {
-        "no-match"
-    } else if state.dry_run {
-        "dry-run"
-    } else {
-        "restarted"
-    };
     let push = Push {
         image_key: &key,
         digest: &digest,
@@ -256,6 +314,7 @@ pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<Pus
     if !failed.is_empty() {
         return Err(ApiError::Restart { done, failed });
     }
+    let outcome = outcome(state.dry_run, &done);
     Ok(PushReport {
         message_id,
         action: action_name,
@@ -266,6 +325,22 @@ pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<Pus
         source: Some(found.source),
         workloads: done,
     })
+}
+
+/// What a push did, from what happened to each workload: `restarted` only
+/// when something was.
+pub fn outcome(dry_run: bool, results: &[WorkloadResult]) -> &'static str {
+    if results.is_empty() {
+        "no-match"
+    } else if dry_run {
+        "dry-run"
+    } else if results.iter().any(|w| w.result == RestartResult::Restarted) {
+        "restarted"
+    } else {
+        // Already current, excluded, gone, or refused by the API server: a
+        // redelivery and a no-op look alike, and neither claims a restart.
+        "unchanged"
+    }
 }
 
 /// `/healthz`: 200 while the process serves and `live` (when given)
@@ -404,5 +479,41 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all requests finished"),
         _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "in-flight requests did not finish in time"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Kind;
+
+    fn results(of: &[RestartResult]) -> Vec<WorkloadResult> {
+        of.iter()
+            .map(|&result| WorkloadResult {
+                kind: Kind::Deployment,
+                namespace: "ns".into(),
+                name: "w".into(),
+                result,
+                detail: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_outcome_says_what_happened() {
+        use RestartResult::*;
+        let cases: [(bool, &[RestartResult], &str); 8] = [
+            (false, &[], "no-match"),
+            (true, &[], "no-match"),
+            (true, &[WouldRestart, Excluded], "dry-run"),
+            (false, &[Restarted, AlreadyCurrent], "restarted"),
+            (false, &[AlreadyCurrent, AlreadyCurrent], "unchanged"),
+            (false, &[Excluded, NotFound], "unchanged"),
+            (false, &[Rejected], "unchanged"),
+            (false, &[Rejected, Restarted], "restarted"),
+        ];
+        for (dry_run, of, want) in cases {
+            assert_eq!(outcome(dry_run, &results(of)), want, "{of:?}");
+        }
     }
 }

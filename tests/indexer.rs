@@ -274,12 +274,18 @@ async fn a_deleted_lease_is_recreated_every_time(c: Cluster) {
             "round {round}: the index stopped following after the Lease was deleted:\n{}",
             p.logs().join("\n")
         );
-        eprintln!("round {round}: Lease deleted → change written after {:?}", deleted.elapsed());
+        eprintln!(
+            "round {round}: Lease deleted → change written after {:?}",
+            deleted.elapsed()
+        );
         let lease = c
             .get("Lease", &cm_ns, "pushroll-indexer")
             .await
             .expect("the Lease exists again");
-        assert_eq!(lease["spec"]["holderIdentity"], "indexer-0", "round {round}");
+        assert_eq!(
+            lease["spec"]["holderIdentity"], "indexer-0",
+            "round {round}"
+        );
     }
     let m = p.metrics().await;
     assert!(

@@ -22,14 +22,22 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Completed lists per kind, as counted by the indexer.
 fn lists(metrics: &str) -> [f64; 3] {
-    ["deployments", "statefulsets", "daemonsets"]
-        .map(|kind| metric(metrics, &format!("pushroll_watch_lists_total{{result=\"{kind}\"}}")))
+    ["deployments", "statefulsets", "daemonsets"].map(|kind| {
+        metric(
+            metrics,
+            &format!("pushroll_watch_lists_total{{result=\"{kind}\"}}"),
+        )
+    })
 }
 
 /// Watch errors per kind, as counted by the indexer.
 fn watch_errors(metrics: &str) -> [f64; 3] {
-    ["deployments", "statefulsets", "daemonsets"]
-        .map(|kind| metric(metrics, &format!("pushroll_watch_errors_total{{result=\"{kind}\"}}")))
+    ["deployments", "statefulsets", "daemonsets"].map(|kind| {
+        metric(
+            metrics,
+            &format!("pushroll_watch_errors_total{{result=\"{kind}\"}}"),
+        )
+    })
 }
 
 /// Makes every watch of the indexer `p` re-list.
@@ -46,7 +54,10 @@ async fn force_relist(c: &Cluster, p: &Pushroll, round: usize) {
                 now.iter().zip(&before).all(|(n, b)| n > b).then_some(())
             })
             .await;
-            assert!(cut.is_some(), "round {round}: the watches did not notice the outage");
+            assert!(
+                cut.is_some(),
+                "round {round}: the watches did not notice the outage"
+            );
             // ...while the history moves on and is forgotten: the watches'
             // resourceVersion is gone (410), as after a compaction.
             fake.insert(json!({

@@ -23,6 +23,8 @@ on_both!(
     a_push_after_a_quiet_spell_is_not_timed_out,
     configmap_fallbacks,
     graceful_shutdown_finishes_in_flight_pushes,
+    an_abandoned_push_is_finished_and_logged,
+    a_rejected_patch_is_acked_and_recorded,
 );
 
 const IMAGE_TAG: &str = "v1";
@@ -430,6 +432,10 @@ async fn redelivery_and_concurrent_duplicates_roll_once(c: Cluster) {
     }
     let (status, body) = post(&client, &p, first).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["outcome"], "unchanged",
+        "nothing was restarted: {body}"
+    );
     for (key, result) in results(&body) {
         assert!(
             ["already-current", "excluded", "not-found"].contains(&result.as_str()),
@@ -853,6 +859,147 @@ async fn graceful_shutdown_finishes_in_flight_pushes(c: Cluster) {
         );
     }
     assert_eq!(f.c.backend, Backend::Fake);
+}
+
+/// Events of `reason` in `ns`.
+async fn events(c: &Cluster, ns: &str, reason: &str) -> Vec<Value> {
+    c.list("Event", ns)
+        .await
+        .into_iter()
+        .filter(|e| e["reason"] == reason)
+        .collect()
+}
+
+/// A client that gives up on a push mid-way (Pub/Sub past its deadline, a
+/// load balancer's 30 s) does not cut the push short: every PATCH that was
+/// started gets its Event, the push its log line and metrics, and the
+/// in-flight gauge comes down. Fake only: it needs a slow PATCH.
+async fn an_abandoned_push_is_finished_and_logged(c: Cluster) {
+    let Some(fake) = c.fake_server().cloned() else {
+        eprintln!("SKIPPED on the real server: a slow PATCH needs the fake's delay");
+        return;
+    };
+    let f = Fixture::new(c).await;
+    let p = f.start(&[]);
+    fake.fail_next(
+        FaultRule {
+            delay: Some(Duration::from_millis(1500)),
+            times: 10,
+            ..FaultRule::default()
+        }
+        .verb("patch"),
+    );
+    fake.clear_requests();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(p.url("/push"))
+        .body(wrapped(&insert(REPO, IMAGE_TAG, DIGEST), "m-gone", "s"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up: {gone:?}");
+    let line = p
+        .log_line(Duration::from_secs(15), |l| {
+            l.contains("\"message\":\"push\"") && l.contains("m-gone")
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no log line for the abandoned push:\n{}",
+                p.logs().join("\n")
+            )
+        });
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["outcome"], "restarted", "{line}");
+    assert_eq!(line["client_gone"], true, "{line}");
+    for (kind, ns, name, container) in f.restarted() {
+        let obj = f.c.get(kind, &ns, name).await.unwrap();
+        assert_eq!(
+            obj["spec"]["template"]["metadata"]["annotations"]
+                [format!("digest.pushroll.io/{container}")],
+            DIGEST,
+            "{kind} {ns}/{name}"
+        );
+        let recorded = events(&f.c, &ns, "PushRestart").await;
+        assert!(
+            recorded.iter().any(|e| e["involvedObject"]["name"] == name && e["involvedObject"]["kind"] == kind),
+            "{kind} {ns}/{name} has its PushRestart Event"
+        );
+    }
+    let m = p.metrics().await;
+    assert_eq!(metric(&m, "pushroll_inflight_pushes"), 0.0, "{m}");
+    assert_eq!(
+        metric(
+            &m,
+            "pushroll_pushes_total{outcome=\"restarted\",code=\"200\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+/// A patch the API server refuses for good (400, 422: validation or an
+/// admission webhook) would be refused again on every redelivery, for the
+/// days Pub/Sub keeps the message: it is acked with `rejected`, a Warning
+/// Event and a metric, and the other workloads restart. Fake only: the
+/// real 1.20 server here has no admission webhook to refuse with.
+async fn a_rejected_patch_is_acked_and_recorded(c: Cluster) {
+    let Some(fake) = c.fake_server().cloned() else {
+        eprintln!("SKIPPED on the real server: a 422 on one workload needs the fake's faults");
+        return;
+    };
+    let f = Fixture::new(c).await;
+    let p = f.start(&[]);
+    fake.fail_next(
+        FaultRule::status(422)
+            .verb("patch")
+            .resource("deployments")
+            .namespace(&f.prod)
+            .name("web"),
+    );
+    let (status, body) = post(&http(), &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "restarted", "the others restarted: {body}");
+    let r = results(&body);
+    let rejected = format!("Deployment/{}/web", f.prod);
+    assert_eq!(r[&rejected], "rejected", "{body}");
+    assert_eq!(r[&format!("Deployment/{}/web", f.staging)], "restarted");
+    let entry = body["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["namespace"] == f.prod.as_str() && w["name"] == "web")
+        .unwrap();
+    assert!(
+        entry["detail"].as_str().is_some_and(|d| d.contains("422")),
+        "{entry}"
+    );
+    let warnings = events(&f.c, &f.prod, "PushRestartRejected").await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0]["type"], "Warning");
+    assert_eq!(warnings[0]["involvedObject"]["name"], "web");
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "pushroll_restarts_total{kind=\"Deployment\",result=\"rejected\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    // Alone, a rejection is not a restart.
+    fake.fail_next(
+        FaultRule::status(422)
+            .verb("patch")
+            .resource("deployments")
+            .namespace(&f.prod)
+            .name("web"),
+    );
+    let (status, body) = post(&http(), &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "unchanged", "{body}");
 }
 
 /// `kubectl get events -n NS` against the cluster, or `None` without kubectl.

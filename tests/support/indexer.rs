@@ -80,4 +80,3 @@ pub async fn wait_ready(p: &Pushroll) {
     .await
     .expect("the indexer becomes ready");
 }
-
