@@ -147,6 +147,11 @@ pub struct IndexArgs {
     /// Timeout of each Kubernetes API call.
     #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub api_timeout: Duration,
+    /// The largest index read, in bytes of (decompressed) JSON; a larger one
+    /// is refused and the last good index stays [default: an eighth of the
+    /// container's memory limit, within 2-64 MiB; 16 MiB without a limit].
+    #[arg(long, env = "PUSHROLL_MAX_INDEX_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_index_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -264,6 +269,8 @@ pub struct IndexConfig {
     pub scan_interval: Duration,
     pub reload_interval: Duration,
     pub api_timeout: Duration,
+    /// `--max-index-bytes`; `None`: derived from the memory limit.
+    pub max_index_bytes: Option<u64>,
 }
 
 impl IndexConfig {
@@ -364,6 +371,7 @@ impl IndexArgs {
             scan_interval: self.scan_interval,
             reload_interval: self.index_reload_interval,
             api_timeout: self.api_timeout,
+            max_index_bytes: self.max_index_bytes,
         })
     }
 }
@@ -503,6 +511,10 @@ mod tests {
         );
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.max_concurrent_restarts, 8);
+        assert_eq!(
+            c.index.max_index_bytes, None,
+            "derived from the memory limit"
+        );
         assert!(!c.dry_run && !c.offline);
     }
 
@@ -532,6 +544,7 @@ mod tests {
                 "at least 8192",
             ),
             (&["--demo", "--indexer"], "cannot run with --demo"),
+            (&["--demo", "--max-index-bytes", "0"], "invalid value"),
             (
                 &["--auth", "none", "--indexer", "--on-miss", "scan"],
                 "--on-miss scan is pointless with --indexer",
