@@ -200,6 +200,10 @@ pub struct ServeArgs {
         default_value = "https://www.googleapis.com/oauth2/v3/certs"
     )]
     pub jwks_url: String,
+    /// Signing keys not refreshed for this long are no longer trusted: not
+    /// ready, and pushes 503, until a fetch succeeds.
+    #[arg(long, env = "PUSHROLL_MAX_KEY_AGE", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub max_key_age: Duration,
     /// Accepted `iss` values.
     #[arg(
         long,
@@ -309,6 +313,9 @@ pub struct ServeConfig {
     /// Run without any cluster (`--demo`).
     pub offline: bool,
     pub auth: AuthConfig,
+    /// `--max-key-age`: how long fetched signing keys are trusted while
+    /// refreshing them fails.
+    pub max_key_age: Duration,
     pub namespaces: NamespaceFilter,
     /// `--indexer`: the in-process watch's settings.
     pub indexer: Option<WatchArgs>,
@@ -331,6 +338,8 @@ pub enum ConfigError {
     NoAudience,
     #[error("--max-header-bytes must be at least 8192")]
     HeaderBytes,
+    #[error("--max-key-age must be at least 1s")]
+    KeyAge,
     #[error(
         "--indexer watches the cluster's workloads and elects a writer through a Lease: it cannot run with --demo, which contacts no cluster; drop one of them"
     )]
@@ -396,6 +405,9 @@ impl ServeArgs {
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderBytes);
         }
+        if self.max_key_age < Duration::from_secs(1) {
+            return Err(ConfigError::KeyAge);
+        }
         if self.indexer && demo {
             return Err(ConfigError::IndexerDemo);
         }
@@ -417,6 +429,7 @@ impl ServeArgs {
                 issuers: self.issuer.clone(),
                 subscriptions: self.subscription.clone(),
             },
+            max_key_age: self.max_key_age,
             namespaces: NamespaceFilter {
                 include: self.namespace.clone(),
                 exclude: self.exclude_namespace.clone(),
@@ -511,6 +524,7 @@ mod tests {
         );
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.max_concurrent_restarts, 8);
+        assert_eq!(c.max_key_age, Duration::from_secs(24 * 3600));
         assert_eq!(
             c.index.max_index_bytes, None,
             "derived from the memory limit"
@@ -544,6 +558,7 @@ mod tests {
                 "at least 8192",
             ),
             (&["--demo", "--indexer"], "cannot run with --demo"),
+            (&["--demo", "--max-key-age", "0s"], "at least 1s"),
             (&["--demo", "--max-index-bytes", "0"], "invalid value"),
             (
                 &["--auth", "none", "--indexer", "--on-miss", "scan"],

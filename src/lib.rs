@@ -199,8 +199,9 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     let metrics = Metrics::new();
     let auth = match config.auth.mode {
         AuthMode::None => Authenticator::None,
-        AuthMode::Google => Authenticator::Google(auth::GoogleVerifier::start(
+        AuthMode::Google => Authenticator::Google(auth::GoogleVerifier::start_with(
             config.auth.clone(),
+            config.max_key_age,
             metrics.clone(),
             shutdown.clone(),
         )),
