@@ -6,7 +6,6 @@
 //! and the delivery's subscription checked against the allow-lists.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -32,6 +31,17 @@ const DEFAULT_KEY_TTL: Duration = Duration::from_secs(3600);
 /// An unknown `kid` triggers at most one refetch per interval, so random
 /// kids cannot make us hammer the key endpoint.
 pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long fetched keys stay trusted while every refresh fails
+/// (`--max-key-age`). Google's certs endpoint answers with a `max-age` of
+/// about 5 to 7 hours, and Google publishes a key before it signs with it
+/// and keeps a retired one published for days. A day is several missed
+/// refresh windows (an outage of the endpoint, or of our egress, rides
+/// through), yet well inside a rotation: a key Google has withdrawn
+/// (retired, or revoked after a leak) is trusted at most a day after we
+/// last heard from Google.
+pub const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Shown in `/readyz` once the keys at hand are too old to trust.
+const STALE_KEYS: &str = "the signing keys are older than --max-key-age and fetching them again keeps failing: pushes answer 503 until a fetch succeeds";
 /// Retry delays while no keys can be had, doubling up to the cap.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -98,7 +108,7 @@ impl Authenticator {
         }
     }
 
-    /// Whether signing keys are at hand.
+    /// Whether signing keys are at hand, and young enough to trust.
     pub fn is_ready(&self) -> bool {
         match self {
             Authenticator::None => true,
@@ -106,13 +116,14 @@ impl Authenticator {
         }
     }
 
-    /// A warning for `/readyz` and the start log, when verification is off.
+    /// A warning for `/readyz` and the start log: verification is off, or
+    /// the keys at hand have grown too old to trust.
     pub fn warning(&self) -> Option<&'static str> {
         match self {
             Authenticator::None => Some(
                 "--auth none: push tokens are NOT verified; anyone who can reach this server can restart workloads",
             ),
-            Authenticator::Google(_) => None,
+            Authenticator::Google(v) => v.keys_too_old().then_some(STALE_KEYS),
         }
     }
 }
@@ -132,6 +143,7 @@ pub struct Claims {
 struct Keys {
     set: JwkSet,
     expires: Instant,
+    fetched: Instant,
 }
 
 /// Google OIDC verification with a self-refreshing key cache.
@@ -140,7 +152,8 @@ pub struct GoogleVerifier {
     validation: Validation,
     http: reqwest::Client,
     keys: ArcSwapOption<Keys>,
-    ready: AtomicBool,
+    /// Keys older than this are not used (`--max-key-age`).
+    max_key_age: Duration,
     /// Serializes fetches so concurrent unknown kids share one; holds when
     /// the last unknown-kid refetch happened.
     refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -148,9 +161,21 @@ pub struct GoogleVerifier {
 }
 
 impl GoogleVerifier {
-    /// Builds the verifier and starts the key refresher (first fetch at once).
+    /// Builds the verifier and starts the key refresher (first fetch at
+    /// once), with the default [`DEFAULT_MAX_KEY_AGE`].
     pub fn start(
         config: AuthConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Arc<GoogleVerifier> {
+        Self::start_with(config, DEFAULT_MAX_KEY_AGE, metrics, shutdown)
+    }
+
+    /// Builds the verifier and starts the key refresher; keys older than
+    /// `max_key_age` are not trusted.
+    pub fn start_with(
+        config: AuthConfig,
+        max_key_age: Duration,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<GoogleVerifier> {
@@ -175,7 +200,7 @@ impl GoogleVerifier {
             validation,
             http,
             keys: ArcSwapOption::empty(),
-            ready: AtomicBool::new(false),
+            max_key_age,
             refetch: tokio::sync::Mutex::new(None),
             metrics,
         });
@@ -183,8 +208,18 @@ impl GoogleVerifier {
         verifier
     }
 
+    /// Whether keys are at hand and young enough to trust.
     pub fn has_keys(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.keys.load().as_deref().is_some_and(|k| self.fresh(k))
+    }
+
+    /// Whether keys were fetched once but have grown too old.
+    fn keys_too_old(&self) -> bool {
+        self.keys.load().as_deref().is_some_and(|k| !self.fresh(k))
+    }
+
+    fn fresh(&self, keys: &Keys) -> bool {
+        keys.fetched.elapsed() <= self.max_key_age
     }
 
     /// Fetches the JWK set once and installs it; old keys stay on failure.
@@ -202,11 +237,12 @@ impl GoogleVerifier {
                     ttl_secs = ttl.as_secs(),
                     "signing keys fetched"
                 );
+                let now = Instant::now();
                 self.keys.store(Some(Arc::new(Keys {
                     set,
-                    expires: Instant::now() + ttl,
+                    expires: now + ttl,
+                    fetched: now,
                 })));
-                self.ready.store(true, Ordering::Release);
                 Ok(ttl)
             }
             Err(e) => {
@@ -269,12 +305,24 @@ impl GoogleVerifier {
         }
         let kid = header.kid.ok_or(AuthError::Invalid("no-kid"))?;
         let mut keys = self.keys.load_full();
-        if keys.as_ref().is_none_or(|k| k.set.find(&kid).is_none()) {
+        // Too old keys are as good as none: try for new ones (at most once
+        // per interval, like an unknown kid) before giving up.
+        if keys
+            .as_ref()
+            .is_none_or(|k| !self.fresh(k) || k.set.find(&kid).is_none())
+        {
             self.refetch_for_unknown_kid().await;
             keys = self.keys.load_full();
         }
         let keys = keys
             .ok_or_else(|| AuthError::KeysUnavailable("no signing keys could be fetched".into()))?;
+        if !self.fresh(&keys) {
+            return Err(AuthError::KeysUnavailable(format!(
+                "the signing keys were fetched {}s ago, longer than --max-key-age ({}), and fetching them again fails",
+                keys.fetched.elapsed().as_secs(),
+                humantime::format_duration(self.max_key_age)
+            )));
+        }
         let jwk = keys
             .set
             .find(&kid)
@@ -370,9 +418,15 @@ pub fn cache_ttl(cache_control: Option<&str>) -> Duration {
 }
 
 /// Keeps the keys fresh: fetch at start (retrying with backoff while it
-/// fails), then again when they expire.
+/// fails), then again when they expire, or at half `--max-key-age` if that
+/// comes first, so that one failed refresh does not make them too old.
 async fn refresh_loop(verifier: Arc<GoogleVerifier>, shutdown: CancellationToken) {
+    let max_age = verifier.max_key_age;
+    // A short `--max-key-age` (tests) is not left waiting a minute between
+    // retries once the endpoint is back.
+    let retry_max = (max_age / 4).clamp(RETRY_MIN, RETRY_MAX);
     let mut retry = RETRY_MIN;
+    let mut warned_stale = false;
     loop {
         let wait = {
             // Scheduled fetches share the lock with unknown-kid refetches.
@@ -380,14 +434,24 @@ async fn refresh_loop(verifier: Arc<GoogleVerifier>, shutdown: CancellationToken
             match verifier.fetch().await {
                 Ok(_) => {
                     retry = RETRY_MIN;
+                    warned_stale = false;
                     let expires = verifier.keys.load().as_ref().map(|k| k.expires);
-                    expires.map_or(DEFAULT_KEY_TTL, |e| {
-                        e.saturating_duration_since(Instant::now())
-                    })
+                    expires
+                        .map_or(DEFAULT_KEY_TTL, |e| {
+                            e.saturating_duration_since(Instant::now())
+                        })
+                        .min(max_age / 2)
                 }
                 Err(_) => {
+                    if !warned_stale && verifier.keys_too_old() {
+                        warned_stale = true;
+                        tracing::error!(
+                            max_key_age = %humantime::format_duration(max_age),
+                            "{STALE_KEYS}"
+                        );
+                    }
                     let wait = retry;
-                    retry = (retry * 2).min(RETRY_MAX);
+                    retry = (retry * 2).min(retry_max);
                     wait
                 }
             }

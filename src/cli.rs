@@ -150,6 +150,11 @@ pub struct IndexArgs {
     /// Timeout of each Kubernetes API call.
     #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub api_timeout: Duration,
+    /// The largest index read, in bytes of (decompressed) JSON; a larger one
+    /// is refused and the last good index stays [default: an eighth of the
+    /// container's memory limit, within 2-64 MiB; 16 MiB without a limit].
+    #[arg(long, env = "PUSHROLL_MAX_INDEX_BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_index_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,6 +203,10 @@ pub struct ServeArgs {
         default_value = "https://www.googleapis.com/oauth2/v3/certs"
     )]
     pub jwks_url: String,
+    /// Signing keys not refreshed for this long are no longer trusted: not
+    /// ready, and pushes 503, until a fetch succeeds.
+    #[arg(long, env = "PUSHROLL_MAX_KEY_AGE", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub max_key_age: Duration,
     /// Accepted `iss` values.
     #[arg(
         long,
@@ -267,6 +276,8 @@ pub struct IndexConfig {
     pub scan_interval: Duration,
     pub reload_interval: Duration,
     pub api_timeout: Duration,
+    /// `--max-index-bytes`; `None`: derived from the memory limit.
+    pub max_index_bytes: Option<u64>,
 }
 
 impl IndexConfig {
@@ -305,6 +316,9 @@ pub struct ServeConfig {
     /// Run without any cluster (`--demo`).
     pub offline: bool,
     pub auth: AuthConfig,
+    /// `--max-key-age`: how long fetched signing keys are trusted while
+    /// refreshing them fails.
+    pub max_key_age: Duration,
     pub namespaces: NamespaceFilter,
     /// `--indexer`: the in-process watch's settings.
     pub indexer: Option<WatchArgs>,
@@ -327,6 +341,8 @@ pub enum ConfigError {
     NoAudience,
     #[error("--max-header-bytes must be at least 8192")]
     HeaderBytes,
+    #[error("--max-key-age must be at least 1s")]
+    KeyAge,
     #[error(
         "--indexer watches the cluster's workloads and elects a writer through a Lease: it cannot run with --demo, which contacts no cluster; drop one of them"
     )]
@@ -367,6 +383,7 @@ impl IndexArgs {
             scan_interval: self.scan_interval,
             reload_interval: self.index_reload_interval,
             api_timeout: self.api_timeout,
+            max_index_bytes: self.max_index_bytes,
         })
     }
 }
@@ -391,6 +408,9 @@ impl ServeArgs {
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::HeaderBytes);
         }
+        if self.max_key_age < Duration::from_secs(1) {
+            return Err(ConfigError::KeyAge);
+        }
         if self.indexer && demo {
             return Err(ConfigError::IndexerDemo);
         }
@@ -412,6 +432,7 @@ impl ServeArgs {
                 issuers: self.issuer.clone(),
                 subscriptions: self.subscription.clone(),
             },
+            max_key_age: self.max_key_age,
             namespaces: NamespaceFilter {
                 include: self.namespace.clone(),
                 exclude: self.exclude_namespace.clone(),
@@ -506,6 +527,11 @@ mod tests {
         );
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.max_concurrent_restarts, 8);
+        assert_eq!(c.max_key_age, Duration::from_secs(24 * 3600));
+        assert_eq!(
+            c.index.max_index_bytes, None,
+            "derived from the memory limit"
+        );
         assert!(!c.dry_run && !c.offline);
     }
 
@@ -535,6 +561,8 @@ mod tests {
                 "at least 8192",
             ),
             (&["--demo", "--indexer"], "cannot run with --demo"),
+            (&["--demo", "--max-key-age", "0s"], "at least 1s"),
+            (&["--demo", "--max-index-bytes", "0"], "invalid value"),
             (
                 &["--auth", "none", "--indexer", "--on-miss", "scan"],
                 "--on-miss scan is pointless with --indexer",

@@ -6,18 +6,74 @@
 //! The older seed form has no `version` and entries `{"name","namespace"}`
 //! (kind Deployment). Keys are normalized on load, so a hand-written file
 //! with `nginx` still matches a push of `docker.io/library/nginx:latest`.
+//! Entries whose namespace, name or containers are not Kubernetes names are
+//! dropped (and reported), and reading is bounded by [`Limits`].
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read as _;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::reference::Reference;
 
-/// The largest decompressed index accepted, so that a hostile or broken
-/// `.gz` cannot exhaust memory.
-pub const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+/// The bound on an index's JSON when the process has no memory limit
+/// (`--max-index-bytes` overrides it): about 80,000 workloads.
+pub const DEFAULT_MAX_INDEX_BYTES: u64 = 16 * 1024 * 1024;
+/// With a memory limit, the bound is this fraction of it. Reading a new
+/// index while the last good one is in use costs, at worst, the old index
+/// (at most 2× the bound in memory) plus the new one as it is built (at
+/// most 2×, or a single huge string held twice by the parser), on top of
+/// the process's own ~25 MiB: about 4× the bound plus 25 MiB, which an
+/// eighth of the limit keeps under it (128 MiB → 16 MiB → ~90 MiB).
+const MEMORY_LIMIT_FRACTION: u64 = 8;
+/// A plain-JSON ConfigMap (up to 900 KiB) must always be readable.
+const MIN_DERIVED_MAX_INDEX_BYTES: u64 = 2 * 1024 * 1024;
+/// Past this, a bigger pod buys nothing a ConfigMap could hold.
+const MAX_DERIVED_MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
+/// Dropped entries named in the log, at most.
+const DROPPED_EXAMPLES: usize = 5;
+
+/// How much of an index is read, so that a small `index.json.gz` that
+/// inflates to hundreds of MiB (or a huge plain file) cannot take the
+/// process past its memory limit: the JSON is streamed, never held whole,
+/// and both its size and the memory of what is built from it are bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes of index JSON read (after decompression). What is
+    /// built from it may take at most twice this in memory (estimated as
+    /// it is built: a legitimate index takes about 2× its JSON, a bomb of
+    /// tiny entries up to 8×).
+    pub max_index_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new(DEFAULT_MAX_INDEX_BYTES)
+    }
+}
+
+impl Limits {
+    pub const fn new(max_index_bytes: u64) -> Limits {
+        Limits { max_index_bytes }
+    }
+
+    /// The bound for a process whose memory limit is `memory_limit`
+    /// (`None`: no limit): an eighth of it, within 2..=64 MiB.
+    pub fn for_memory_limit(memory_limit: Option<u64>) -> Limits {
+        Limits::new(memory_limit.map_or(DEFAULT_MAX_INDEX_BYTES, |m| {
+            (m / MEMORY_LIMIT_FRACTION)
+                .clamp(MIN_DERIVED_MAX_INDEX_BYTES, MAX_DERIVED_MAX_INDEX_BYTES)
+        }))
+    }
+
+    /// The estimated memory what is read may take.
+    pub fn max_memory(&self) -> u64 {
+        self.max_index_bytes.saturating_mul(2)
+    }
+}
 
 /// The workload kinds pushroll restarts (all `apps/v1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,17 +128,63 @@ pub enum IndexError {
     Version(u64),
     #[error("index is not valid gzip: {0}")]
     Gzip(std::io::Error),
-    #[error("index is larger than {MAX_INDEX_BYTES} bytes")]
-    TooLarge,
+    #[error(
+        "index is too large: {what} more than {limit} bytes (--max-index-bytes; raise it with the memory limit)"
+    )]
+    TooLarge { what: &'static str, limit: u64 },
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FileV1 {
-    version: Option<u64>,
-    generated_at: Option<jiff::Timestamp>,
-    #[serde(default)]
-    images: BTreeMap<String, Vec<Entry>>,
+/// What in an index entry is not a Kubernetes name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InvalidName {
+    Namespace,
+    Name,
+    Container,
+}
+
+impl InvalidName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidName::Namespace => "namespace",
+            InvalidName::Name => "name",
+            InvalidName::Container => "container",
+        }
+    }
+}
+
+/// A DNS-1123 label: what namespaces and container names are.
+pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && is_label_chars(s)
+}
+
+/// A DNS-1123 subdomain: what Deployment, StatefulSet and DaemonSet names are.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label_chars)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`
+fn is_label_chars(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
+/// Whether an entry names a workload Kubernetes could hold. Its namespace
+/// and name go into API request paths, so anything else (`../..`, `a/b`,
+/// upper case) is refused where the index is read, not where it is used.
+pub fn check_names(w: &WorkloadRef) -> Result<(), InvalidName> {
+    if !is_dns1123_label(&w.namespace) {
+        return Err(InvalidName::Namespace);
+    }
+    if !is_dns1123_subdomain(&w.name) {
+        return Err(InvalidName::Name);
+    }
+    if !w.containers.iter().all(|c| is_dns1123_label(c)) {
+        return Err(InvalidName::Container);
+    }
+    Ok(())
 }
 
 /// An entry of either form: the seed's has no kind (Deployment).
@@ -109,80 +211,338 @@ struct FileOut<'a> {
     images: BTreeMap<&'a str, &'a [WorkloadRef]>,
 }
 
-/// What loading skipped, so that it can be logged once.
+/// What loading skipped, so that it can be logged (and counted) once.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadReport {
     /// Keys that are not image references.
     pub invalid_keys: Vec<String>,
     /// Keys pinned by digest: they can never match a push.
     pub pinned_keys: Vec<String>,
+    /// Entries dropped because a name in them is not a Kubernetes name.
+    pub dropped: BTreeMap<InvalidName, u64>,
+    /// The first few of them, as `Kind "namespace"/"name"`, shortened.
+    pub dropped_examples: Vec<String>,
 }
 
-impl Index {
-    /// Parses an index in either form from JSON bytes.
-    pub fn from_json(bytes: &[u8]) -> Result<(Index, LoadReport), IndexError> {
-        let file: FileV1 = serde_json::from_slice(bytes)?;
-        if let Some(v) = file.version
-            && v != 1
-        {
-            return Err(IndexError::Version(v));
+impl LoadReport {
+    /// How many entries were dropped for their names.
+    pub fn dropped_count(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    fn drop_entry(&mut self, why: InvalidName, w: &WorkloadRef) {
+        *self.dropped.entry(why).or_default() += 1;
+        if self.dropped_examples.len() < DROPPED_EXAMPLES {
+            let short = |s: &str| format!("{:?}", s.chars().take(64).collect::<String>());
+            self.dropped_examples.push(format!(
+                "{} {}/{}",
+                w.kind,
+                short(&w.namespace),
+                short(&w.name)
+            ));
         }
-        let mut report = LoadReport::default();
-        let mut images: HashMap<String, Vec<WorkloadRef>> =
-            HashMap::with_capacity(file.images.len());
-        for (key, entries) in file.images {
-            let reference = match Reference::parse(&key) {
-                Ok(r) if r.is_pinned() => {
-                    report.pinned_keys.push(key);
-                    continue;
+    }
+}
+
+/// The heap bytes an allocation of `len` bytes takes (glibc: 16-byte
+/// chunks with an 8-byte header, 32 at least).
+fn heap(len: usize) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        (len as u64 + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// The estimated memory one entry takes in the index.
+fn entry_cost(w: &WorkloadRef) -> u64 {
+    size_of::<WorkloadRef>() as u64
+        + heap(w.namespace.len())
+        + heap(w.name.len())
+        + heap(w.containers.capacity() * size_of::<String>())
+        + w.containers.iter().map(|c| heap(c.len())).sum::<u64>()
+}
+
+/// Builds the index as the JSON streams in, charging the memory of what it
+/// keeps against the limits: no intermediate copy of the whole file.
+struct Builder<'l> {
+    limits: &'l Limits,
+    /// Estimated bytes of memory kept so far.
+    cost: u64,
+    /// Set when a charge went over: the parse error that follows is that.
+    over: bool,
+    images: HashMap<String, Vec<WorkloadRef>>,
+    report: LoadReport,
+}
+
+impl Builder<'_> {
+    fn charge<E: de::Error>(&mut self, bytes: u64) -> Result<(), E> {
+        self.cost = self.cost.saturating_add(bytes);
+        if self.cost > self.limits.max_memory() {
+            self.over = true;
+            return Err(E::custom("the index is too large"));
+        }
+        Ok(())
+    }
+
+    /// Files `entries` under `key`; the key's bytes and the entries
+    /// (`cost` in all) are charged already.
+    fn add<E: de::Error>(
+        &mut self,
+        key: String,
+        entries: Vec<WorkloadRef>,
+        cost: u64,
+    ) -> Result<(), E> {
+        let skipped = match Reference::parse(&key) {
+            Ok(r) if r.is_pinned() => &mut self.report.pinned_keys,
+            Ok(r) => {
+                // The normalized key replaces the one read.
+                self.cost -= heap(key.len());
+                match self.images.entry(r.tagged()) {
+                    MapEntry::Occupied(mut o) => o.get_mut().extend(entries),
+                    MapEntry::Vacant(v) => {
+                        // The key, and its slot in a table that may double.
+                        let slot = 2 * size_of::<(String, Vec<WorkloadRef>)>() as u64;
+                        let bytes = heap(v.key().len()) + slot;
+                        v.insert(entries);
+                        self.charge(bytes)?;
+                    }
                 }
-                Ok(r) => r,
-                Err(_) => {
-                    report.invalid_keys.push(key);
-                    continue;
+                return Ok(());
+            }
+            Err(_) => &mut self.report.invalid_keys,
+        };
+        // Skipped: its entries are freed, the key is kept for the log.
+        skipped.push(key);
+        self.cost -= cost;
+        self.charge(size_of::<String>() as u64)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Version,
+    GeneratedAt,
+    Images,
+    #[serde(other)]
+    Other,
+}
+
+/// The top-level object: its `version` and `generatedAt`, the images
+/// filed into the builder.
+type Head = (Option<u64>, Option<jiff::Timestamp>);
+
+impl<'de> DeserializeSeed<'de> for &mut Builder<'_> {
+    type Value = Head;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Head, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Builder<'_> {
+    type Value = Head;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an index object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        let (mut version, mut generated_at, mut images) = (None, None, false);
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Version if version.is_none() => version = Some(map.next_value()?),
+                Field::GeneratedAt if generated_at.is_none() => {
+                    generated_at = Some(map.next_value()?)
                 }
-            };
-            let workloads = images.entry(reference.tagged()).or_default();
-            workloads.extend(entries.into_iter().map(|e| WorkloadRef {
+                Field::Images if !images => {
+                    images = true;
+                    map.next_value_seed(Images(&mut *self))?;
+                }
+                Field::Version => return Err(de::Error::duplicate_field("version")),
+                Field::GeneratedAt => return Err(de::Error::duplicate_field("generatedAt")),
+                Field::Images => return Err(de::Error::duplicate_field("images")),
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok((version.flatten(), generated_at.flatten()))
+    }
+}
+
+/// `images`: key by key, each key's entries as they come.
+struct Images<'b, 'l>(&'b mut Builder<'l>);
+
+impl<'de> DeserializeSeed<'de> for Images<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Images<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of image references to workloads")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            self.0.charge(heap(key.len()))?;
+            let (entries, cost) = map.next_value_seed(Entries(&mut *self.0))?;
+            self.0.add(key, entries, cost)?;
+        }
+        Ok(())
+    }
+}
+
+/// One key's entries, checked and charged one by one.
+struct Entries<'b, 'l>(&'b mut Builder<'l>);
+
+impl<'de> DeserializeSeed<'de> for Entries<'_, '_> {
+    type Value = (Vec<WorkloadRef>, u64);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries<'_, '_> {
+    type Value = (Vec<WorkloadRef>, u64);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of workloads")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        let mut cost = 0;
+        while let Some(mut e) = seq.next_element::<Entry>()? {
+            // A deserialized Vec starts at capacity 4: for one container,
+            // 3 wasted slots, in every entry.
+            e.containers.shrink_to_fit();
+            let w = WorkloadRef {
                 kind: e.kind,
                 namespace: e.namespace,
                 name: e.name,
                 containers: e.containers,
-            }));
+            };
+            if let Err(why) = check_names(&w) {
+                self.0.report.drop_entry(why, &w);
+                continue;
+            }
+            let bytes = entry_cost(&w);
+            self.0.charge(bytes)?;
+            cost += bytes;
+            out.push(w);
         }
-        // Keys that normalize alike are merged; keep one entry per workload.
-        for workloads in images.values_mut() {
-            workloads.sort();
-            workloads.dedup_by(|a, b| {
-                let same = a.kind == b.kind && a.namespace == b.namespace && a.name == b.name;
-                if same {
-                    b.containers.append(&mut a.containers);
-                    b.containers.sort();
-                    b.containers.dedup();
-                }
-                same
+        // Most images have one workload: not 4 slots of 80 bytes each.
+        out.shrink_to_fit();
+        Ok((out, cost))
+    }
+}
+
+/// Reads an index from `de` within `limits`.
+fn read<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    limits: &Limits,
+) -> Result<(Index, LoadReport), IndexError> {
+    let mut builder = Builder {
+        limits,
+        cost: 0,
+        over: false,
+        images: HashMap::new(),
+        report: LoadReport::default(),
+    };
+    let head = (&mut builder)
+        .deserialize(&mut *de)
+        .and_then(|head| de.end().map(|()| head));
+    let (version, generated_at) = match head {
+        Ok(head) => head,
+        Err(_) if builder.over => {
+            return Err(IndexError::TooLarge {
+                what: "in memory it would take",
+                limit: limits.max_memory(),
             });
         }
-        Ok((
-            Index {
-                generated_at: file.generated_at,
-                images,
-            },
-            report,
-        ))
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(v) = version
+        && v != 1
+    {
+        return Err(IndexError::Version(v));
+    }
+    let mut images = builder.images;
+    // Keys that normalize alike are merged; keep one entry per workload.
+    for workloads in images.values_mut() {
+        workloads.sort();
+        workloads.dedup_by(|a, b| {
+            let same = a.kind == b.kind && a.namespace == b.namespace && a.name == b.name;
+            if same {
+                b.containers.append(&mut a.containers);
+                b.containers.sort();
+                b.containers.dedup();
+            }
+            same
+        });
+    }
+    Ok((
+        Index {
+            generated_at,
+            images,
+        },
+        builder.report,
+    ))
+}
+
+impl Index {
+    /// Parses an index in either form from JSON bytes, within the default
+    /// [`Limits`].
+    pub fn from_json(bytes: &[u8]) -> Result<(Index, LoadReport), IndexError> {
+        Index::from_json_with(bytes, &Limits::default())
     }
 
-    /// Parses a gzip-compressed index (`index.json.gz`).
-    pub fn from_gzip(bytes: &[u8]) -> Result<(Index, LoadReport), IndexError> {
-        let mut json = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .take(MAX_INDEX_BYTES + 1)
-            .read_to_end(&mut json)
-            .map_err(IndexError::Gzip)?;
-        if json.len() as u64 > MAX_INDEX_BYTES {
-            return Err(IndexError::TooLarge);
+    /// Parses an index in either form from JSON bytes.
+    pub fn from_json_with(
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<(Index, LoadReport), IndexError> {
+        if bytes.len() as u64 > limits.max_index_bytes {
+            return Err(IndexError::TooLarge {
+                what: "its JSON is",
+                limit: limits.max_index_bytes,
+            });
         }
-        Index::from_json(&json)
+        read(&mut serde_json::Deserializer::from_slice(bytes), limits)
+    }
+
+    /// Parses a gzip-compressed index (`index.json.gz`), within the default
+    /// [`Limits`].
+    pub fn from_gzip(bytes: &[u8]) -> Result<(Index, LoadReport), IndexError> {
+        Index::from_gzip_with(bytes, &Limits::default())
+    }
+
+    /// Parses a gzip-compressed index, streaming: the decompressed JSON is
+    /// never held whole, and reading stops at the limit.
+    pub fn from_gzip_with(
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<(Index, LoadReport), IndexError> {
+        let too_large = IndexError::TooLarge {
+            what: "decompressed, its JSON is",
+            limit: limits.max_index_bytes,
+        };
+        if bytes.len() as u64 > limits.max_index_bytes {
+            return Err(too_large);
+        }
+        let mut inflated =
+            flate2::read::GzDecoder::new(bytes).take(limits.max_index_bytes.saturating_add(1));
+        let result = read(
+            &mut serde_json::Deserializer::from_reader(std::io::BufReader::new(&mut inflated)),
+            limits,
+        );
+        if inflated.limit() == 0 {
+            return Err(too_large);
+        }
+        result.map_err(|e| match e {
+            IndexError::Json(e) if e.is_io() => IndexError::Gzip(e.into()),
+            e => e,
+        })
     }
 
     /// Builds an index from `(normalized key, workload)` pairs.
@@ -245,8 +605,12 @@ impl Index {
 pub fn newest(
     json: Option<&[u8]>,
     gz: Option<&[u8]>,
+    limits: &Limits,
 ) -> Result<Option<(Index, LoadReport)>, IndexError> {
-    let parsed = [json.map(Index::from_json), gz.map(Index::from_gzip)];
+    let parsed = [
+        json.map(|j| Index::from_json_with(j, limits)),
+        gz.map(|g| Index::from_gzip_with(g, limits)),
+    ];
     let mut best: Option<(Index, LoadReport)> = None;
     let mut first_error = None;
     for result in parsed.into_iter().flatten() {
@@ -393,6 +757,228 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_names() {
+        let long = |n| "a".repeat(n);
+        let label: &[(&str, bool)] = &[
+            ("production", true),
+            ("a", true),
+            ("0", true),
+            ("team-1", true),
+            ("a-b-c", true),
+            ("", false),
+            ("-a", false),
+            ("a-", false),
+            ("A", false),
+            ("a_b", false),
+            ("a.b", false),
+            ("a/b", false),
+            ("..", false),
+            ("../../api", false),
+            ("a b", false),
+            ("é", false),
+        ];
+        for &(s, want) in label {
+            assert_eq!(is_dns1123_label(s), want, "label {s:?}");
+        }
+        assert!(is_dns1123_label(&long(63)));
+        assert!(!is_dns1123_label(&long(64)));
+        let subdomain: &[(&str, bool)] = &[
+            ("api", true),
+            ("api.v2", true),
+            ("a.b-c.d", true),
+            ("svc-12345", true),
+            ("", false),
+            (".a", false),
+            ("a.", false),
+            ("a..b", false),
+            ("a.-b", false),
+            ("a/b", false),
+            ("..", false),
+            ("Api", false),
+            ("a%2Fb", false),
+        ];
+        for &(s, want) in subdomain {
+            assert_eq!(is_dns1123_subdomain(s), want, "subdomain {s:?}");
+        }
+        assert!(is_dns1123_subdomain(&long(253)));
+        assert!(!is_dns1123_subdomain(&long(254)));
+        // A subdomain's parts are not bounded at 63, only the whole.
+        assert!(is_dns1123_subdomain(&long(100)));
+
+        type Case<'a> = (&'a str, &'a str, &'a [&'a str], Result<(), InvalidName>);
+        let entry: &[Case] = &[
+            ("prod", "api", &["app"], Ok(())),
+            ("prod", "api.v2", &[], Ok(())),
+            ("../../api", "api", &["app"], Err(InvalidName::Namespace)),
+            ("prod", "a/b", &["app"], Err(InvalidName::Name)),
+            (
+                "prod",
+                "api",
+                &["app", "Side_car"],
+                Err(InvalidName::Container),
+            ),
+            // A namespace is a label: no dots.
+            ("a.b", "api", &[], Err(InvalidName::Namespace)),
+            // A container name is a label: no dots either.
+            ("prod", "api", &["a.b"], Err(InvalidName::Container)),
+        ];
+        for (ns, name, containers, want) in entry {
+            let got = check_names(&w(Kind::Deployment, ns, name, containers));
+            assert_eq!(got, *want, "{ns:?} {name:?} {containers:?}");
+        }
+    }
+
+    #[test]
+    fn entries_with_bad_names_are_dropped_and_reported() {
+        let json = br#"{"version":1,"images":{"docker.io/library/app:v1":[
+            {"kind":"Deployment","namespace":"../../api","name":"web"},
+            {"kind":"Deployment","namespace":"prod","name":"a/b"},
+            {"kind":"Deployment","namespace":"prod","name":"c/d"},
+            {"kind":"StatefulSet","namespace":"prod","name":"db","containers":["Bad Name"]},
+            {"kind":"Deployment","namespace":"prod","name":"web","containers":["app"]}]}}"#;
+        let (index, report) = Index::from_json(json).unwrap();
+        assert_eq!(
+            index.lookup("docker.io/library/app:v1"),
+            &[w(Kind::Deployment, "prod", "web", &["app"])]
+        );
+        assert_eq!(
+            report.dropped,
+            BTreeMap::from([
+                (InvalidName::Namespace, 1),
+                (InvalidName::Name, 2),
+                (InvalidName::Container, 1)
+            ])
+        );
+        assert_eq!(report.dropped_count(), 4);
+        assert_eq!(
+            report.dropped_examples[..2],
+            [
+                r#"Deployment "../../api"/"web""#.to_string(),
+                r#"Deployment "prod"/"a/b""#.to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_follow_the_memory_limit() {
+        let mib = 1024 * 1024;
+        let table = [
+            (None, 16 * mib),
+            (Some(128 * mib), 16 * mib),
+            (Some(256 * mib), 32 * mib),
+            (Some(4 * mib), 2 * mib),
+            (Some(64 * 1024 * mib), 64 * mib),
+        ];
+        for (limit, want) in table {
+            assert_eq!(
+                Limits::for_memory_limit(limit).max_index_bytes,
+                want,
+                "{limit:?}"
+            );
+        }
+    }
+
+    /// `n` tiny entries under one key: the shape that costs the most memory
+    /// per byte of JSON.
+    fn tiny_entries(n: usize) -> Vec<u8> {
+        let entries: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"namespace":"a","name":"w{}"}}"#, i % 1000))
+            .collect();
+        format!(
+            r#"{{"version":1,"images":{{"docker.io/library/app:v1":[{}]}}}}"#,
+            entries.join(",")
+        )
+        .into_bytes()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn reading_is_bounded_in_bytes_and_in_memory() {
+        let json = tiny_entries(2000);
+        let fits = Limits::new(json.len() as u64 * 5 / 2);
+        assert!(Index::from_json_with(&json, &fits).is_ok());
+        assert!(Index::from_gzip_with(&gzip(&json), &fits).is_ok());
+        // Over the byte bound (whitespace costs no memory): plain JSON and
+        // decompressed gzip alike.
+        let mut padded = json.clone();
+        padded.resize(json.len() * 3, b' ');
+        for result in [
+            Index::from_json_with(&padded, &fits),
+            Index::from_gzip_with(&gzip(&padded), &fits),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, IndexError::TooLarge { what, .. } if what.contains("JSON")),
+                "{err}"
+            );
+        }
+        // Within the byte bound, but tiny entries take ~5× their JSON in
+        // memory: over twice the bound, refused as it is built.
+        let bytes_only = Limits::new(json.len() as u64 + 1);
+        for result in [
+            Index::from_json_with(&json, &bytes_only),
+            Index::from_gzip_with(&gzip(&json), &bytes_only),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, IndexError::TooLarge { what, .. } if what.contains("memory")),
+                "{err}"
+            );
+            assert!(err.to_string().contains("--max-index-bytes"), "{err}");
+        }
+        // Broken gzip is still a gzip error, not a JSON one.
+        let gz = gzip(&json);
+        assert!(matches!(
+            Index::from_gzip_with(&gz[..gz.len() / 2], &fits),
+            Err(IndexError::Gzip(_))
+        ));
+    }
+
+    #[test]
+    fn the_memory_estimate_follows_the_index() {
+        // A real-shaped index: the estimate is about what it takes, and a
+        // bound that admits it is not much more than that.
+        let entries = (0..2000).map(|i| {
+            (
+                format!("us-east1-docker.pkg.dev/acme/team-{}/svc-{i}:1.0.0", i / 50),
+                w(
+                    Kind::Deployment,
+                    &format!("team-{}", i / 50),
+                    &format!("svc-{i}"),
+                    &["app"],
+                ),
+            )
+        });
+        let json = Index::from_entries(None, entries).to_json();
+        let mut builder = Builder {
+            limits: &Limits::new(u64::MAX / 2),
+            cost: 0,
+            over: false,
+            images: HashMap::new(),
+            report: LoadReport::default(),
+        };
+        (&mut builder)
+            .deserialize(&mut serde_json::Deserializer::from_slice(&json))
+            .unwrap();
+        let per_workload = builder.cost / 2000;
+        assert!((250..600).contains(&per_workload), "{per_workload} bytes");
+        // About 2.5× the JSON: within the 2× memory allowance of a bound
+        // of (JSON length × 1.5).
+        assert!(
+            builder.cost < json.len() as u64 * 3,
+            "{} vs {}",
+            builder.cost,
+            json.len()
+        );
+    }
+
+    #[test]
     fn serialization_is_stable() {
         let a = Index::from_entries(
             None,
@@ -416,7 +1002,8 @@ mod tests {
                 Some(t.parse().unwrap()),
                 [(
                     "docker.io/library/a:1".to_string(),
-                    w(Kind::Deployment, "x", t, &[]),
+                    // A Kubernetes name: `2026-01-01`.
+                    w(Kind::Deployment, "x", &t[..10], &[]),
                 )],
             )
         };
@@ -427,7 +1014,9 @@ mod tests {
         };
         let old = at("2026-01-01T00:00:00Z");
         let new = at("2026-02-01T00:00:00Z");
-        let pick = |j: Option<&[u8]>, g: Option<&[u8]>| newest(j, g).map(|o| o.map(|(i, _)| i));
+        let pick = |j: Option<&[u8]>, g: Option<&[u8]>| {
+            newest(j, g, &Limits::default()).map(|o| o.map(|(i, _)| i))
+        };
         assert_eq!(pick(None, None).unwrap(), None);
         assert_eq!(
             pick(Some(&old.to_json()), Some(&gz(&new))).unwrap(),

@@ -9,6 +9,7 @@
 //! good index in use.
 
 use std::hash::{Hash as _, Hasher as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{Index, IndexError, LoadReport, newest};
+use crate::index::{Index, IndexError, Limits, LoadReport, newest};
 use crate::lookup::{IndexStore, log_report};
 use crate::metrics::{Metrics, ResultLabels};
 
@@ -39,6 +40,31 @@ pub fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     (json, gz).hash(&mut hasher);
     hasher.finish()
+}
+
+/// The memory limit of this process's container, `None` when there is
+/// none: cgroup v2 `memory.max`, else cgroup v1 `memory.limit_in_bytes`.
+pub fn memory_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    parse_memory_limit(
+        read("/sys/fs/cgroup/memory.max").as_deref(),
+        read("/sys/fs/cgroup/memory/memory.limit_in_bytes").as_deref(),
+    )
+}
+
+/// The limit in the cgroup files' contents. v2 says `max` for none; v1
+/// says a number near 2^63 (its page counter's maximum).
+pub fn parse_memory_limit(v2: Option<&str>, v1: Option<&str>) -> Option<u64> {
+    let bytes = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..1 << 60).contains(n))
+    };
+    match v2 {
+        Some(s) => bytes(s),
+        None => v1.and_then(bytes),
+    }
 }
 
 /// The bytes of `index.json` and `index.json.gz`, each when present.
@@ -64,14 +90,24 @@ impl IndexFile {
     }
 
     /// Reads the raw bytes (JSON, gzip), `None` for each that is absent.
-    fn read_raw(&self) -> Result<RawIndex, FileError> {
-        let read = |p: &Path| match std::fs::read(p) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FileError::Io {
+    /// Each is read up to one byte over the bound, which is enough for the
+    /// parser to refuse it as too large without reading a huge file whole.
+    fn read_raw(&self, limits: &Limits) -> Result<RawIndex, FileError> {
+        let read = |p: &Path| {
+            let io = |source| FileError::Io {
                 path: p.to_owned(),
-                source: e,
-            }),
+                source,
+            };
+            let file = match std::fs::File::open(p) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io(e)),
+            };
+            let mut bytes = Vec::new();
+            file.take(limits.max_index_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(io)?;
+            Ok(Some(bytes))
         };
         let json = read(&self.path)?;
         let gz = read(&self.gz_path())?;
@@ -81,10 +117,16 @@ impl IndexFile {
         Ok((json, gz))
     }
 
-    /// Reads and parses the index; `None` when no file is there.
+    /// Reads and parses the index within the default [`Limits`]; `None`
+    /// when no file is there.
     pub fn load(&self) -> Result<Option<(Index, LoadReport)>, FileError> {
-        let (json, gz) = self.read_raw()?;
-        newest(json.as_deref(), gz.as_deref()).map_err(|source| FileError::Index {
+        self.load_with(&Limits::default())
+    }
+
+    /// Reads and parses the index; `None` when no file is there.
+    pub fn load_with(&self, limits: &Limits) -> Result<Option<(Index, LoadReport)>, FileError> {
+        let (json, gz) = self.read_raw(limits)?;
+        newest(json.as_deref(), gz.as_deref(), limits).map_err(|source| FileError::Index {
             path: self.path.clone(),
             source,
         })
@@ -111,7 +153,8 @@ impl FileWatch {
 
     /// Reads the file now; returns whether an index is loaded from it.
     pub fn reload(&mut self) -> bool {
-        let raw = match self.file.read_raw() {
+        let limits = self.store.limits();
+        let raw = match self.file.read_raw(&limits) {
             Ok(raw) => raw,
             Err(e) => {
                 self.count("file-unreadable");
@@ -130,9 +173,9 @@ impl FileWatch {
         if self.last_hash == Some(hash) {
             return true;
         }
-        match newest(json.as_deref(), gz.as_deref()) {
+        match newest(json.as_deref(), gz.as_deref(), &limits) {
             Ok(Some((index, report))) => {
-                log_report(&report, "file");
+                log_report(&report, "file", &self.metrics);
                 tracing::info!(
                     path = %self.file.path.display(),
                     images = index.len(),
@@ -214,6 +257,31 @@ impl FileWatch {
                     return;
                 }
             };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_limit_from_cgroup_files() {
+        let mib = 1024 * 1024;
+        let table: &[(Option<&str>, Option<&str>, Option<u64>)] = &[
+            (Some("134217728\n"), None, Some(128 * mib)),
+            (Some("max\n"), None, None),
+            // v2 present: v1 is not consulted.
+            (Some("max\n"), Some("134217728\n"), None),
+            (None, Some("268435456\n"), Some(256 * mib)),
+            // v1's "unlimited".
+            (None, Some("9223372036854771712\n"), None),
+            (None, Some("0"), None),
+            (None, Some("garbage"), None),
+            (None, None, None),
+        ];
+        for &(v2, v1, want) in table {
+            assert_eq!(parse_memory_limit(v2, v1), want, "{v2:?} {v1:?}");
         }
     }
 }

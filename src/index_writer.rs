@@ -8,7 +8,7 @@ use std::io::Write as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use crate::index::Index;
+use crate::index::{Index, Limits};
 use crate::lookup::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY};
 
 /// Above this the JSON goes compressed (the contract's 900 KiB).
@@ -86,8 +86,15 @@ impl Payload {
     }
 }
 
-/// The index a ConfigMap holds, if it holds a readable one.
+/// The index a ConfigMap holds, if it holds a readable one within the
+/// default [`Limits`] (the indexer's comparison with what it last wrote:
+/// one it cannot read is simply written again).
 pub fn read_configmap(cm: &ConfigMap) -> Option<Index> {
+    read_configmap_with(cm, &Limits::default())
+}
+
+/// The index a ConfigMap holds, if it holds a readable one within `limits`.
+pub fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
     let json = cm
         .data
         .as_ref()
@@ -98,7 +105,7 @@ pub fn read_configmap(cm: &ConfigMap) -> Option<Index> {
         .as_ref()
         .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
         .map(|b| b.0.as_slice());
-    crate::index::newest(json, gz)
+    crate::index::newest(json, gz, limits)
         .ok()
         .flatten()
         .map(|(i, _)| i)

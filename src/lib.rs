@@ -145,16 +145,21 @@ async fn build_store(
     if let Some((_, cm)) = &fallback {
         tracing::info!(configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap fallback");
     }
+    let limits = index_limits(config);
     let store = IndexStore::new(
         fallback.clone(),
         config.on_miss,
         config.miss_refresh_interval,
         metrics.clone(),
     );
-    let store = Arc::new(store.with_scanner(lookup::Scanner {
-        namespaces: namespaces_to_scan.to_vec(),
-        interval: config.scan_interval,
-    }));
+    let store = Arc::new(
+        store
+            .with_scanner(lookup::Scanner {
+                namespaces: namespaces_to_scan.to_vec(),
+                interval: config.scan_interval,
+            })
+            .with_limits(limits),
+    );
     let file = IndexFile {
         path: config.file.clone(),
         embedded: config.embedded,
@@ -168,14 +173,35 @@ async fn build_store(
     Ok((store, fallback, watch))
 }
 
+/// `--max-index-bytes`, or the bound the container's memory limit allows.
+fn index_limits(config: &IndexConfig) -> index::Limits {
+    match config.max_index_bytes {
+        Some(n) => {
+            tracing::info!(max_index_bytes = n, "index size bound (--max-index-bytes)");
+            index::Limits::new(n)
+        }
+        None => {
+            let memory_limit = index_file::memory_limit();
+            let limits = index::Limits::for_memory_limit(memory_limit);
+            tracing::info!(
+                max_index_bytes = limits.max_index_bytes,
+                memory_limit,
+                "index size bound (from the memory limit; --max-index-bytes sets it)"
+            );
+            limits
+        }
+    }
+}
+
 /// `pushroll serve`: runs until `shutdown` is cancelled and in-flight pushes
 /// have drained.
 pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let auth = match config.auth.mode {
         AuthMode::None => Authenticator::None,
-        AuthMode::Google => Authenticator::Google(auth::GoogleVerifier::start(
+        AuthMode::Google => Authenticator::Google(auth::GoogleVerifier::start_with(
             config.auth.clone(),
+            config.max_key_age,
             metrics.clone(),
             shutdown.clone(),
         )),

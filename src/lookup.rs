@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
-use crate::index::{Index, IndexError, LoadReport, WorkloadRef};
+use crate::index::{Index, IndexError, Limits, LoadReport, WorkloadRef};
 use crate::k8s::{Kube, KubeError};
-use crate::metrics::{Metrics, SourceLabels};
+use crate::metrics::{DroppedLabels, Metrics, SourceLabels};
 
 /// Which index answered a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -98,6 +98,8 @@ pub struct IndexStore {
     configmap_version: std::sync::Mutex<Option<String>>,
     /// [`crate::index_file::content_hash`] of the mounted file's index.
     file_hash: std::sync::Mutex<Option<u64>>,
+    /// How much of an index (the file's or the ConfigMap's) is read.
+    limits: Limits,
     metrics: Arc<Metrics>,
 }
 
@@ -121,8 +123,20 @@ impl IndexStore {
             last_refresh: tokio::sync::Mutex::new(None),
             configmap_version: std::sync::Mutex::new(None),
             file_hash: std::sync::Mutex::new(None),
+            limits: Limits::default(),
             metrics,
         }
+    }
+
+    /// Bounds what reading an index may take (`--max-index-bytes`).
+    pub fn with_limits(mut self, limits: Limits) -> IndexStore {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds every index read by this store (and its file watch) obeys.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Enables `--on-miss scan` (needs the API fallback).
@@ -311,7 +325,7 @@ impl IndexStore {
         *last = Some(Instant::now());
         let seen = self.configmap_version.lock().expect("lock").clone();
         let file_hash = *self.file_hash.lock().expect("lock");
-        let result = fetch_configmap(kube, cm, seen.as_deref(), file_hash).await;
+        let result = fetch_configmap(kube, cm, seen.as_deref(), file_hash, &self.limits).await;
         let label = match &result {
             // Nothing parsed: what it holds is in memory already.
             Ok(Fetched::Unchanged | Fetched::SameAsFile(_)) => "configmap-unchanged",
@@ -334,7 +348,7 @@ impl IndexStore {
             }
             Ok(Fetched::Parsed(Some((index, report)), version)) => {
                 *self.configmap_version.lock().expect("lock") = version;
-                log_report(&report, "configmap");
+                log_report(&report, "configmap", &self.metrics);
                 // The same images as the mounted file (its source, written
                 // again): keep one copy in memory, not two.
                 if self
@@ -442,6 +456,7 @@ async fn fetch_configmap(
     cm: &ConfigMapRef,
     seen: Option<&str>,
     file_hash: Option<u64>,
+    limits: &Limits,
 ) -> Result<Fetched, RefreshError> {
     let map = kube.get_configmap(&cm.namespace, &cm.name).await?;
     let version = map.metadata.resource_version.clone();
@@ -469,15 +484,35 @@ async fn fetch_configmap(
         return Ok(Fetched::SameAsFile(version));
     }
     Ok(Fetched::Parsed(
-        crate::index::newest(json.as_deref(), gz.as_deref())?,
+        crate::index::newest(json.as_deref(), gz.as_deref(), limits)?,
         version,
     ))
 }
 
-/// Logs what loading skipped, once per load.
-pub fn log_report(report: &LoadReport, source: &str) {
+/// Logs what loading skipped, once per load, and counts dropped entries.
+pub fn log_report(report: &LoadReport, source: &'static str, metrics: &Metrics) {
+    if !report.dropped.is_empty() {
+        for (why, n) in &report.dropped {
+            metrics
+                .index_dropped_entries
+                .get_or_create(&DroppedLabels {
+                    source,
+                    reason: why.as_str(),
+                })
+                .inc_by(*n);
+        }
+        tracing::warn!(
+            source,
+            count = report.dropped_count(),
+            by_reason = ?report.dropped.iter().map(|(k, v)| (k.as_str(), v)).collect::<Vec<_>>(),
+            examples = ?report.dropped_examples,
+            "index entries whose namespace, name or container is not a Kubernetes name were dropped"
+        );
+    }
     if !report.invalid_keys.is_empty() {
-        tracing::warn!(source, keys = ?report.invalid_keys, "index keys that are not image references were skipped");
+        // A few name the problem; a hostile index may hold millions.
+        let keys = &report.invalid_keys[..report.invalid_keys.len().min(10)];
+        tracing::warn!(source, count = report.invalid_keys.len(), keys = ?keys, "index keys that are not image references were skipped");
     }
     if !report.pinned_keys.is_empty() {
         tracing::info!(

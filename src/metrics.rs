@@ -42,6 +42,13 @@ pub struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub source: &'static str,
+    /// What is not a Kubernetes name: `namespace`, `name` or `container`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -67,6 +74,7 @@ pub struct Metrics {
     pub index_entries: Family<SourceLabels, Gauge>,
     pub index_generated: Family<SourceLabels, Gauge<f64, AtomicU64>>,
     pub index_reloads: Family<ResultLabels, Counter>,
+    pub index_dropped_entries: Family<DroppedLabels, Counter>,
     pub jwks_fetches: Family<ResultLabels, Counter>,
     pub index_writes: Family<ResultLabels, Counter>,
     pub watch_errors: Family<ResultLabels, Counter>,
@@ -152,6 +160,12 @@ impl Metrics {
             "Index (re)loads by result",
             index_reloads.clone(),
         );
+        let index_dropped_entries = Family::default();
+        registry.register(
+            "index_dropped_entries",
+            "Index entries dropped on load because a namespace, name or container is not a Kubernetes name, by source and reason",
+            index_dropped_entries.clone(),
+        );
         let jwks_fetches = Family::default();
         registry.register(
             "jwks_fetches",
@@ -225,6 +239,7 @@ impl Metrics {
             index_entries,
             index_generated,
             index_reloads,
+            index_dropped_entries,
             jwks_fetches,
             index_writes,
             watch_errors,

@@ -496,3 +496,97 @@ async fn auth_none_warns_at_start_and_in_readyz() {
             .any(|l| l.contains("WARN") && l.contains("--auth none"))
     );
 }
+
+/// Keys of any age used to stay trusted while the key endpoint was down.
+/// Past `--max-key-age` they are not: not ready, pushes 503 (Pub/Sub
+/// redelivers), and the refresher keeps trying; once a fetch succeeds, all
+/// is well again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_older_than_max_key_age_are_not_trusted() {
+    const MAX_AGE: Duration = Duration::from_secs(3);
+    let a = Signer::rsa("rsa-a.pem", "key-a");
+    let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
+    let p = Pushroll::start_env(
+        &[
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "google",
+            "--audience",
+            AUD,
+            "--allowed-email",
+            EMAIL,
+            "--subscription",
+            SUB,
+            "--jwks-url",
+            &jwks.url,
+            "--max-key-age",
+            "3s",
+        ],
+        &[],
+    );
+    let client = http();
+    wait_ready(&client, &p).await;
+    // The keys were fetched at most this long ago.
+    let fetched_by = std::time::Instant::now();
+    jwks.set_down(true);
+    let token = a.sign(&google_claims(AUD, EMAIL));
+    let bearer = format!("Bearer {token}");
+    // Young keys still verify with the endpoint down.
+    let (status, json, _) = push_with(&client, &p, Some(&bearer), body()).await;
+    assert_eq!(status, 200, "{json}");
+
+    // Past the bound: not ready, with the reason, and pushes 503.
+    let stale = eventually(Duration::from_secs(15), || async {
+        let r = client.get(p.url("/readyz")).send().await.unwrap();
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    assert!(stale.is_some(), "not ready once the keys are too old");
+    // Not before the bound (give or take the refresher's own timing).
+    let after = fetched_by.elapsed();
+    assert!(after + Duration::from_millis(500) >= MAX_AGE, "{after:?}");
+    let r: Value = client
+        .get(p.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(r["warnings"].to_string().contains("--max-key-age"), "{r}");
+    let (status, json, _) = push_with(&client, &p, Some(&bearer), body()).await;
+    assert_eq!(status, 503, "{json}");
+    assert!(
+        json["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-key-age"),
+        "{json}"
+    );
+    // It keeps retrying: more fetches while down.
+    let fetches = jwks.fetches();
+    eventually(Duration::from_secs(10), || async {
+        (jwks.fetches() > fetches).then_some(())
+    })
+    .await
+    .expect("the refresher keeps trying");
+
+    // The endpoint comes back: ready again, and pushes pass.
+    jwks.set_down(false);
+    wait_ready(&client, &p).await;
+    let (status, json, _) = push_with(&client, &p, Some(&bearer), body()).await;
+    assert_eq!(status, 200, "{json}");
+}
+
+#[test]
+fn max_key_age_must_be_positive() {
+    let (status, _, stderr) = Pushroll::run(&["serve", "--demo", "--max-key-age", "0s"], &[]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--max-key-age must be at least 1s"),
+        "{stderr}"
+    );
+}

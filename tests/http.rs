@@ -603,3 +603,145 @@ fn lookup_prints_the_workloads() {
     assert!(!status.success());
     assert!(err.contains("not an image reference"), "{err}");
 }
+
+/// What a pod under deploy/'s 128Mi memory limit reads at most
+/// (`Limits::for_memory_limit`: an eighth of it). Given explicitly so the
+/// test does not depend on the memory limit of the machine running it.
+const MAX_INDEX_BYTES_AT_128MI: &str = "16777216";
+/// serve's memory limit in deploy/, in KiB, and the peak a bomb may cause:
+/// well under it.
+const POD_LIMIT_KIB: u64 = 128 * 1024;
+const PEAK_BOUND_KIB: u64 = POD_LIMIT_KIB * 3 / 4;
+
+/// A gzip bomb a ConfigMap can hold (~450 KiB; `binaryData` holds up to
+/// 740 KiB, the review's was 712 KiB) that inflates to 63.2 MiB of valid
+/// index JSON (just under the old 64 MiB cap): 2,100,001 tiny entries,
+/// which took `pushroll lookup` to a peak of over 500 MiB before reading
+/// was bounded.
+///
+/// Compressing 63 MiB in a debug build takes a minute, so one 1 MiB chunk
+/// is compressed after a full flush (which resets deflate's dictionary, so
+/// the chunk's bytes refer only to themselves) and its bytes repeated.
+fn gzip_bomb() -> Vec<u8> {
+    use flate2::{Compress, Compression, Crc, FlushCompress};
+    let head = br#"{"version":1,"images":{"docker.io/library/app:v1":["#;
+    let tail = br#"{"namespace":"a","name":"last"}]}}"#;
+    // Names repeat every 250 entries (~7 KB, inside deflate's window).
+    let period: String = (0..250)
+        .map(|i| format!(r#"{{"namespace":"a","name":"w{i}"}},"#))
+        .collect();
+    let chunk = period.repeat(140);
+    let repeats = 60;
+    let mut deflate = Compress::new(Compression::best(), false);
+    let mut part = |input: &[u8], flush| {
+        let mut out = Vec::with_capacity(input.len() + 1024);
+        let before = deflate.total_in();
+        deflate.compress_vec(input, &mut out, flush).unwrap();
+        assert_eq!(
+            deflate.total_in() - before,
+            input.len() as u64,
+            "all compressed"
+        );
+        out
+    };
+    let (h, c, t) = (
+        part(head, FlushCompress::Full),
+        part(chunk.as_bytes(), FlushCompress::Full),
+        part(tail, FlushCompress::Finish),
+    );
+    let mut crc = Crc::new();
+    crc.update(head);
+    let mut chunk_crc = Crc::new();
+    chunk_crc.update(chunk.as_bytes());
+    for _ in 0..repeats {
+        crc.combine(&chunk_crc);
+    }
+    crc.update(tail);
+    let mut bomb = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255];
+    bomb.extend_from_slice(&h);
+    for _ in 0..repeats {
+        bomb.extend_from_slice(&c);
+    }
+    bomb.extend_from_slice(&t);
+    bomb.extend_from_slice(&crc.sum().to_le_bytes());
+    bomb.extend_from_slice(&crc.amount().to_le_bytes());
+    bomb
+}
+
+#[test]
+fn lookup_refuses_a_gzip_bomb_within_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = gzip_bomb();
+    eprintln!("the bomb: {} KiB of gzip", bomb.len() / 1024);
+    std::fs::write(dir.path().join("index.json.gz"), bomb).unwrap();
+    let file = dir.path().join("index.json");
+    let (code, out, err, peak_kib) = Pushroll::run_peak_rss(
+        &[
+            "lookup",
+            "docker.io/library/app:v1",
+            "--index-file",
+            file.to_str().unwrap(),
+        ],
+        &[(
+            "PUSHROLL_MAX_INDEX_BYTES",
+            MAX_INDEX_BYTES_AT_128MI.to_owned(),
+        )],
+        Duration::from_secs(120),
+    );
+    eprintln!("pushroll lookup of a gzip bomb: peak RSS {peak_kib} KiB");
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("index is too large"), "{err}");
+    assert!(
+        peak_kib < PEAK_BOUND_KIB,
+        "peak RSS {peak_kib} KiB, the pod's limit is {POD_LIMIT_KIB} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_after_a_good_index_leaves_the_good_one_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.json");
+    std::fs::write(&path, index_json(&format!("{REPO}:v2"), &["one"])).unwrap();
+    let p = Pushroll::start_env(
+        &[
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--index-file",
+            path.to_str().unwrap(),
+            "--index-reload-interval",
+            "1h",
+        ],
+        &[(
+            "PUSHROLL_MAX_INDEX_BYTES",
+            MAX_INDEX_BYTES_AT_128MI.to_owned(),
+        )],
+    );
+    let client = http();
+    assert_eq!(names_for(&client, &p, "v2").await, ["one"]);
+    let errors = "pushroll_index_reloads_total{result=\"file-error\"}";
+    let before = metric(&p.metrics().await, errors);
+    // The ConfigMap changes from `data` to `binaryData`: the bomb arrives
+    // as index.json.gz and index.json goes.
+    std::fs::write(dir.path().join("index.json.gz"), gzip_bomb()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    eventually(Duration::from_secs(30), || async {
+        (metric(&p.metrics().await, errors) > before).then_some(())
+    })
+    .await
+    .expect("the bomb is read and refused");
+    assert_eq!(names_for(&client, &p, "v2").await, ["one"]);
+    assert_eq!(
+        client.get(p.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let peak_kib = p.peak_rss_kib();
+    eprintln!("serve after a gzip bomb: peak RSS {peak_kib} KiB");
+    assert!(
+        peak_kib < PEAK_BOUND_KIB,
+        "peak RSS {peak_kib} KiB, the pod's limit is {POD_LIMIT_KIB} KiB"
+    );
+    let logs = p.logs().join("\n");
+    assert!(logs.contains("index is too large"), "{logs}");
+}

@@ -514,8 +514,9 @@ fn index_entries() -> impl Strategy<Value = Vec<(String, WorkloadRef)>> {
                 Just(Kind::StatefulSet),
                 Just(Kind::DaemonSet)
             ],
-            component(),
-            component(),
+            // Kubernetes names: the reader drops anything else.
+            "[a-z0-9]{1,4}(-{1,2}[a-z0-9]{1,4}){0,2}",
+            "[a-z0-9]{1,4}([-.][a-z0-9]{1,4}){0,2}",
             prop::collection::btree_set("[a-z]{1,4}", 0..3),
         ),
         0..12,

@@ -1110,3 +1110,79 @@ async fn a_miss_refresh_parses_only_what_is_new(c: Cluster) {
     assert_eq!(reloads(&m, "configmap-ok"), 1.0, "{m}");
     assert!(reloads(&m, "configmap-unchanged") >= unchanged + 3.0, "{m}");
 }
+
+/// Index entries go into API request paths: ones whose namespace or name
+/// is not a Kubernetes name (`../../api`, `a/b`) are dropped when the
+/// index is read, and counted, and never reach the API server; the good
+/// entry beside them still restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_entries_that_are_not_kubernetes_names_never_reach_the_api() {
+    let c = Cluster::fake().await;
+    let ns = c.ns("prod");
+    let img = image();
+    c.create(workload(
+        "Deployment",
+        &ns,
+        "web",
+        &[("web", &img)],
+        &[],
+        json!({}),
+    ))
+    .await;
+    let index = index_for(
+        &img,
+        &[
+            ("Deployment", "../../api", "web", &["web"]),
+            ("Deployment", &ns, "a/b", &["web"]),
+            ("Deployment", &ns, "../../../api/v1/secrets", &["web"]),
+            ("Deployment", &ns, "web", &["web"]),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.json");
+    std::fs::write(&file, index.to_string()).unwrap();
+    let kubeconfig = c.serve_identity().await;
+    let fake = c.fake_server().unwrap().clone();
+    fake.clear_requests();
+    let p = Pushroll::serve_open(&kubeconfig, &["--index-file", file.to_str().unwrap()]);
+    let client = http();
+    let (status, body) = post(&client, &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        results(&body),
+        BTreeMap::from([(format!("Deployment/{ns}/web"), "restarted".to_owned())]),
+        "{body}"
+    );
+    let m = p.metrics().await;
+    let dropped = |reason: &str| {
+        metric(
+            &m,
+            &format!("pushroll_index_dropped_entries_total{{source=\"file\",reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!((dropped("namespace"), dropped("name")), (1.0, 2.0), "{m}");
+    assert!(
+        p.logs()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("were dropped") && l.contains("a/b")),
+        "{:?}",
+        p.logs()
+    );
+    for r in fake.requests() {
+        assert!(
+            !r.path.contains("..") && !r.path.contains("a/b") && !r.path.contains("%2F"),
+            "a bad entry reached the API: {} {}",
+            r.method,
+            r.path
+        );
+        if r.resource.as_deref() == Some("deployments") {
+            assert_eq!(
+                (r.namespace.as_deref(), r.name.as_deref()),
+                (Some(ns.as_str()), Some("web")),
+                "{} {}",
+                r.method,
+                r.path
+            );
+        }
+    }
+}

@@ -264,6 +264,79 @@ impl Pushroll {
     }
 }
 
+impl Pushroll {
+    /// Like [`Pushroll::run_within`] (no inherited `PUSHROLL_*`, at most
+    /// `limit`), and also returns the child's peak RSS in KiB, from
+    /// `wait4`'s rusage of that one process (`RUSAGE_CHILDREN` would mix
+    /// in every other test's children).
+    pub fn run_peak_rss(
+        args: &[&str],
+        env: &[(&str, String)],
+        limit: Duration,
+    ) -> (i32, String, String, u64) {
+        use std::io::Read as _;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
+        cmd.args(["--log-format", "json"]).args(args);
+        cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
+        cmd.env_remove("KUBERNETES_SERVICE_HOST");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PUSHROLL_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawning pushroll");
+        let pid = child.id() as libc::pid_t;
+        let drain = |mut r: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let out = drain(Box::new(child.stdout.take().unwrap()));
+        let err = drain(Box::new(child.stderr.take().unwrap()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: a zeroed rusage is valid; wait4 fills both out-params.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+            let code = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            let _ = tx.send((code, usage.ru_maxrss as u64));
+        });
+        let Ok((code, peak)) = rx.recv_timeout(limit) else {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("pushroll {args:?} still ran after {limit:?}");
+        };
+        // Reaped by wait4: std's Child must not wait for it again.
+        std::mem::forget(child);
+        (code, out.join().unwrap(), err.join().unwrap(), peak)
+    }
+
+    /// The process's peak RSS so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+}
+
 impl Drop for Pushroll {
     fn drop(&mut self) {
         let _ = self.child.kill();
