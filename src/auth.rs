@@ -116,6 +116,14 @@ impl Authenticator {
         }
     }
 
+    /// Whether keys were fetched once but are now older than `--max-key-age`.
+    pub fn keys_too_old(&self) -> bool {
+        match self {
+            Authenticator::None => false,
+            Authenticator::Google(v) => v.keys_too_old(),
+        }
+    }
+
     /// A warning for `/readyz` and the start log: verification is off, or
     /// the keys at hand have grown too old to trust.
     pub fn warning(&self) -> Option<&'static str> {

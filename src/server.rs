@@ -362,7 +362,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if !state.store.is_loaded() {
         missing.push("no index is loaded (index file missing, the index ConfigMap not read, and with --indexer the watch's initial lists not done)");
     }
-    if !state.auth.is_ready() {
+    if state.auth.keys_too_old() {
+        missing
+            .push("the signing keys are older than --max-key-age and could not be fetched again");
+    } else if !state.auth.is_ready() {
         missing.push("signing keys have not been fetched yet");
     }
     if missing.is_empty() {
@@ -497,6 +500,38 @@ mod tests {
                 detail: None,
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_while_the_liveness_check_does() {
+        use tower::ServiceExt as _;
+        let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = live.clone();
+        let check: Check = Arc::new(move || {
+            if flag.load(Ordering::Acquire) {
+                Ok(())
+            } else {
+                Err("the deployments watch has been on one step for 61s".into())
+            }
+        });
+        let router = probe_router(Metrics::new(), Arc::new(|| Ok(())), check);
+        let get = |router: Router| async move {
+            let request = Request::get("/healthz").body(Body::empty()).unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        assert_eq!(get(router.clone()).await.0, StatusCode::OK);
+        live.store(false, Ordering::Release);
+        let (status, body) = get(router).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("not-live") && body.contains("deployments watch"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -146,4 +146,18 @@ async fn ten_relists_in_a_row_each_followed_by_a_new_workload(c: Cluster) {
         total.iter().all(|&n| n >= (RELISTS + 1) as f64),
         "every kind listed once plus once per round: {total:?}"
     );
+    if c.backend == Backend::Real {
+        // The controller-manager re-lists too, with its own backoff: the
+        // test binaries after this one need it caught up.
+        c.deploy(&ns, "canary", &format!("{REPO}:canary")).await;
+        let observed = eventually(Duration::from_secs(180), || async {
+            let d = c.get("Deployment", &ns, "canary").await?;
+            d["status"]["observedGeneration"].as_i64().map(drop)
+        })
+        .await;
+        assert!(
+            observed.is_some(),
+            "the controller-manager works again after the restarts"
+        );
+    }
 }
