@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::lookup::{ConfigMapRef, OnMiss};
 use crate::plan::NamespaceFilter;
+use crate::server::ConnLimits;
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
 pub const DEMO_INDEX: &str = include_str!("../examples/index.json");
@@ -239,6 +240,17 @@ pub struct ServeArgs {
     /// How long in-flight pushes may finish after SIGTERM.
     #[arg(long, env = "PUSHROLL_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "25s")]
     pub shutdown_timeout: Duration,
+    /// A connection that has not started a request this long after it was
+    /// accepted is closed (silent clients, a stalled HTTP/2 preface, a slow head).
+    #[arg(long, env = "PUSHROLL_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed; keep it
+    /// above the load balancer's own (Google's: 600s) so that it closes first.
+    #[arg(long, env = "PUSHROLL_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "620s")]
+    pub idle_timeout: Duration,
+    /// Connections open at once; further ones are closed as soon as accepted.
+    #[arg(long, env = "PUSHROLL_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -327,6 +339,9 @@ pub struct ServeConfig {
     pub max_concurrent_restarts: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -343,6 +358,14 @@ pub enum ConfigError {
     HeaderBytes,
     #[error("--max-key-age must be at least 1s")]
     KeyAge,
+    #[error("--header-read-timeout must be more than 0")]
+    HeaderReadTimeout,
+    #[error(
+        "--idle-timeout ({idle:?}) must be longer than --header-read-timeout ({header:?}); in front of a load balancer, longer than its own idle timeout (Google's: 600s)"
+    )]
+    IdleTimeout { idle: Duration, header: Duration },
+    #[error("--max-connections must be between 1 and {max}")]
+    MaxConnections { max: usize },
     #[error(
         "--indexer watches the cluster's workloads and elects a writer through a Lease: it cannot run with --demo, which contacts no cluster; drop one of them"
     )]
@@ -411,6 +434,20 @@ impl ServeArgs {
         if self.max_key_age < Duration::from_secs(1) {
             return Err(ConfigError::KeyAge);
         }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::HeaderReadTimeout);
+        }
+        if self.idle_timeout <= self.header_read_timeout {
+            return Err(ConfigError::IdleTimeout {
+                idle: self.idle_timeout,
+                header: self.header_read_timeout,
+            });
+        }
+        if !(1..=ConnLimits::MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::MaxConnections {
+                max: ConnLimits::MAX_MAX_CONNECTIONS,
+            });
+        }
         if self.indexer && demo {
             return Err(ConfigError::IndexerDemo);
         }
@@ -443,6 +480,9 @@ impl ServeArgs {
             max_concurrent_restarts: self.max_concurrent_restarts,
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
         })
     }
 }
@@ -533,6 +573,16 @@ mod tests {
             "derived from the memory limit"
         );
         assert!(!c.dry_run && !c.offline);
+        // The flags' defaults are those `index --watch` gets without flags.
+        let d = ConnLimits::with_defaults(c.max_header_bytes);
+        assert_eq!(c.header_read_timeout, d.header_read_timeout);
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, d.idle_timeout);
+        assert!(
+            c.idle_timeout > Duration::from_secs(600),
+            "above Google's LB"
+        );
+        assert_eq!(c.max_connections, d.max_connections);
     }
 
     #[test]
@@ -559,6 +609,26 @@ mod tests {
             (
                 &["--auth", "none", "--max-header-bytes", "100"],
                 "at least 8192",
+            ),
+            (&["--demo", "--header-read-timeout", "0s"], "more than 0"),
+            (
+                &[
+                    "--demo",
+                    "--idle-timeout",
+                    "5s",
+                    "--header-read-timeout",
+                    "5s",
+                ],
+                "--idle-timeout (5s) must be longer than --header-read-timeout (5s)",
+            ),
+            (&["--demo", "--idle-timeout", "1s"], "must be longer"),
+            (
+                &["--demo", "--max-connections", "0"],
+                "--max-connections must be",
+            ),
+            (
+                &["--demo", "--max-connections", "99999999"],
+                "--max-connections must be",
             ),
             (&["--demo", "--indexer"], "cannot run with --demo"),
             (&["--demo", "--max-key-age", "0s"], "at least 1s"),

@@ -44,9 +44,6 @@ use crate::metrics::Metrics;
 use crate::restart::Restarter;
 use crate::server::{AppState, ConnLimits};
 
-/// Time a client has to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(&cli.log);
@@ -311,12 +308,16 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     tracing::info!(%addr, "listening");
     let limits = ConnLimits {
         max_header_bytes: config.max_header_bytes,
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
     };
+    let metrics = state.metrics.clone();
     server::serve(
         listener,
         server::router(state),
         limits,
+        metrics,
         shutdown,
         config.shutdown_timeout,
     )
@@ -448,14 +449,12 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
     let (live_state, stall_timeout) = (state.clone(), config.stall_timeout);
     let live: server::Check = Arc::new(move || live_state.is_live(stall_timeout));
     let router = server::probe_router(metrics.clone(), ready, live);
-    let limits = ConnLimits {
-        max_header_bytes: 16 * 1024,
-        header_read_timeout: HEADER_READ_TIMEOUT,
-    };
+    let limits = ConnLimits::with_defaults(16 * 1024);
     let http = tokio::spawn(server::serve(
         listener,
         router,
         limits,
+        metrics.clone(),
         shutdown.clone(),
         Duration::from_secs(5),
     ));

@@ -85,6 +85,9 @@ pub struct Metrics {
     pub index_changes: Counter,
     pub indexer_leader: Gauge<i64, AtomicI64>,
     pub inflight_pushes: Gauge<i64, AtomicI64>,
+    pub connections_open: Gauge<i64, AtomicI64>,
+    pub connections_refused: Counter,
+    pub connection_timeouts: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -226,6 +229,24 @@ impl Metrics {
             "POST /push requests being handled",
             inflight_pushes.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the HTTP server",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed as soon as accepted because --max-connections were open",
+            connections_refused.clone(),
+        );
+        let connection_timeouts = Family::default();
+        registry.register(
+            "connection_timeouts",
+            "Connections closed by the server for a timeout: header (no request within the header-read timeout of accept), idle (no request for the idle timeout)",
+            connection_timeouts.clone(),
+        );
         Arc::new(Metrics {
             registry,
             pushes,
@@ -250,6 +271,9 @@ impl Metrics {
             index_changes,
             indexer_leader,
             inflight_pushes,
+            connections_open,
+            connections_refused,
+            connection_timeouts,
         })
     }
 
@@ -267,6 +291,13 @@ impl Metrics {
         self.push_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// A connection closed for a timeout (`header` or `idle`).
+    pub fn timed_out(&self, reason: &'static str) {
+        self.connection_timeouts
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn observe_lookup(&self, source: &'static str, took: Duration) {
