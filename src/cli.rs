@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::lookup::{ConfigMapRef, OnMiss};
 use crate::plan::NamespaceFilter;
-use crate::server::ConnLimits;
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
 pub const DEMO_INDEX: &str = include_str!("../examples/index.json");
@@ -484,6 +483,43 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
         })
+    }
+}
+
+/// Limits on what a client may send before a handler runs, and on the
+/// connections themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Bytes of request line plus headers (HTTP/1) or header list (HTTP/2).
+    pub max_header_bytes: usize,
+    /// Time from accept until the connection's first request has started:
+    /// covers silent TCP, a protocol detection that never completes, an
+    /// HTTP/2 preface with no HEADERS, and a slowloris head.
+    pub header_read_timeout: Duration,
+    /// A connection that has served requests and has none in flight is
+    /// closed after this long. It must exceed a load balancer's own idle
+    /// timeout (Google's: 600 s), which expects the backend not to close first.
+    pub idle_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl ConnLimits {
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(620);
+    pub const MAX_CONNECTIONS: usize = 1024;
+    /// The largest `--max-connections` (far above any descriptor limit; it
+    /// also keeps the drain's permit count in a `u32`).
+    pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+
+    /// The defaults, for a server without flags of its own (`index --watch`).
+    pub fn with_defaults(max_header_bytes: usize) -> ConnLimits {
+        ConnLimits {
+            max_header_bytes,
+            header_read_timeout: Self::HEADER_READ_TIMEOUT,
+            idle_timeout: Self::IDLE_TIMEOUT,
+            max_connections: Self::MAX_CONNECTIONS,
+        }
     }
 }
 

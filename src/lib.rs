@@ -34,6 +34,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::cli::ConnLimits;
 use crate::cli::{
     AuthMode, Cli, Command, IndexCmdArgs, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig,
 };
@@ -42,7 +43,7 @@ use crate::k8s::Kube;
 use crate::lookup::{ConfigMapRef, IndexStore};
 use crate::metrics::Metrics;
 use crate::restart::Restarter;
-use crate::server::{AppState, ConnLimits};
+use crate::server::AppState;
 
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

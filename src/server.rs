@@ -27,6 +27,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::cli::ConnLimits;
 use crate::http_error::{ApiError, plain_error};
 use crate::lookup::{IndexStore, Source};
 use crate::metrics::Metrics;
@@ -427,43 +428,6 @@ pub fn probe_router(metrics: Arc<Metrics>, ready: Check, live: Check) -> Router 
             }),
         )
         .fallback(|| async { plain_error(StatusCode::NOT_FOUND, "not-found", "no such route") })
-}
-
-/// Limits on what a client may send before a handler runs, and on the
-/// connections themselves.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// Bytes of request line plus headers (HTTP/1) or header list (HTTP/2).
-    pub max_header_bytes: usize,
-    /// Time from accept until the connection's first request has started:
-    /// covers silent TCP, a protocol detection that never completes, an
-    /// HTTP/2 preface with no HEADERS, and a slowloris head.
-    pub header_read_timeout: Duration,
-    /// A connection that has served requests and has none in flight is
-    /// closed after this long. It must exceed a load balancer's own idle
-    /// timeout (Google's: 600 s), which expects the backend not to close first.
-    pub idle_timeout: Duration,
-    /// Connections open at once.
-    pub max_connections: usize,
-}
-
-impl ConnLimits {
-    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(620);
-    pub const MAX_CONNECTIONS: usize = 1024;
-    /// The largest `--max-connections` (far above any descriptor limit; it
-    /// also keeps the drain's permit count in a `u32`).
-    pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
-
-    /// The defaults, for a server without flags of its own (`index --watch`).
-    pub fn with_defaults(max_header_bytes: usize) -> ConnLimits {
-        ConnLimits {
-            max_header_bytes,
-            header_read_timeout: Self::HEADER_READ_TIMEOUT,
-            idle_timeout: Self::IDLE_TIMEOUT,
-            max_connections: Self::MAX_CONNECTIONS,
-        }
-    }
 }
 
 /// HTTP/2 PINGs find a peer that vanished without a FIN or RST (a dead node,
