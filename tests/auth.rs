@@ -15,25 +15,28 @@ const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
 const SUB: &str = "projects/demo-project/subscriptions/gcr-push";
 
 fn start(jwks: &JwksServer) -> Pushroll {
-    Pushroll::start_env(
-        &[
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "google",
-            "--audience",
-            AUD,
-            "--allowed-email",
-            EMAIL,
-            "--subscription",
-            SUB,
-            "--jwks-url",
-            &jwks.url,
-        ],
-        &[],
-    )
+    start_with(jwks, &[])
+}
+
+/// `serve --demo` verifying tokens against `jwks`, with `extra` flags.
+fn start_with(jwks: &JwksServer, extra: &[&str]) -> Pushroll {
+    let args = [
+        "serve",
+        "--demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--auth",
+        "google",
+        "--audience",
+        AUD,
+        "--allowed-email",
+        EMAIL,
+        "--subscription",
+        SUB,
+        "--jwks-url",
+        &jwks.url,
+    ];
+    Pushroll::start_env(&[&args, extra].concat(), &[])
 }
 
 fn body() -> String {
@@ -506,27 +509,7 @@ async fn keys_older_than_max_key_age_are_not_trusted() {
     const MAX_AGE: Duration = Duration::from_secs(3);
     let a = Signer::rsa("rsa-a.pem", "key-a");
     let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
-    let p = Pushroll::start_env(
-        &[
-            "serve",
-            "--demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "google",
-            "--audience",
-            AUD,
-            "--allowed-email",
-            EMAIL,
-            "--subscription",
-            SUB,
-            "--jwks-url",
-            &jwks.url,
-            "--max-key-age",
-            "3s",
-        ],
-        &[],
-    );
+    let p = start_with(&jwks, &["--max-key-age", "3s"]);
     let client = http();
     wait_ready(&client, &p).await;
     // The keys were fetched at most this long ago.

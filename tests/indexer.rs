@@ -263,14 +263,15 @@ async fn a_deleted_lease_is_recreated_every_time(c: Cluster) {
         let tag = format!("l{round}");
         c.deploy(&ns, &format!("after-{round}"), &format!("{REPO}:{tag}"))
             .await;
-        let seen = eventually(lease_duration + Duration::from_secs(5), || async {
-            configmap_images(&c, &cm_ns)
-                .await
-                .filter(|i| i.get(format!("{REPO}:{tag}")).is_some())
-        })
+        let seen = configmap_lists(
+            &c,
+            &cm_ns,
+            &format!("{REPO}:{tag}"),
+            lease_duration + Duration::from_secs(5),
+        )
         .await;
         assert!(
-            seen.is_some(),
+            seen,
             "round {round}: the index stopped following after the Lease was deleted:\n{}",
             p.logs().join("\n")
         );

@@ -122,14 +122,15 @@ async fn ten_relists_in_a_row_each_followed_by_a_new_workload(c: Cluster) {
         c.deploy(&ns, &format!("after-{round}"), &format!("{REPO}:{tag}"))
             .await;
         let created = Instant::now();
-        let seen = eventually(DEBOUNCE + Duration::from_secs(5), || async {
-            configmap_images(&c, &cm_ns)
-                .await
-                .filter(|i| i.get(format!("{REPO}:{tag}")).is_some())
-        })
+        let seen = configmap_lists(
+            &c,
+            &cm_ns,
+            &format!("{REPO}:{tag}"),
+            DEBOUNCE + Duration::from_secs(5),
+        )
         .await;
         assert!(
-            seen.is_some(),
+            seen,
             "round {round}: the new workload did not reach the ConfigMap:\n{}",
             p.logs().join("\n")
         );

@@ -952,13 +952,17 @@ async fn a_rejected_patch_is_acked_and_recorded(c: Cluster) {
     };
     let f = Fixture::new(c).await;
     let p = f.start(&[]);
-    fake.fail_next(
-        FaultRule::status(422)
-            .verb("patch")
-            .resource("deployments")
-            .namespace(&f.prod)
-            .name("web"),
-    );
+    // As an admission webhook or validation would: 422, once.
+    let refuse_prod_web = || {
+        fake.fail_next(
+            FaultRule::status(422)
+                .verb("patch")
+                .resource("deployments")
+                .namespace(&f.prod)
+                .name("web"),
+        )
+    };
+    refuse_prod_web();
     let (status, body) = post(&http(), &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "restarted", "the others restarted: {body}");
@@ -990,13 +994,7 @@ async fn a_rejected_patch_is_acked_and_recorded(c: Cluster) {
         "{m}"
     );
     // Alone, a rejection is not a restart.
-    fake.fail_next(
-        FaultRule::status(422)
-            .verb("patch")
-            .resource("deployments")
-            .namespace(&f.prod)
-            .name("web"),
-    );
+    refuse_prod_web();
     let (status, body) = post(&http(), &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "unchanged", "{body}");

@@ -80,3 +80,14 @@ pub async fn wait_ready(p: &Pushroll) {
     .await
     .expect("the indexer becomes ready");
 }
+
+/// Waits up to `limit` for the index ConfigMap in `ns` to list `image`.
+pub async fn configmap_lists(c: &Cluster, ns: &str, image: &str, limit: Duration) -> bool {
+    eventually(limit, || async {
+        configmap_images(c, ns)
+            .await
+            .filter(|i| i.get(image).is_some())
+    })
+    .await
+    .is_some()
+}

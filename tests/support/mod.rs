@@ -190,6 +190,28 @@ impl Pushroll {
         }
     }
 
+    /// `pushroll ARGS…` as a one-shot command: JSON logs, none of this
+    /// process's `PUSHROLL_*` or cluster configuration, `env` on top, and
+    /// its output piped.
+    fn command(args: &[&str], env: &[(&str, String)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
+        cmd.args(["--log-format", "json"]).args(args);
+        cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
+        cmd.env_remove("KUBERNETES_SERVICE_HOST");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PUSHROLL_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// Runs `pushroll ARGS…` to completion; returns (status, stdout, stderr).
     pub fn run(
         args: &[&str],
@@ -220,21 +242,7 @@ impl Pushroll {
         env: &[(&str, String)],
         limit: Duration,
     ) -> (std::process::ExitStatus, String, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
-        cmd.args(["--log-format", "json"]).args(args);
-        cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
-        cmd.env_remove("KUBERNETES_SERVICE_HOST");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("PUSHROLL_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = Self::command(args, env);
         let child = cmd.spawn().expect("spawning pushroll");
         let pid = child.id();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -275,21 +283,7 @@ impl Pushroll {
         limit: Duration,
     ) -> (i32, String, String, u64) {
         use std::io::Read as _;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pushroll"));
-        cmd.args(["--log-format", "json"]).args(args);
-        cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
-        cmd.env_remove("KUBERNETES_SERVICE_HOST");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("PUSHROLL_") {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = Self::command(args, env);
         let mut child = cmd.spawn().expect("spawning pushroll");
         let pid = child.id() as libc::pid_t;
         let drain = |mut r: Box<dyn std::io::Read + Send>| {
