@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::lookup::{ConfigMapRef, OnMiss};
+use crate::index_writer::ConfigMapRef;
+use crate::indexer::WatchConfig;
+use crate::lookup::OnMiss;
 use crate::plan::NamespaceFilter;
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
@@ -86,6 +88,26 @@ pub struct WatchArgs {
     /// A watch task that spends longer than this on one step (not waiting on the API server) is stalled: `/healthz` then fails, so the kubelet restarts the process. Above the slowest write (three API calls of --api-timeout each).
     #[arg(long, env = "PUSHROLL_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+}
+
+impl WatchArgs {
+    /// The watch's settings. The Lease lives beside the ConfigMap; the
+    /// holder is the pod (`POD_NAME`), or this process when not in a pod.
+    pub fn config(&self, namespaces: NamespaceFilter, configmap: ConfigMapRef) -> WatchConfig {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
+        WatchConfig {
+            namespaces,
+            configmap,
+            debounce: self.debounce,
+            lease_name: self.lease_name.clone(),
+            lease_duration: self.lease_duration,
+            identity,
+            stall_timeout: self.stall_timeout,
+        }
+    }
 }
 
 /// `NAME` or `NAMESPACE/NAME`.

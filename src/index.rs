@@ -12,6 +12,7 @@
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{Hash as _, Hasher as _};
 use std::io::Read as _;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -73,6 +74,14 @@ impl Limits {
     pub fn max_memory(&self) -> u64 {
         self.max_index_bytes.saturating_mul(2)
     }
+}
+
+/// A hash of an index's stored bytes (`index.json`, `index.json.gz`), the
+/// same for the mounted files and the ConfigMap keys they are mounted from.
+pub fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (json, gz).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The workload kinds pushroll restarts (all `apps/v1`).

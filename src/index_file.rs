@@ -8,7 +8,6 @@
 //! a periodic re-read as a safety net. A broken new file leaves the last
 //! good index in use.
 
-use std::hash::{Hash as _, Hasher as _};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::index::{Index, IndexError, Limits, LoadReport, newest};
+use crate::index::{Index, IndexError, Limits, LoadReport, content_hash, newest};
 use crate::lookup::{IndexStore, log_report};
 use crate::metrics::{Metrics, ResultLabels};
 
@@ -32,14 +31,6 @@ pub struct IndexFile {
     /// A copy compiled into the binary (`serve --demo`), used when the path
     /// does not exist, so the demo works from any directory.
     pub embedded: Option<&'static str>,
-}
-
-/// A hash of an index's stored bytes (`index.json`, `index.json.gz`), the
-/// same for the mounted files and the ConfigMap keys they are mounted from.
-pub fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (json, gz).hash(&mut hasher);
-    hasher.finish()
 }
 
 /// The memory limit of this process's container, `None` when there is

@@ -9,7 +9,17 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use crate::index::{Index, Limits};
-use crate::lookup::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY};
+
+/// The index ConfigMap: where the indexer writes and the API fallback reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The keys the indexer writes: JSON in `data`, gzip in `binaryData`.
+pub const CONFIGMAP_KEY: &str = "index.json";
+pub const CONFIGMAP_GZ_KEY: &str = "index.json.gz";
 
 /// Above this the JSON goes compressed (the contract's 900 KiB).
 pub const MAX_JSON_BYTES: usize = 900 * 1024;

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::index::{Index, Kind};
 use crate::index_builder::{Entry, IndexBuilder, Workload};
+use crate::index_writer::ConfigMapRef;
 use crate::index_writer::{Payload, read_configmap};
 use crate::k8s::{Kube, KubeError};
-use crate::lookup::ConfigMapRef;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::plan::NamespaceFilter;
 
@@ -132,33 +132,9 @@ pub struct WatchConfig {
     pub stall_timeout: Duration,
 }
 
-impl WatchConfig {
-    /// The Lease lives beside the ConfigMap; the holder is the pod
-    /// (`POD_NAME`), or this process when not in a pod.
-    pub fn new(
-        args: &crate::cli::WatchArgs,
-        namespaces: NamespaceFilter,
-        configmap: ConfigMapRef,
-    ) -> WatchConfig {
-        let identity = std::env::var("POD_NAME")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
-        WatchConfig {
-            namespaces,
-            configmap,
-            debounce: args.debounce,
-            lease_name: args.lease_name.clone(),
-            lease_duration: args.lease_duration,
-            identity,
-            stall_timeout: args.stall_timeout,
-        }
-    }
-}
-
 /// Receives every index the watch builds, on every replica, leader or not:
 /// once the initial lists are done, then after each debounced change.
-/// `serve --indexer` puts it in its [`crate::lookup::IndexStore`].
+/// `serve --indexer` puts it in its index store (see `lookup`).
 pub type Publish = Box<dyn Fn(Arc<Index>) + Send + Sync>;
 
 /// The tasks of a running watch: one follower per kind, and the loop that

@@ -321,7 +321,7 @@ impl Kube {
     /// is removed). Returns `false` when it already held the same images.
     pub async fn write_index_configmap(
         &self,
-        cm: &crate::lookup::ConfigMapRef,
+        cm: &crate::index_writer::ConfigMapRef,
         payload: &crate::index_writer::Payload,
         same: impl Fn(&ConfigMap) -> bool,
     ) -> Result<bool, KubeError> {

@@ -39,8 +39,9 @@ use crate::cli::{
     AuthMode, Cli, Command, IndexCmdArgs, IndexConfig, LogArgs, LogFormat, LookupArgs, ServeConfig,
 };
 use crate::index_file::{FileWatch, IndexFile};
+use crate::index_writer::ConfigMapRef;
 use crate::k8s::Kube;
-use crate::lookup::{ConfigMapRef, IndexStore};
+use crate::lookup::IndexStore;
 use crate::metrics::Metrics;
 use crate::restart::Restarter;
 use crate::server::AppState;
@@ -235,7 +236,7 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
                 include: config.namespaces.include.clone(),
                 exclude: Vec::new(),
             };
-            let watch_config = indexer::WatchConfig::new(args, namespaces, configmap.clone());
+            let watch_config = args.config(namespaces, configmap.clone());
             let watch_state = Arc::new(indexer::WatchState::default());
             let stall_timeout = watch_config.stall_timeout;
             let probe_state = watch_state.clone();
@@ -428,7 +429,7 @@ async fn index(args: IndexCmdArgs, shutdown: CancellationToken) -> anyhow::Resul
                 .map_err(Into::into),
         };
     }
-    let config = indexer::WatchConfig::new(&args.watch_args, namespaces, configmap);
+    let config = args.watch_args.config(namespaces, configmap);
     let state = Arc::new(indexer::WatchState::default());
     let listener = tokio::net::TcpListener::bind(cli::parse_listen(&args.listen)?)
         .await

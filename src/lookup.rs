@@ -10,6 +10,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::index::{Index, IndexError, Limits, LoadReport, WorkloadRef};
+use crate::index_writer::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY, ConfigMapRef};
 use crate::k8s::{Kube, KubeError};
 use crate::metrics::{DroppedLabels, Metrics, SourceLabels};
 
@@ -42,17 +43,6 @@ pub enum OnMiss {
     /// Then scan the cluster's workloads (one shared scan per --scan-interval) and write what it finds back.
     Scan,
 }
-
-/// The index ConfigMap: where the API fallback reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigMapRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-/// The keys the indexer writes: JSON in `data`, gzip in `binaryData`.
-pub const CONFIGMAP_KEY: &str = "index.json";
-pub const CONFIGMAP_GZ_KEY: &str = "index.json.gz";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -96,7 +86,7 @@ pub struct IndexStore {
     /// The resourceVersion of the ConfigMap last parsed: an unchanged one
     /// is not parsed again.
     configmap_version: std::sync::Mutex<Option<String>>,
-    /// [`crate::index_file::content_hash`] of the mounted file's index.
+    /// [`crate::index::content_hash`] of the mounted file's index.
     file_hash: std::sync::Mutex<Option<u64>>,
     /// How much of an index (the file's or the ConfigMap's) is read.
     limits: Limits,
@@ -474,13 +464,7 @@ async fn fetch_configmap(
         .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
         .map(|b| b.0.clone());
     let present = json.is_some() || gz.is_some();
-    if present
-        && file_hash
-            == Some(crate::index_file::content_hash(
-                json.as_deref(),
-                gz.as_deref(),
-            ))
-    {
+    if present && file_hash == Some(crate::index::content_hash(json.as_deref(), gz.as_deref())) {
         return Ok(Fetched::SameAsFile(version));
     }
     Ok(Fetched::Parsed(
