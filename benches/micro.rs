@@ -1,4 +1,4 @@
-//! Micro-benchmarks (criterion), issue 7; BENCHMARKS.md has the figures.
+//! Micro-benchmarks (criterion); BENCHMARKS.md has the figures.
 //!
 //! * `lookup/*/N`: what `serve` does to find the workloads of a push, in an
 //!   index of N = 100 … 50,000 workloads built by pushroll's own indexer

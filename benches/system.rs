@@ -1,5 +1,5 @@
-//! System benchmarks (issue 7; BENCHMARKS.md has the figures and how to
-//! read them). A `harness = false` binary:
+//! System benchmarks (BENCHMARKS.md has the figures and how to read
+//! them). A `harness = false` binary:
 //!
 //! ```sh
 //! cargo bench --bench system                    # N = 100, 1k, 10k, 50k

@@ -24,7 +24,7 @@ use crate::index_writer::ConfigMapRef;
 use crate::index_writer::{Payload, read_configmap};
 use crate::k8s::{Kube, KubeError};
 use crate::metrics::{Metrics, ResultLabels};
-use crate::plan::NamespaceFilter;
+use crate::plan::{NamespaceFilter, resource_of};
 
 /// Lists every workload of the allowed namespaces into a builder.
 pub async fn scan(kube: &Kube, namespaces: &NamespaceFilter) -> Result<IndexBuilder, KubeError> {
@@ -164,7 +164,7 @@ impl Task {
 
     fn describe(self) -> String {
         match self {
-            Task::Follow(kind) => format!("the {} watch", kind_label(kind)),
+            Task::Follow(kind) => format!("the {} watch", resource_of(kind)),
             Task::Write => "the index writer".to_owned(),
         }
     }
@@ -292,7 +292,7 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
         _ => Api::all(kube.watch_client().clone()),
     };
     let label = ResultLabels {
-        result: kind_label(W::KIND),
+        result: resource_of(W::KIND),
     };
     let mut listing: Vec<Entry> = Vec::new();
     let mut stream = watcher(api, watcher::Config::default())
@@ -344,14 +344,6 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
         if did_change {
             shared.changed.notify_one();
         }
-    }
-}
-
-fn kind_label(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Deployment => "deployments",
-        Kind::StatefulSet => "statefulsets",
-        Kind::DaemonSet => "daemonsets",
     }
 }
 

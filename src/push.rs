@@ -3,8 +3,8 @@
 //! notification, decoded into what to do.
 //!
 //! Pure code: bytes and header values in, a [`Delivery`] out. The order of
-//! the checks is the contract's (`docs/contract.md`, "How POST /push reads a
-//! request").
+//! the checks is the contract's (`openapi.yaml`, the description of
+//! `POST /push`).
 
 use base64::Engine as _;
 use serde::Deserialize;
