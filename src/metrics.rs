@@ -60,6 +60,23 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 4.0, 11))
 }
 
+/// Raises a gauge for as long as it lives: a push in flight, an open
+/// connection.
+pub struct Held(Gauge<i64, AtomicI64>);
+
+impl Held {
+    pub fn new(gauge: &Gauge<i64, AtomicI64>) -> Held {
+        gauge.inc();
+        Held(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric pushroll exports, registered once.
 pub struct Metrics {
     registry: Registry,

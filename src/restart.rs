@@ -189,7 +189,8 @@ impl Restarter {
                 Err(KubeError::Conflict(_)) => continue,
                 Err(KubeError::NotFound) => return Ok(RestartResult::NotFound.into()),
                 Err(KubeError::Rejected { code, message }) => {
-                    return Ok(self.rejected(kube, w, &obj, push, code, message, now).await);
+                    let detail = format!("the API server rejected the restart ({code}): {message}");
+                    return Ok(self.rejected(kube, w, &obj, push, detail, now).await);
                 }
                 Err(e) => return Err(e),
             }
@@ -204,19 +205,16 @@ impl Restarter {
     /// refused each time, holding back nothing but the log. So the push is
     /// acked, and the refusal is made loud where people look: a Warning
     /// Event on the workload, an error log line, the `rejected` result.
-    #[allow(clippy::too_many_arguments)]
     async fn rejected(
         &self,
         kube: &Kube,
         w: &WorkloadRef,
         obj: &kube::api::DynamicObject,
         push: &Push<'_>,
-        code: u16,
-        message: String,
+        detail: String,
         now: jiff::Timestamp,
     ) -> Handled {
-        let detail = format!("the API server rejected the restart ({code}): {message}");
-        tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, code, error = %message, "restart rejected by the API server; not retried");
+        tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, error = %detail, "restart rejected by the API server; not retried");
         let event = workload_event(
             w.kind,
             obj,

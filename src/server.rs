@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -23,14 +22,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::cli::ConnLimits;
 use crate::http_error::{ApiError, plain_error};
 use crate::lookup::{IndexStore, Source};
-use crate::metrics::Metrics;
+use crate::metrics::{Held, Metrics};
 use crate::plan::RestartResult;
 use crate::push::{Action, Delivery, HEADER_MESSAGE_ID, HEADER_SUBSCRIPTION, PushHeaders, decode};
 use crate::restart::{Push, Restarter, WorkloadResult};
@@ -92,13 +91,11 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
     // A push half done would be a PATCH without its Event, no log line,
     // and an in-flight gauge raised for ever: so the work runs in a task
     // of its own, which finishes whether anyone waits for it or not.
-    let abandoned = Arc::new(AtomicBool::new(false));
-    let mut waiting = Waiting {
-        abandoned: abandoned.clone(),
-        answered: false,
-    };
+    // `abandoned` is cancelled when this future is dropped before the answer.
+    let abandoned = CancellationToken::new();
+    let waiting = abandoned.clone().drop_guard();
     let answer = tokio::spawn(answer_push(state, request, abandoned)).await;
-    waiting.answered = true;
+    waiting.disarm();
     match answer {
         Ok(response) => response,
         // A panic in the handler: a bug, and a 500 says so.
@@ -110,43 +107,13 @@ async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response 
     }
 }
 
-/// Marks a push abandoned when its caller stops waiting for the answer.
-struct Waiting {
-    abandoned: Arc<AtomicBool>,
-    answered: bool,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.abandoned.store(true, Ordering::Release);
-        }
-    }
-}
-
-/// Counts a push in flight for as long as it lives.
-struct PushInFlight<'a>(&'a Metrics);
-
-impl<'a> PushInFlight<'a> {
-    fn new(metrics: &'a Metrics) -> PushInFlight<'a> {
-        metrics.inflight_pushes.inc();
-        PushInFlight(metrics)
-    }
-}
-
-impl Drop for PushInFlight<'_> {
-    fn drop(&mut self) {
-        self.0.inflight_pushes.dec();
-    }
-}
-
 async fn answer_push(
     state: Arc<AppState>,
     request: Request,
-    abandoned: Arc<AtomicBool>,
+    abandoned: CancellationToken,
 ) -> Response {
     let started = Instant::now();
-    let inflight = PushInFlight::new(&state.metrics);
+    let inflight = Held::new(&state.metrics.inflight_pushes);
     let mut seen = Seen::default();
     let result = tokio::time::timeout(
         state.request_timeout,
@@ -158,7 +125,7 @@ async fn answer_push(
     let took = started.elapsed();
     // Whether the client left before the answer: the work is done all the
     // same, and a redelivery will find it done.
-    let client_gone = abandoned.load(Ordering::Acquire);
+    let client_gone = abandoned.is_cancelled();
     match result {
         Ok(report) => {
             state.metrics.observe_push(report.outcome, 200, took);
@@ -503,7 +470,8 @@ pub async fn serve(
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
-        let open = OpenConnection::new(slot, metrics.clone());
+        // Given back when the connection ends: its slot and its count.
+        let open = (slot, Held::new(&metrics.connections_open));
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -720,29 +688,6 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// An accepted connection: its slot under `--max-connections` and its
-/// count in `pushroll_connections_open`, both given back on drop.
-struct OpenConnection {
-    _slot: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl OpenConnection {
-    fn new(slot: OwnedSemaphorePermit, metrics: Arc<Metrics>) -> OpenConnection {
-        metrics.connections_open.inc();
-        OpenConnection {
-            _slot: slot,
-            metrics,
-        }
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.metrics.connections_open.dec();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -808,6 +753,7 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_fails_while_the_liveness_check_does() {
+        use std::sync::atomic::Ordering;
         use tower::ServiceExt as _;
         let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let flag = live.clone();
