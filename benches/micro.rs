@@ -29,8 +29,8 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 use criterion::{BenchmarkId, Criterion};
 use pushroll::auth::GoogleVerifier;
-use pushroll::cli::{AuthConfig, AuthMode};
-use pushroll::lookup::{IndexStore, OnMiss};
+use pushroll::auth::{AuthConfig, AuthMode};
+use pushroll::index::store::{IndexStore, OnMiss};
 use pushroll::metrics::Metrics;
 use pushroll::reference::Reference;
 use tokio_util::sync::CancellationToken;
@@ -95,6 +95,7 @@ fn token(c: &mut Criterion) {
             "accounts.google.com".into(),
         ],
         subscriptions: Vec::new(),
+        max_key_age: pushroll::auth::DEFAULT_MAX_KEY_AGE,
     };
     let shutdown = CancellationToken::new();
     let verifier = rt.block_on(async {

@@ -58,15 +58,15 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
-use pushroll::index::{Kind, WorkloadRef};
-use pushroll::index_builder::Workload;
-use pushroll::index_writer::Payload;
+use pushroll::index::configmap::Payload;
+use pushroll::index::store::{IndexStore, OnMiss};
 use pushroll::k8s::Kube;
-use pushroll::lookup::{IndexStore, OnMiss};
 use pushroll::metrics::Metrics;
-use pushroll::plan::NamespaceFilter;
 use pushroll::reference::{Reference, match_key};
 use pushroll::restart::{Push, Restarter};
+use pushroll::workload::NamespaceFilter;
+use pushroll::workload::Workload;
+use pushroll::workload::{Kind, WorkloadRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -452,7 +452,7 @@ impl Finder {
             Duration::from_secs(10),
             Metrics::new(),
         );
-        let file = pushroll::index_file::IndexFile {
+        let file = pushroll::index::file::IndexFile {
             path: cluster.index_file.clone(),
             embedded: None,
         };

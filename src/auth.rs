@@ -16,7 +16,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::AuthConfig;
 use crate::metrics::{Metrics, ResultLabels};
 
 /// Tokens are a little over 1 KiB; anything much larger is refused before
@@ -92,6 +91,20 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
+    /// `--auth google` starts the verifier and its key refresher.
+    pub fn start(
+        config: AuthConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Authenticator {
+        match config.mode {
+            AuthMode::None => Authenticator::None,
+            AuthMode::Google => {
+                Authenticator::Google(GoogleVerifier::start(config, metrics, shutdown))
+            }
+        }
+    }
+
     /// Checks a request's `Authorization` header.
     pub async fn verify(&self, authorization: Option<&HeaderValue>) -> Result<(), AuthError> {
         match self {
@@ -154,6 +167,29 @@ struct Keys {
     fetched: Instant,
 }
 
+/// Whether and how pushes are verified (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Verify the Google-signed OIDC token Pub/Sub sends.
+    Google,
+    /// No verification: for local use only.
+    None,
+}
+
+/// Token verification settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub audiences: Vec<String>,
+    pub allowed_emails: Vec<String>,
+    pub jwks_url: String,
+    pub issuers: Vec<String>,
+    pub subscriptions: Vec<String>,
+    /// Fetched signing keys are trusted this long while refreshing them
+    /// fails (`--max-key-age`).
+    pub max_key_age: Duration,
+}
+
 /// Google OIDC verification with a self-refreshing key cache.
 pub struct GoogleVerifier {
     config: AuthConfig,
@@ -170,23 +206,13 @@ pub struct GoogleVerifier {
 
 impl GoogleVerifier {
     /// Builds the verifier and starts the key refresher (first fetch at
-    /// once), with the default [`DEFAULT_MAX_KEY_AGE`].
+    /// once); keys older than `config.max_key_age` are not trusted.
     pub fn start(
         config: AuthConfig,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Arc<GoogleVerifier> {
-        Self::start_with(config, DEFAULT_MAX_KEY_AGE, metrics, shutdown)
-    }
-
-    /// Builds the verifier and starts the key refresher; keys older than
-    /// `max_key_age` are not trusted.
-    pub fn start_with(
-        config: AuthConfig,
-        max_key_age: Duration,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-    ) -> Arc<GoogleVerifier> {
+        let max_key_age = config.max_key_age;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&config.audiences);
         validation.set_issuer(&config.issuers);

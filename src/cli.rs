@@ -1,16 +1,25 @@
-//! Command-line flags (each also read from `PUSHROLL_<FLAG>`), turned into
-//! plain config structs that tests build directly.
+//! Command-line flags (each also read from `PUSHROLL_<FLAG>`), in one group
+//! per concern, flattened into the subcommands that share it. Each
+//! subcommand's flags resolve into the plain config struct of its command
+//! (`cmd::*`), which tests build directly.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::index_writer::ConfigMapRef;
-use crate::indexer::WatchConfig;
-use crate::lookup::OnMiss;
-use crate::plan::NamespaceFilter;
+use crate::auth::{AuthConfig, AuthMode};
+use crate::cmd::index::{IndexConfig, IndexMode, Output};
+use crate::cmd::lookup::LookupConfig;
+use crate::cmd::serve::ServeConfig;
+use crate::cmd::{ClusterConfig, SourceConfig};
+use crate::index::store::OnMiss;
+use crate::indexer::WatchSettings;
+use crate::k8s::Pod;
+use crate::server::conn::ConnLimits;
+use crate::workload::NamespaceFilter;
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
 pub const DEMO_INDEX: &str = include_str!("../examples/index.json");
@@ -36,90 +45,12 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Scan the cluster and write the index ConfigMap (or `--output`); with
     /// `--watch`, keep it current.
-    Index(IndexCmdArgs),
+    Index(IndexArgs),
     /// Print the workloads that a push of IMAGE would restart.
     Lookup(LookupArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct IndexCmdArgs {
-    /// Write the index JSON to FILE (`-`: standard output) instead of the ConfigMap.
-    #[arg(long, env = "PUSHROLL_OUTPUT", conflicts_with = "watch")]
-    pub output: Option<String>,
-    /// Keep the ConfigMap current from watches (one leader among replicas).
-    #[arg(long, env = "PUSHROLL_WATCH")]
-    pub watch: bool,
-    /// Address of `/healthz`, `/readyz`, `/metrics` with `--watch`.
-    #[arg(long, env = "PUSHROLL_LISTEN", default_value = "0.0.0.0:8081")]
-    pub listen: String,
-    /// `NAME` or `NAMESPACE/NAME` of the index ConfigMap.
-    #[arg(
-        long,
-        env = "PUSHROLL_INDEX_CONFIGMAP",
-        default_value = "pushroll-index"
-    )]
-    pub index_configmap: String,
-    /// Namespaces to index (all when empty).
-    #[arg(long, env = "PUSHROLL_NAMESPACE", value_delimiter = ',')]
-    pub namespace: Vec<String>,
-    /// Namespaces never indexed.
-    #[arg(long, env = "PUSHROLL_EXCLUDE_NAMESPACE", value_delimiter = ',')]
-    pub exclude_namespace: Vec<String>,
-    #[command(flatten)]
-    pub watch_args: WatchArgs,
-    /// Timeout of each Kubernetes API call.
-    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
-    pub api_timeout: Duration,
-}
-
-/// Settings of the watch indexer, shared by `index --watch` and
-/// `serve --indexer` (one definition: same flags, defaults and variables).
-#[derive(Debug, Clone, Args)]
-pub struct WatchArgs {
-    /// Quiet time after a change before the index is rebuilt and the ConfigMap written.
-    #[arg(long, env = "PUSHROLL_DEBOUNCE", value_parser = humantime::parse_duration, default_value = "2s")]
-    pub debounce: Duration,
-    /// The coordination.k8s.io Lease that elects the one writer.
-    #[arg(long, env = "PUSHROLL_LEASE_NAME", default_value = "pushroll-indexer")]
-    pub lease_name: String,
-    /// How long a leader's Lease lasts without renewal.
-    #[arg(long, env = "PUSHROLL_LEASE_DURATION", value_parser = humantime::parse_duration, default_value = "15s")]
-    pub lease_duration: Duration,
-    /// A watch task that spends longer than this on one step (not waiting on the API server) is stalled: `/healthz` then fails, so the kubelet restarts the process. Above the slowest write (three API calls of --api-timeout each).
-    #[arg(long, env = "PUSHROLL_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub stall_timeout: Duration,
-}
-
-impl WatchArgs {
-    /// The watch's settings. The Lease lives beside the ConfigMap; the
-    /// holder is the pod (`POD_NAME`), or this process when not in a pod.
-    pub fn config(&self, namespaces: NamespaceFilter, configmap: ConfigMapRef) -> WatchConfig {
-        let identity = std::env::var("POD_NAME")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
-        WatchConfig {
-            namespaces,
-            configmap,
-            debounce: self.debounce,
-            lease_name: self.lease_name.clone(),
-            lease_duration: self.lease_duration,
-            identity,
-            stall_timeout: self.stall_timeout,
-        }
-    }
-}
-
-/// `NAME` or `NAMESPACE/NAME`.
-pub fn parse_configmap(s: &str) -> Result<(Option<String>, String), ConfigError> {
-    match s.split_once('/') {
-        None if !s.is_empty() => Ok((None, s.to_owned())),
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((Some(ns.to_owned()), name.to_owned()))
-        }
-        _ => Err(ConfigError::ConfigMap(s.to_owned())),
-    }
-}
+// ---- flag groups shared by several subcommands ----
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -144,19 +75,71 @@ pub struct LogArgs {
     pub log_level: String,
 }
 
-/// Where the index comes from; shared by `serve` and `lookup`.
+impl LogArgs {
+    /// Whether logs are JSON: `auto` means JSON unless stderr is a terminal.
+    pub fn json(&self) -> bool {
+        match self.log_format {
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+            LogFormat::Auto => !std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// The cluster connection and the index ConfigMap (serve, lookup, index).
 #[derive(Debug, Clone, Args)]
-pub struct IndexArgs {
-    /// The mounted index (a ConfigMap volume); a sibling `index.json.gz` is read too.
-    #[arg(long, env = "PUSHROLL_INDEX_FILE")]
-    pub index_file: Option<PathBuf>,
-    /// `NAME` or `NAMESPACE/NAME` of the index ConfigMap for the API fallback.
+pub struct ClusterArgs {
+    /// `NAME` or `NAMESPACE/NAME` of the index ConfigMap.
     #[arg(
         long,
         env = "PUSHROLL_INDEX_CONFIGMAP",
         default_value = "pushroll-index"
     )]
     pub index_configmap: String,
+    /// Timeout of each Kubernetes API call.
+    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub api_timeout: Duration,
+}
+
+impl ClusterArgs {
+    pub fn resolve(&self) -> Result<ClusterConfig, ConfigError> {
+        let (configmap_namespace, configmap_name) = parse_configmap(&self.index_configmap)?;
+        Ok(ClusterConfig {
+            configmap_namespace,
+            configmap_name,
+            api_timeout: self.api_timeout,
+        })
+    }
+}
+
+/// The namespaces pushroll indexes and restarts (serve, index).
+#[derive(Debug, Clone, Args)]
+pub struct NamespaceArgs {
+    /// Namespaces to index and restart (all when empty).
+    #[arg(long, env = "PUSHROLL_NAMESPACE", value_delimiter = ',')]
+    pub namespace: Vec<String>,
+    /// Namespaces never indexed or restarted.
+    #[arg(long, env = "PUSHROLL_EXCLUDE_NAMESPACE", value_delimiter = ',')]
+    pub exclude_namespace: Vec<String>,
+}
+
+impl NamespaceArgs {
+    pub fn filter(&self) -> NamespaceFilter {
+        NamespaceFilter {
+            include: self.namespace.clone(),
+            exclude: self.exclude_namespace.clone(),
+        }
+    }
+}
+
+/// Where the index comes from (serve, lookup).
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// The mounted index (a ConfigMap volume); a sibling `index.json.gz` is read too.
+    #[arg(long, env = "PUSHROLL_INDEX_FILE")]
+    pub index_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// What a lookup that finds nothing in the mounted index does.
     #[arg(long, env = "PUSHROLL_ON_MISS", value_enum, default_value_t = OnMiss::Configmap)]
     pub on_miss: OnMiss,
@@ -169,9 +152,6 @@ pub struct IndexArgs {
     /// Safety-net re-read of the index file (it is also watched for changes).
     #[arg(long, env = "PUSHROLL_INDEX_RELOAD_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub index_reload_interval: Duration,
-    /// Timeout of each Kubernetes API call.
-    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
-    pub api_timeout: Duration,
     /// The largest index read, in bytes of (decompressed) JSON; a larger one
     /// is refused and the last good index stays [default: an eighth of the
     /// container's memory limit, within 2-64 MiB; 16 MiB without a limit].
@@ -179,36 +159,66 @@ pub struct IndexArgs {
     pub max_index_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// Verify the Google-signed OIDC token Pub/Sub sends.
-    Google,
-    /// No verification: for local use only.
-    None,
+impl SourceArgs {
+    pub fn resolve(&self, demo: bool) -> Result<SourceConfig, ConfigError> {
+        let file = match (&self.index_file, demo) {
+            (Some(f), _) => f.clone(),
+            (None, true) => PathBuf::from(DEMO_INDEX_PATH),
+            (None, false) => PathBuf::from("/etc/pushroll/index.json"),
+        };
+        // The embedded copy stands in only for the demo's own default path.
+        let embedded = (demo && self.index_file.is_none()).then_some(DEMO_INDEX);
+        Ok(SourceConfig {
+            file,
+            embedded,
+            cluster: self.cluster.resolve()?,
+            on_miss: self.on_miss,
+            miss_refresh_interval: self.miss_refresh_interval,
+            scan_interval: self.scan_interval,
+            reload_interval: self.index_reload_interval,
+            max_index_bytes: self.max_index_bytes,
+        })
+    }
 }
 
+/// Settings of the watch indexer, shared by `index --watch` and
+/// `serve --indexer` (one definition: same flags, defaults and variables).
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Quiet time after a change before the index is rebuilt and the ConfigMap written.
+    #[arg(long, env = "PUSHROLL_DEBOUNCE", value_parser = humantime::parse_duration, default_value = "2s")]
+    pub debounce: Duration,
+    /// The coordination.k8s.io Lease that elects the one writer.
+    #[arg(long, env = "PUSHROLL_LEASE_NAME", default_value = "pushroll-indexer")]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal.
+    #[arg(long, env = "PUSHROLL_LEASE_DURATION", value_parser = humantime::parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// A watch task that spends longer than this on one step (not waiting on the API server) is stalled: `/healthz` then fails, so the kubelet restarts the process. Above the slowest write (three API calls of --api-timeout each).
+    #[arg(long, env = "PUSHROLL_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stall_timeout: Duration,
+}
+
+impl WatchArgs {
+    /// The Lease holder is the pod (`POD_NAME`), or this process when not
+    /// in a pod.
+    pub fn resolve(&self) -> WatchSettings {
+        let identity = Pod::from_env()
+            .name
+            .unwrap_or_else(|| format!("pushroll-indexer-{}", std::process::id()));
+        WatchSettings {
+            debounce: self.debounce,
+            lease_name: self.lease_name.clone(),
+            lease_duration: self.lease_duration,
+            identity,
+            stall_timeout: self.stall_timeout,
+        }
+    }
+}
+
+/// Token verification (serve).
 #[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// The embedded default: `--listen 127.0.0.1:8080 --index-file examples/index.json
-    /// --auth none --dry-run`, no cluster; flags given beside it override it.
-    #[arg(long, env = "PUSHROLL_DEMO")]
-    pub demo: bool,
-    /// Address to bind [default: 0.0.0.0:8080].
-    #[arg(long, env = "PUSHROLL_LISTEN")]
-    pub listen: Option<String>,
-    #[command(flatten)]
-    pub index: IndexArgs,
-    /// Also run the watch indexer in this process (as `index --watch` does:
-    /// one replica writes the ConfigMap through the Lease), and answer
-    /// lookups from its index as soon as its initial lists are done.
-    #[arg(long, env = "PUSHROLL_INDEXER")]
-    pub indexer: bool,
-    // --debounce, --lease-name, --lease-duration: used with --indexer.
-    #[command(flatten)]
-    pub watch_args: WatchArgs,
-    /// Resolve and report, patch nothing.
-    #[arg(long, env = "PUSHROLL_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
-    pub dry_run: Option<bool>,
+pub struct AuthArgs {
     /// Token verification [default: google].
     #[arg(long, env = "PUSHROLL_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
@@ -240,27 +250,40 @@ pub struct ServeArgs {
     /// Only these `projects/P/subscriptions/S` are accepted when given.
     #[arg(long, env = "PUSHROLL_SUBSCRIPTION", value_delimiter = ',')]
     pub subscription: Vec<String>,
-    /// Namespaces that may be restarted (all when empty).
-    #[arg(long, env = "PUSHROLL_NAMESPACE", value_delimiter = ',')]
-    pub namespace: Vec<String>,
-    /// Namespaces that are never restarted.
-    #[arg(long, env = "PUSHROLL_EXCLUDE_NAMESPACE", value_delimiter = ',')]
-    pub exclude_namespace: Vec<String>,
-    /// Larger bodies get 413.
-    #[arg(long, env = "PUSHROLL_MAX_BODY_BYTES", default_value_t = 65536)]
-    pub max_body_bytes: usize,
+}
+
+impl AuthArgs {
+    /// `demo`: verification defaults to off.
+    pub fn resolve(&self, demo: bool) -> Result<AuthConfig, ConfigError> {
+        let mode = self.auth.unwrap_or(if demo {
+            AuthMode::None
+        } else {
+            AuthMode::Google
+        });
+        if mode == AuthMode::Google && self.audience.is_empty() {
+            return Err(ConfigError::NoAudience);
+        }
+        if self.max_key_age < Duration::from_secs(1) {
+            return Err(ConfigError::KeyAge);
+        }
+        Ok(AuthConfig {
+            mode,
+            audiences: self.audience.clone(),
+            allowed_emails: self.allowed_email.clone(),
+            jwks_url: self.jwks_url.clone(),
+            issuers: self.issuer.clone(),
+            subscriptions: self.subscription.clone(),
+            max_key_age: self.max_key_age,
+        })
+    }
+}
+
+/// Limits on connections and request heads (serve).
+#[derive(Debug, Args)]
+pub struct ConnArgs {
     /// Larger request heads (request line and headers) are refused.
     #[arg(long, env = "PUSHROLL_MAX_HEADER_BYTES", default_value_t = 16384)]
     pub max_header_bytes: usize,
-    /// Workloads patched at once, across all pushes.
-    #[arg(long, env = "PUSHROLL_MAX_CONCURRENT_RESTARTS", default_value_t = 8)]
-    pub max_concurrent_restarts: usize,
-    /// A push not answered by then gets 503 (Pub/Sub redelivers).
-    #[arg(long, env = "PUSHROLL_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub request_timeout: Duration,
-    /// How long in-flight pushes may finish after SIGTERM.
-    #[arg(long, env = "PUSHROLL_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "25s")]
-    pub shutdown_timeout: Duration,
     /// A connection that has not started a request this long after it was
     /// accepted is closed (silent clients, a stalled HTTP/2 preface, a slow head).
     #[arg(long, env = "PUSHROLL_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
@@ -274,95 +297,196 @@ pub struct ServeArgs {
     pub max_connections: usize,
 }
 
+impl ConnArgs {
+    pub fn resolve(&self) -> Result<ConnLimits, ConfigError> {
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError::HeaderBytes);
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::HeaderReadTimeout);
+        }
+        if self.idle_timeout <= self.header_read_timeout {
+            return Err(ConfigError::IdleTimeout {
+                idle: self.idle_timeout,
+                header: self.header_read_timeout,
+            });
+        }
+        if !(1..=ConnLimits::MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::MaxConnections {
+                max: ConnLimits::MAX_MAX_CONNECTIONS,
+            });
+        }
+        Ok(ConnLimits {
+            max_header_bytes: self.max_header_bytes,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+// ---- the subcommands ----
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The embedded default: `--listen 127.0.0.1:8080 --index-file examples/index.json
+    /// --auth none --dry-run`, no cluster; flags given beside it override it.
+    #[arg(long, env = "PUSHROLL_DEMO")]
+    pub demo: bool,
+    /// Address to bind [default: 0.0.0.0:8080].
+    #[arg(long, env = "PUSHROLL_LISTEN")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub index: SourceArgs,
+    /// Also run the watch indexer in this process (as `index --watch` does:
+    /// one replica writes the ConfigMap through the Lease), and answer
+    /// lookups from its index as soon as its initial lists are done.
+    #[arg(long, env = "PUSHROLL_INDEXER")]
+    pub indexer: bool,
+    // --debounce, --lease-name, --lease-duration: used with --indexer.
+    #[command(flatten)]
+    pub watch_args: WatchArgs,
+    /// Resolve and report, patch nothing.
+    #[arg(long, env = "PUSHROLL_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: Option<bool>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub namespaces: NamespaceArgs,
+    /// Larger bodies get 413.
+    #[arg(long, env = "PUSHROLL_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Workloads patched at once, across all pushes.
+    #[arg(long, env = "PUSHROLL_MAX_CONCURRENT_RESTARTS", default_value_t = 8)]
+    pub max_concurrent_restarts: usize,
+    /// A push not answered by then gets 503 (Pub/Sub redelivers).
+    #[arg(long, env = "PUSHROLL_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub request_timeout: Duration,
+    /// How long in-flight pushes may finish after SIGTERM.
+    #[arg(long, env = "PUSHROLL_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "25s")]
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeArgs {
+    /// Applies `--demo`'s defaults under the flags given and checks them.
+    pub fn resolve(&self) -> Result<ServeConfig, ConfigError> {
+        let demo = self.demo;
+        let listen = match (&self.listen, demo) {
+            (Some(l), _) => l.clone(),
+            (None, true) => DEMO_LISTEN.to_owned(),
+            (None, false) => "0.0.0.0:8080".to_owned(),
+        };
+        let auth = self.auth.resolve(demo)?;
+        let conn = self.conn.resolve()?;
+        if self.indexer && demo {
+            return Err(ConfigError::IndexerDemo);
+        }
+        // An error rather than a warning: a setting that silently does
+        // nothing (and that RBAC was widened for) is worse than a clear stop.
+        if self.indexer && self.index.on_miss == OnMiss::Scan {
+            return Err(ConfigError::IndexerScan);
+        }
+        Ok(ServeConfig {
+            listen: parse_listen(&listen)?,
+            index: self.index.resolve(demo)?,
+            dry_run: self.dry_run.unwrap_or(demo),
+            offline: demo,
+            auth,
+            namespaces: self.namespaces.filter(),
+            indexer: self.indexer.then(|| self.watch_args.resolve()),
+            max_body_bytes: self.max_body_bytes,
+            conn,
+            max_concurrent_restarts: self.max_concurrent_restarts,
+            request_timeout: self.request_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Write the index JSON to FILE (`-`: standard output) instead of the ConfigMap.
+    #[arg(long, env = "PUSHROLL_OUTPUT", conflicts_with = "watch")]
+    pub output: Option<String>,
+    /// Keep the ConfigMap current from watches (one leader among replicas).
+    #[arg(long, env = "PUSHROLL_WATCH")]
+    pub watch: bool,
+    /// Address of `/healthz`, `/readyz`, `/metrics` with `--watch`.
+    #[arg(long, env = "PUSHROLL_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: String,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub namespaces: NamespaceArgs,
+    #[command(flatten)]
+    pub watch_args: WatchArgs,
+}
+
+impl IndexArgs {
+    pub fn resolve(&self) -> Result<IndexConfig, ConfigError> {
+        let mode = if self.watch {
+            IndexMode::Watch {
+                listen: parse_listen(&self.listen)?,
+                settings: self.watch_args.resolve(),
+            }
+        } else {
+            IndexMode::Once {
+                output: self.output.as_deref().map(|o| match o {
+                    "-" => Output::Stdout,
+                    path => Output::File(PathBuf::from(path)),
+                }),
+            }
+        };
+        Ok(IndexConfig {
+            cluster: self.cluster.resolve()?,
+            namespaces: self.namespaces.filter(),
+            mode,
+        })
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct LookupArgs {
     /// The image reference, e.g. `us-east1-docker.pkg.dev/p/r/app:v1`.
     pub image: String,
     #[command(flatten)]
-    pub index: IndexArgs,
+    pub index: SourceArgs,
     /// Print JSON instead of a table.
     #[arg(long, env = "PUSHROLL_JSON")]
     pub json: bool,
 }
 
-/// Token verification settings.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub mode: AuthMode,
-    pub audiences: Vec<String>,
-    pub allowed_emails: Vec<String>,
-    pub jwks_url: String,
-    pub issuers: Vec<String>,
-    pub subscriptions: Vec<String>,
-}
-
-/// Where the index comes from, resolved.
-#[derive(Debug, Clone)]
-pub struct IndexConfig {
-    pub file: PathBuf,
-    pub embedded: Option<&'static str>,
-    /// `None` namespace: the pod's (`POD_NAMESPACE`) or the kubeconfig's.
-    pub configmap_namespace: Option<String>,
-    pub configmap_name: String,
-    pub on_miss: OnMiss,
-    pub miss_refresh_interval: Duration,
-    pub scan_interval: Duration,
-    pub reload_interval: Duration,
-    pub api_timeout: Duration,
-    /// `--max-index-bytes`; `None`: derived from the memory limit.
-    pub max_index_bytes: Option<u64>,
-}
-
-impl IndexConfig {
-    pub fn configmap(&self, default_namespace: &str) -> ConfigMapRef {
-        Self::configmap_ref(
-            self.configmap_namespace.clone(),
-            self.configmap_name.clone(),
-            default_namespace,
-        )
-    }
-
-    /// The namespace defaults to the pod's (`POD_NAMESPACE`), then the
-    /// kubeconfig's.
-    pub fn configmap_ref(
-        namespace: Option<String>,
-        name: String,
-        default_namespace: &str,
-    ) -> ConfigMapRef {
-        let namespace = namespace
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| default_namespace.to_owned());
-        ConfigMapRef { namespace, name }
+impl LookupArgs {
+    pub fn resolve(&self) -> Result<LookupConfig, ConfigError> {
+        Ok(LookupConfig {
+            image: self.image.clone(),
+            index: self.index.resolve(false)?,
+            json: self.json,
+        })
     }
 }
 
-/// Everything `serve` needs, as plain data.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub listen: SocketAddr,
-    pub index: IndexConfig,
-    pub dry_run: bool,
-    /// Run without any cluster (`--demo`).
-    pub offline: bool,
-    pub auth: AuthConfig,
-    /// `--max-key-age`: how long fetched signing keys are trusted while
-    /// refreshing them fails.
-    pub max_key_age: Duration,
-    pub namespaces: NamespaceFilter,
-    /// `--indexer`: the in-process watch's settings.
-    pub indexer: Option<WatchArgs>,
-    pub max_body_bytes: usize,
-    pub max_header_bytes: usize,
-    pub max_concurrent_restarts: usize,
-    pub request_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
+/// `NAME` or `NAMESPACE/NAME`.
+pub fn parse_configmap(s: &str) -> Result<(Option<String>, String), ConfigError> {
+    match s.split_once('/') {
+        None if !s.is_empty() => Ok((None, s.to_owned())),
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((Some(ns.to_owned()), name.to_owned()))
+        }
+        _ => Err(ConfigError::ConfigMap(s.to_owned())),
+    }
+}
+
+/// `:8080` binds every interface, like Go servers accept.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().map_err(|_| ConfigError::Listen(s.to_owned()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -395,154 +519,6 @@ pub enum ConfigError {
         "--on-miss scan is pointless with --indexer: the in-process watch already holds every workload, so a miss is final; use --on-miss configmap (the default) or none"
     )]
     IndexerScan,
-}
-
-/// `:8080` binds every interface, like Go servers accept.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
-    };
-    full.parse().map_err(|_| ConfigError::Listen(s.to_owned()))
-}
-
-impl IndexArgs {
-    pub fn resolve(&self, demo: bool) -> Result<IndexConfig, ConfigError> {
-        let (configmap_namespace, configmap_name) = parse_configmap(&self.index_configmap)?;
-        let file = match (&self.index_file, demo) {
-            (Some(f), _) => f.clone(),
-            (None, true) => PathBuf::from(DEMO_INDEX_PATH),
-            (None, false) => PathBuf::from("/etc/pushroll/index.json"),
-        };
-        // The embedded copy stands in only for the demo's own default path.
-        let embedded = (demo && self.index_file.is_none()).then_some(DEMO_INDEX);
-        Ok(IndexConfig {
-            file,
-            embedded,
-            configmap_namespace,
-            configmap_name,
-            on_miss: self.on_miss,
-            miss_refresh_interval: self.miss_refresh_interval,
-            scan_interval: self.scan_interval,
-            reload_interval: self.index_reload_interval,
-            api_timeout: self.api_timeout,
-            max_index_bytes: self.max_index_bytes,
-        })
-    }
-}
-
-impl ServeArgs {
-    /// Applies `--demo`'s defaults under the flags given and checks them.
-    pub fn resolve(&self) -> Result<ServeConfig, ConfigError> {
-        let demo = self.demo;
-        let listen = match (&self.listen, demo) {
-            (Some(l), _) => l.clone(),
-            (None, true) => DEMO_LISTEN.to_owned(),
-            (None, false) => "0.0.0.0:8080".to_owned(),
-        };
-        let auth_mode = self.auth.unwrap_or(if demo {
-            AuthMode::None
-        } else {
-            AuthMode::Google
-        });
-        if auth_mode == AuthMode::Google && self.audience.is_empty() {
-            return Err(ConfigError::NoAudience);
-        }
-        if self.max_header_bytes < 8192 {
-            return Err(ConfigError::HeaderBytes);
-        }
-        if self.max_key_age < Duration::from_secs(1) {
-            return Err(ConfigError::KeyAge);
-        }
-        if self.header_read_timeout.is_zero() {
-            return Err(ConfigError::HeaderReadTimeout);
-        }
-        if self.idle_timeout <= self.header_read_timeout {
-            return Err(ConfigError::IdleTimeout {
-                idle: self.idle_timeout,
-                header: self.header_read_timeout,
-            });
-        }
-        if !(1..=ConnLimits::MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
-            return Err(ConfigError::MaxConnections {
-                max: ConnLimits::MAX_MAX_CONNECTIONS,
-            });
-        }
-        if self.indexer && demo {
-            return Err(ConfigError::IndexerDemo);
-        }
-        // An error rather than a warning: a setting that silently does
-        // nothing (and that RBAC was widened for) is worse than a clear stop.
-        if self.indexer && self.index.on_miss == OnMiss::Scan {
-            return Err(ConfigError::IndexerScan);
-        }
-        Ok(ServeConfig {
-            listen: parse_listen(&listen)?,
-            index: self.index.resolve(demo)?,
-            dry_run: self.dry_run.unwrap_or(demo),
-            offline: demo,
-            auth: AuthConfig {
-                mode: auth_mode,
-                audiences: self.audience.clone(),
-                allowed_emails: self.allowed_email.clone(),
-                jwks_url: self.jwks_url.clone(),
-                issuers: self.issuer.clone(),
-                subscriptions: self.subscription.clone(),
-            },
-            max_key_age: self.max_key_age,
-            namespaces: NamespaceFilter {
-                include: self.namespace.clone(),
-                exclude: self.exclude_namespace.clone(),
-            },
-            indexer: self.indexer.then(|| self.watch_args.clone()),
-            max_body_bytes: self.max_body_bytes,
-            max_header_bytes: self.max_header_bytes,
-            max_concurrent_restarts: self.max_concurrent_restarts,
-            request_timeout: self.request_timeout,
-            shutdown_timeout: self.shutdown_timeout,
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-            max_connections: self.max_connections,
-        })
-    }
-}
-
-/// Limits on what a client may send before a handler runs, and on the
-/// connections themselves.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
-    /// Bytes of request line plus headers (HTTP/1) or header list (HTTP/2).
-    pub max_header_bytes: usize,
-    /// Time from accept until the connection's first request has started:
-    /// covers silent TCP, a protocol detection that never completes, an
-    /// HTTP/2 preface with no HEADERS, and a slowloris head.
-    pub header_read_timeout: Duration,
-    /// A connection that has served requests and has none in flight is
-    /// closed after this long. It must exceed a load balancer's own idle
-    /// timeout (Google's: 600 s), which expects the backend not to close first.
-    pub idle_timeout: Duration,
-    /// Connections open at once.
-    pub max_connections: usize,
-}
-
-impl ConnLimits {
-    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(620);
-    pub const MAX_CONNECTIONS: usize = 1024;
-    /// The largest `--max-connections` (far above any descriptor limit; it
-    /// also keeps the drain's permit count in a `u32`).
-    pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
-
-    /// The defaults, for a server without flags of its own (`index --watch`).
-    pub fn with_defaults(max_header_bytes: usize) -> ConnLimits {
-        ConnLimits {
-            max_header_bytes,
-            header_read_timeout: Self::HEADER_READ_TIMEOUT,
-            idle_timeout: Self::IDLE_TIMEOUT,
-            max_connections: Self::MAX_CONNECTIONS,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -610,8 +586,8 @@ mod tests {
         let c = serve(&["--audience", "https://x/push"]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.index.file, PathBuf::from("/etc/pushroll/index.json"));
-        assert_eq!(c.index.configmap_name, "pushroll-index");
-        assert_eq!(c.index.configmap_namespace, None);
+        assert_eq!(c.index.cluster.configmap_name, "pushroll-index");
+        assert_eq!(c.index.cluster.configmap_namespace, None);
         assert_eq!(c.index.on_miss, OnMiss::Configmap);
         assert_eq!(c.index.miss_refresh_interval, Duration::from_secs(10));
         assert_eq!(c.auth.mode, AuthMode::Google);
@@ -625,22 +601,22 @@ mod tests {
         );
         assert_eq!(c.max_body_bytes, 65536);
         assert_eq!(c.max_concurrent_restarts, 8);
-        assert_eq!(c.max_key_age, Duration::from_secs(24 * 3600));
+        assert_eq!(c.auth.max_key_age, Duration::from_secs(24 * 3600));
         assert_eq!(
             c.index.max_index_bytes, None,
             "derived from the memory limit"
         );
         assert!(!c.dry_run && !c.offline);
         // The flags' defaults are those `index --watch` gets without flags.
-        let d = ConnLimits::with_defaults(c.max_header_bytes);
-        assert_eq!(c.header_read_timeout, d.header_read_timeout);
-        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
-        assert_eq!(c.idle_timeout, d.idle_timeout);
+        let d = ConnLimits::with_defaults(c.conn.max_header_bytes);
+        assert_eq!(c.conn.header_read_timeout, d.header_read_timeout);
+        assert_eq!(c.conn.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.conn.idle_timeout, d.idle_timeout);
         assert!(
-            c.idle_timeout > Duration::from_secs(600),
+            c.conn.idle_timeout > Duration::from_secs(600),
             "above Google's LB"
         );
-        assert_eq!(c.max_connections, d.max_connections);
+        assert_eq!(c.conn.max_connections, d.max_connections);
     }
 
     #[test]
@@ -758,7 +734,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.namespaces.include, ["a", "b"]);
         assert_eq!(c.namespaces.exclude, ["c"]);
-        assert_eq!(c.index.configmap_namespace.as_deref(), Some("ops"));
-        assert_eq!(c.index.configmap_name, "idx");
+        assert_eq!(c.index.cluster.configmap_namespace.as_deref(), Some("ops"));
+        assert_eq!(c.index.cluster.configmap_name, "idx");
     }
 }

@@ -1,7 +1,6 @@
 //! The thin Kubernetes edge: the few API calls pushroll makes, each counted
 //! in `/metrics`, and one error type that says whether a retry can help.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +13,8 @@ use kube::api::{
 };
 use serde_json::Value;
 
-use crate::index::Kind;
 use crate::metrics::Metrics;
-use crate::plan::{WorkloadView, resource_of};
+use crate::workload::{Kind, Workload};
 
 /// The field manager pushroll's patches are recorded under.
 pub const FIELD_MANAGER: &str = "pushroll";
@@ -151,7 +149,7 @@ pub struct Kube {
 fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("apps", "v1", kind.as_str()),
-        resource_of(kind),
+        kind.plural(),
     )
 }
 
@@ -208,7 +206,7 @@ impl Kube {
         name: &str,
     ) -> Result<DynamicObject, KubeError> {
         let api = self.workloads(kind, ns);
-        self.call("get", resource_of(kind), || api.get(name)).await
+        self.call("get", kind.plural(), || api.get(name)).await
     }
 
     /// A strategic merge patch under pushroll's field manager.
@@ -225,10 +223,8 @@ impl Kube {
         };
         let api = self.workloads(kind, ns);
         let patch = Patch::Strategic(patch);
-        self.call("patch", resource_of(kind), || {
-            api.patch(name, &params, &patch)
-        })
-        .await
+        self.call("patch", kind.plural(), || api.patch(name, &params, &patch))
+            .await
     }
 
     pub async fn create_event(&self, event: &Event) -> Result<(), KubeError> {
@@ -291,7 +287,7 @@ impl Kube {
     /// Lists every `W` in `namespace` (or all namespaces), page by page,
     /// from the API server's cache (`resourceVersion=0`), handing each
     /// object to `each` so that only one page is held at a time.
-    pub async fn list_each<W: crate::index_builder::Workload>(
+    pub async fn list_each<W: Workload>(
         &self,
         namespace: Option<&str>,
         mut each: impl FnMut(&W),
@@ -300,7 +296,7 @@ impl Kube {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
-        let resource = resource_of(W::KIND);
+        let resource = W::KIND.plural();
         let mut token: Option<String> = None;
         loop {
             let mut params = ListParams::default().limit(LIST_PAGE);
@@ -317,16 +313,18 @@ impl Kube {
         }
     }
 
-    /// Creates or updates the index ConfigMap with `payload` (the other key
-    /// is removed). Returns `false` when it already held the same images.
-    pub async fn write_index_configmap(
+    /// Creates or updates a ConfigMap with what `fill` puts in it, unless
+    /// `same` says the existing one already holds it. Returns whether it
+    /// wrote. A new ConfigMap is labelled as managed by pushroll.
+    pub async fn write_configmap(
         &self,
-        cm: &crate::index_writer::ConfigMapRef,
-        payload: &crate::index_writer::Payload,
+        namespace: &str,
+        name: &str,
         same: impl Fn(&ConfigMap) -> bool,
+        fill: impl FnOnce(&mut ConfigMap),
     ) -> Result<bool, KubeError> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &cm.namespace);
-        let existing = match self.call("get", "configmaps", || api.get(&cm.name)).await {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let existing = match self.call("get", "configmaps", || api.get(name)).await {
             Ok(existing) => Some(existing),
             Err(KubeError::NotFound) => None,
             Err(e) => return Err(e),
@@ -336,8 +334,8 @@ impl Kube {
             Some(existing) => existing,
             None => ConfigMap {
                 metadata: ObjectMeta {
-                    name: Some(cm.name.clone()),
-                    namespace: Some(cm.namespace.clone()),
+                    name: Some(name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
                     labels: Some(
                         [(
                             "app.kubernetes.io/managed-by".to_owned(),
@@ -350,7 +348,7 @@ impl Kube {
                 ..ConfigMap::default()
             },
         };
-        payload.apply_to(&mut object);
+        fill(&mut object);
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
@@ -359,7 +357,7 @@ impl Kube {
             // The resourceVersion makes a concurrent writer's update fail
             // with 409 instead of being silently overwritten.
             self.call("update", "configmaps", || {
-                api.replace(&cm.name, &params, &object)
+                api.replace(name, &params, &object)
             })
             .await?;
         } else {
@@ -367,36 +365,6 @@ impl Kube {
                 .await?;
         }
         Ok(true)
-    }
-}
-
-/// The parts of a workload object the planner needs.
-pub fn workload_view(obj: &DynamicObject) -> WorkloadView {
-    let template = &obj.data["spec"]["template"];
-    let string_map = |v: &Value| -> BTreeMap<String, String> {
-        v.as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let containers = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
-        .filter_map(|c| {
-            Some((
-                c["name"].as_str()?.to_owned(),
-                c["image"].as_str()?.to_owned(),
-            ))
-        })
-        .collect();
-    WorkloadView {
-        resource_version: obj.metadata.resource_version.clone(),
-        annotations: obj.metadata.annotations.clone().unwrap_or_default(),
-        template_annotations: string_map(&template["metadata"]["annotations"]),
-        containers,
     }
 }
 
@@ -473,57 +441,34 @@ pub fn workload_event(
             ..EventSource::default()
         }),
         reporting_component: Some(FIELD_MANAGER.into()),
-        reporting_instance: std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok()),
+        reporting_instance: Pod::from_env().instance(),
         ..Event::default()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+/// This pod, from the Downward API variables the manifests set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pod {
+    /// `POD_NAME`.
+    pub name: Option<String>,
+    /// `POD_NAMESPACE`.
+    pub namespace: Option<String>,
+    /// `HOSTNAME`: the pod's name too, when the manifests set no `POD_NAME`.
+    hostname: Option<String>,
+}
 
-    #[test]
-    fn view_reads_containers_init_containers_and_annotations() {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": "db", "namespace": "prod", "resourceVersion": "12",
-                         "annotations": {"pushroll.io/restart": "false"}},
-            "spec": {"template": {
-                "metadata": {"annotations": {"digest.pushroll.io/db": "sha256:1", "n": 5}},
-                "spec": {"initContainers": [{"name": "migrate", "image": "app:v1"}],
-                         "containers": [{"name": "db", "image": "pg:16"}, {"name": "noimage"}]}}}
-        }))
-        .unwrap();
-        let view = workload_view(&obj);
-        assert_eq!(view.resource_version.as_deref(), Some("12"));
-        assert_eq!(
-            view.annotations
-                .get("pushroll.io/restart")
-                .map(String::as_str),
-            Some("false")
-        );
-        assert_eq!(
-            view.template_annotations.len(),
-            1,
-            "non-string values are skipped"
-        );
-        assert_eq!(
-            view.containers,
-            vec![
-                ("migrate".into(), "app:v1".into()),
-                ("db".into(), "pg:16".into())
-            ]
-        );
+impl Pod {
+    pub fn from_env() -> Pod {
+        let var = |name| std::env::var(name).ok().filter(|s| !s.is_empty());
+        Pod {
+            name: var("POD_NAME"),
+            namespace: var("POD_NAMESPACE"),
+            hostname: var("HOSTNAME"),
+        }
     }
 
-    #[test]
-    fn view_of_an_odd_object_is_empty() {
-        let obj: DynamicObject =
-            serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": 5}))
-                .unwrap();
-        assert_eq!(workload_view(&obj), WorkloadView::default());
+    /// Who reports an Event: the pod, by either name.
+    pub fn instance(&self) -> Option<String> {
+        self.name.clone().or_else(|| self.hostname.clone())
     }
 }

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use kube::api::DynamicObject;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::index::Kind;
 use crate::reference::match_key;
 
 /// `kubectl rollout restart` sets this on the pod template.
@@ -45,21 +45,6 @@ impl RestartResult {
     }
 }
 
-/// Which namespaces may be restarted (`--namespace`, `--exclude-namespace`).
-#[derive(Debug, Clone, Default)]
-pub struct NamespaceFilter {
-    /// Empty means every namespace.
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-}
-
-impl NamespaceFilter {
-    pub fn allows(&self, namespace: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|n| n == namespace))
-            && !self.exclude.iter().any(|n| n == namespace)
-    }
-}
-
 /// The parts of a Deployment, StatefulSet or DaemonSet the planner reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadView {
@@ -68,6 +53,27 @@ pub struct WorkloadView {
     pub template_annotations: BTreeMap<String, String>,
     /// `(name, image)` of containers and init containers.
     pub containers: Vec<(String, String)>,
+}
+
+/// The parts of a workload object the planner needs.
+pub fn workload_view(obj: &DynamicObject) -> WorkloadView {
+    let template = &obj.data["spec"]["template"];
+    let string_map = |v: &Value| -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = crate::workload::containers_json(template);
+    WorkloadView {
+        resource_version: obj.metadata.resource_version.clone(),
+        annotations: obj.metadata.annotations.clone().unwrap_or_default(),
+        template_annotations: string_map(&template["metadata"]["annotations"]),
+        containers,
+    }
 }
 
 /// The decision for one workload.
@@ -160,18 +166,10 @@ pub fn restart_patch(
     patch
 }
 
-/// `apps/v1` resource name of a kind, for URLs and RBAC.
-pub fn resource_of(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Deployment => "deployments",
-        Kind::StatefulSet => "statefulsets",
-        Kind::DaemonSet => "daemonsets",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::NamespaceFilter;
 
     const KEY: &str = "us-east1-docker.pkg.dev/p/r/app:v1";
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -332,5 +330,47 @@ mod tests {
         for (f, ns, want) in table {
             assert_eq!(f.allows(ns), want, "{f:?} {ns}");
         }
+    }
+
+    #[test]
+    fn view_reads_containers_init_containers_and_annotations() {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "prod", "resourceVersion": "12",
+                         "annotations": {"pushroll.io/restart": "false"}},
+            "spec": {"template": {
+                "metadata": {"annotations": {"digest.pushroll.io/db": "sha256:1", "n": 5}},
+                "spec": {"initContainers": [{"name": "migrate", "image": "app:v1"}],
+                         "containers": [{"name": "db", "image": "pg:16"}, {"name": "noimage"}]}}}
+        }))
+        .unwrap();
+        let view = workload_view(&obj);
+        assert_eq!(view.resource_version.as_deref(), Some("12"));
+        assert_eq!(
+            view.annotations
+                .get("pushroll.io/restart")
+                .map(String::as_str),
+            Some("false")
+        );
+        assert_eq!(
+            view.template_annotations.len(),
+            1,
+            "non-string values are skipped"
+        );
+        assert_eq!(
+            view.containers,
+            vec![
+                ("migrate".into(), "app:v1".into()),
+                ("db".into(), "pg:16".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn view_of_an_odd_object_is_empty() {
+        let obj: DynamicObject =
+            serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": 5}))
+                .unwrap();
+        assert_eq!(workload_view(&obj), WorkloadView::default());
     }
 }

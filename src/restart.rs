@@ -6,10 +6,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::index::{Kind, WorkloadRef};
-use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event, workload_view};
+use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::{Metrics, RestartLabels};
-use crate::plan::{NamespaceFilter, Plan, RestartResult, plan, restart_patch};
+use crate::plan::{Plan, RestartResult, plan, restart_patch, workload_view};
+use crate::workload::NamespaceFilter;
+use crate::workload::{Kind, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and
 /// re-planned before the push is answered 503.

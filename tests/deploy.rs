@@ -20,7 +20,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, Servi
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use pushroll::cli::{Cli, Command as Sub, ServeConfig};
+use pushroll::cli::{Cli, Command as Sub};
+use pushroll::cmd::serve::ServeConfig;
 use serde_json::Value;
 use support::{Pushroll, http};
 
@@ -441,7 +442,7 @@ fn check_serve(o: &Objects) -> ServeConfig {
         config.listen.ip().is_unspecified(),
         "--listen binds every interface"
     );
-    assert_eq!(config.auth.mode, pushroll::cli::AuthMode::Google);
+    assert_eq!(config.auth.mode, pushroll::auth::AuthMode::Google);
     assert!(!config.dry_run && !config.offline);
     assert!(!config.auth.allowed_emails.is_empty(), "--allowed-email");
     assert!(!config.auth.subscriptions.is_empty(), "--subscription");
@@ -478,11 +479,11 @@ fn check_serve(o: &Objects) -> ServeConfig {
         .find(|v| v.name == mount.name)
         .expect("the mounted volume");
     let cm = volume.config_map.as_ref().expect("a ConfigMap volume");
-    assert_eq!(cm.name, config.index.configmap_name);
+    assert_eq!(cm.name, config.index.cluster.configmap_name);
     assert_eq!(cm.optional, Some(true), "pods start before the first index");
     assert!(cm.items.is_none(), "items would hide index.json.gz");
     assert_eq!(
-        config.index.configmap_namespace, None,
+        config.index.cluster.configmap_namespace, None,
         "POD_NAMESPACE decides"
     );
 
@@ -692,7 +693,7 @@ fn check_rbac(
         .iter()
         .find_map(|a| a.strip_prefix("--lease-name="))
         .unwrap_or("pushroll-indexer");
-    let [serve, indexer] = expected(workloads, home, &config.index.configmap_name, lease);
+    let [serve, indexer] = expected(workloads, home, &config.index.cluster.configmap_name, lease);
     let got = grants(o, home, "pushroll");
     assert_eq!(
         got,
@@ -804,7 +805,7 @@ fn single_overlay_runs_the_indexer_inside_serve() {
     let [serve, indexer] = expected(
         "*",
         "pushroll",
-        &config.index.configmap_name,
+        &config.index.cluster.configmap_name,
         &watch.lease_name,
     );
     let want: BTreeSet<Grant> = serve.union(&indexer).cloned().collect();

@@ -79,10 +79,10 @@ fn spec_operations(spec: &Value) -> BTreeSet<(String, String)> {
     ops
 }
 
-/// The router's routes, read from `src/server.rs` (`.route("/p", get(h))`,
+/// The router's routes, read from `src/server/mod.rs` (`.route("/p", get(h))`,
 /// also `get(h).post(h2)` chains).
 fn router_routes() -> BTreeSet<(String, String)> {
-    let src = include_str!("../src/server.rs");
+    let src = include_str!("../src/server/mod.rs");
     let mut routes = BTreeSet::new();
     for chunk in src.split(".route(\"").skip(1) {
         let (path, rest) = chunk.split_once('"').expect("route path");
@@ -113,7 +113,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
         }
         assert!(found, "cannot read the methods of route {path}: {expr}");
     }
-    assert!(!routes.is_empty(), "no .route( found in src/server.rs");
+    assert!(!routes.is_empty(), "no .route( found in src/server/mod.rs");
     routes
 }
 
@@ -347,7 +347,7 @@ async fn every_route_is_in_the_spec_and_every_spec_path_is_served() {
     assert_eq!(
         router_routes(),
         ops,
-        "src/server.rs routes (left) and openapi.yaml operations (right) differ"
+        "src/server/mod.rs routes (left) and openapi.yaml operations (right) differ"
     );
     let p = demo();
     let client = http();

@@ -14,8 +14,8 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use pushroll::index::Index;
-use pushroll::index_builder::{Entry, IndexBuilder};
-use pushroll::plan::NamespaceFilter;
+use pushroll::index::builder::{IndexBuilder, Observed};
+use pushroll::workload::NamespaceFilter;
 use serde_json::{Value, json};
 
 /// Workloads per namespace.
@@ -174,15 +174,15 @@ pub fn workload(i: usize) -> Value {
 }
 
 /// The index pushroll's indexer builds from workloads `0..n` (the same
-/// code path: typed objects → `Entry::of` → `IndexBuilder`).
+/// code path: typed objects → `Observed::of` → `IndexBuilder`).
 pub fn index(n: usize) -> Index {
     let mut builder = IndexBuilder::new(NamespaceFilter::default());
     for i in 0..n {
         let obj = workload(i);
         let entry = match kind_of(i) {
-            "Deployment" => Entry::of(&serde_json::from_value::<Deployment>(obj).unwrap()),
-            "StatefulSet" => Entry::of(&serde_json::from_value::<StatefulSet>(obj).unwrap()),
-            _ => Entry::of(&serde_json::from_value::<DaemonSet>(obj).unwrap()),
+            "Deployment" => Observed::of(&serde_json::from_value::<Deployment>(obj).unwrap()),
+            "StatefulSet" => Observed::of(&serde_json::from_value::<StatefulSet>(obj).unwrap()),
+            _ => Observed::of(&serde_json::from_value::<DaemonSet>(obj).unwrap()),
         };
         builder.apply(&entry);
     }

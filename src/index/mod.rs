@@ -9,6 +9,12 @@
 //! Entries whose namespace, name or containers are not Kubernetes names are
 //! dropped (and reported), and reading is bounded by [`Limits`].
 
+pub mod builder;
+pub mod configmap;
+pub mod file;
+pub mod scan;
+pub mod store;
+
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -19,6 +25,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Serialize};
 
 use crate::reference::Reference;
+pub use crate::workload::{Kind, WorkloadRef};
 
 /// The bound on an index's JSON when the process has no memory limit
 /// (`--max-index-bytes` overrides it): about 80,000 workloads.
@@ -82,43 +89,6 @@ pub fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     (json, gz).hash(&mut hasher);
     hasher.finish()
-}
-
-/// The workload kinds pushroll restarts (all `apps/v1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Kind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Deployment, Kind::StatefulSet, Kind::DaemonSet];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Deployment => "Deployment",
-            Kind::StatefulSet => "StatefulSet",
-            Kind::DaemonSet => "DaemonSet",
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One workload that runs an image.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WorkloadRef {
-    pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
-    /// The containers (and init containers) that run the image, when known.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub containers: Vec<String>,
 }
 
 /// The in-memory index: normalized `domain/path:tag` → workloads.

@@ -1,6 +1,7 @@
-//! How an index is stored in its ConfigMap: JSON in `data["index.json"]`
-//! while it is small, gzip in `binaryData["index.json.gz"]` when not.
-//! Pure code, so the size rules are tested without a cluster.
+//! The index ConfigMap: how an index is stored in it (JSON in
+//! `data["index.json"]` while it is small, gzip in
+//! `binaryData["index.json.gz"]` when not), reading it back, and the write.
+//! The codec is pure code, so the size rules are tested without a cluster.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -8,13 +9,38 @@ use std::io::Write as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 
+use std::time::Instant;
+
 use crate::index::{Index, Limits};
+use crate::k8s::{Kube, KubeError, Pod};
+use crate::metrics::{Metrics, ResultLabels};
 
 /// The index ConfigMap: where the indexer writes and the API fallback reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigMapRef {
     pub namespace: String,
     pub name: String,
+}
+
+impl ConfigMapRef {
+    /// `namespace` when given (`--index-configmap NS/NAME`), else the pod's
+    /// (`POD_NAMESPACE`), else the kubeconfig's.
+    pub fn resolve(namespace: Option<&str>, name: &str, default_namespace: &str) -> ConfigMapRef {
+        let namespace = namespace
+            .map(str::to_owned)
+            .or_else(|| Pod::from_env().namespace)
+            .unwrap_or_else(|| default_namespace.to_owned());
+        ConfigMapRef {
+            namespace,
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigMapRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// The keys the indexer writes: JSON in `data`, gzip in `binaryData`.
@@ -105,6 +131,15 @@ pub fn read_configmap(cm: &ConfigMap) -> Option<Index> {
 
 /// The index a ConfigMap holds, if it holds a readable one within `limits`.
 pub fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
+    let (json, gz) = stored_bytes(cm);
+    crate::index::newest(json, gz, limits)
+        .ok()
+        .flatten()
+        .map(|(i, _)| i)
+}
+
+/// The index bytes a ConfigMap holds: its JSON key and its gzip key.
+pub fn stored_bytes(cm: &ConfigMap) -> (Option<&[u8]>, Option<&[u8]>) {
     let json = cm
         .data
         .as_ref()
@@ -115,10 +150,74 @@ pub fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
         .as_ref()
         .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
         .map(|b| b.0.as_slice());
-    crate::index::newest(json, gz, limits)
-        .ok()
-        .flatten()
-        .map(|(i, _)| i)
+    (json, gz)
+}
+
+/// Why an index was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    TooLarge(#[from] TooLarge),
+    #[error("writing the index ConfigMap: {0}")]
+    Api(#[from] KubeError),
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub changed: bool,
+    pub gzip: bool,
+    pub bytes: usize,
+}
+
+/// Writes `index` to the ConfigMap unless it already holds the same images.
+pub async fn write(
+    kube: &Kube,
+    cm: &ConfigMapRef,
+    index: &Index,
+    metrics: &Metrics,
+) -> Result<Written, WriteError> {
+    let started = Instant::now();
+    let result = async {
+        let payload = Payload::encode(index)?;
+        let same = |existing: &ConfigMap| {
+            read_configmap(existing).is_some_and(|old| old.same_images(index))
+        };
+        let changed = kube
+            .write_configmap(&cm.namespace, &cm.name, same, |object| {
+                payload.apply_to(object)
+            })
+            .await?;
+        Ok::<_, WriteError>(Written {
+            changed,
+            gzip: payload.is_gzip(),
+            bytes: payload.len(),
+        })
+    }
+    .await;
+    let label = match &result {
+        Ok(w) if w.changed => "written",
+        Ok(_) => "unchanged",
+        Err(WriteError::TooLarge(_)) => "too-large",
+        Err(WriteError::Api(_)) => "error",
+    };
+    metrics
+        .index_writes
+        .get_or_create(&ResultLabels { result: label })
+        .inc();
+    match &result {
+        Ok(w) if w.changed => tracing::info!(
+            configmap = %cm,
+            images = index.len(),
+            bytes = w.bytes,
+            gzip = w.gzip,
+            took_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "index written"
+        ),
+        Ok(_) => tracing::debug!("index unchanged; nothing written"),
+        Err(e) => tracing::error!(error = %e, "index not written"),
+    }
+    result
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
+use crate::index::configmap::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY, ConfigMapRef, stored_bytes};
 use crate::index::{Index, IndexError, Limits, LoadReport, WorkloadRef};
-use crate::index_writer::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY, ConfigMapRef};
 use crate::k8s::{Kube, KubeError};
 use crate::metrics::{DroppedLabels, Metrics, SourceLabels};
 
@@ -356,7 +356,7 @@ impl IndexStore {
             }
             Ok(Fetched::Parsed(None, _)) => Err(RefreshError::Empty),
             Err(e) => {
-                tracing::warn!(error = %e, configmap = %format!("{}/{}", cm.namespace, cm.name), "index ConfigMap not read; keeping what is in memory");
+                tracing::warn!(error = %e, configmap = %cm, "index ConfigMap not read; keeping what is in memory");
                 Err(e)
             }
         }
@@ -378,12 +378,12 @@ impl IndexStore {
             return;
         }
         *last = Some(Instant::now());
-        let filter = crate::plan::NamespaceFilter {
+        let filter = crate::workload::NamespaceFilter {
             include: scanner.namespaces.clone(),
             exclude: Vec::new(),
         };
         let started = Instant::now();
-        let builder = match crate::indexer::scan(kube, &filter).await {
+        let builder = match crate::index::scan::scan(kube, &filter).await {
             Ok(b) => b,
             Err(e) => {
                 self.metrics
@@ -412,7 +412,7 @@ impl IndexStore {
             let (kube, cm, metrics) = (kube.clone(), cm.clone(), self.metrics.clone());
             // Off the request path: the push is answered from memory now.
             tokio::spawn(async move {
-                if let Err(e) = crate::indexer::write(&kube, &cm, &index, &metrics).await {
+                if let Err(e) = crate::index::configmap::write(&kube, &cm, &index, &metrics).await {
                     tracing::warn!(error = %e, "scan result not written back to the index ConfigMap (RBAC may not allow it)");
                 }
             });
@@ -453,22 +453,13 @@ async fn fetch_configmap(
     if version.is_some() && version.as_deref() == seen {
         return Ok(Fetched::Unchanged);
     }
-    let json = map
-        .data
-        .as_ref()
-        .and_then(|d| d.get(CONFIGMAP_KEY))
-        .map(|s| s.as_bytes().to_vec());
-    let gz = map
-        .binary_data
-        .as_ref()
-        .and_then(|d| d.get(CONFIGMAP_GZ_KEY))
-        .map(|b| b.0.clone());
+    let (json, gz) = stored_bytes(&map);
     let present = json.is_some() || gz.is_some();
-    if present && file_hash == Some(crate::index::content_hash(json.as_deref(), gz.as_deref())) {
+    if present && file_hash == Some(crate::index::content_hash(json, gz)) {
         return Ok(Fetched::SameAsFile(version));
     }
     Ok(Fetched::Parsed(
-        crate::index::newest(json.as_deref(), gz.as_deref(), limits)?,
+        crate::index::newest(json, gz, limits)?,
         version,
     ))
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::lookup::LookupError;
+use crate::index::store::LookupError;
 use crate::push::DecodeError;
 use crate::restart::{WorkloadFailure, WorkloadResult};
 

@@ -4,52 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::ResourceExt as _;
 
-use crate::index::{Index, Kind, WorkloadRef};
-use crate::plan::NamespaceFilter;
+use crate::index::Index;
 use crate::reference::match_key;
+use crate::workload::{Kind, NamespaceFilter, Workload, WorkloadRef, containers};
 
-/// A workload object the indexer reads: its kind and pod template.
-pub trait Workload:
-    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-    + Clone
-    + std::fmt::Debug
-    + serde::de::DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-    const KIND: Kind;
-    fn template(&self) -> Option<&PodTemplateSpec>;
-}
-
-impl Workload for Deployment {
-    const KIND: Kind = Kind::Deployment;
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-}
-
-impl Workload for StatefulSet {
-    const KIND: Kind = Kind::StatefulSet;
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-}
-
-impl Workload for DaemonSet {
-    const KIND: Kind = Kind::DaemonSet;
-    fn template(&self) -> Option<&PodTemplateSpec> {
-        self.spec.as_ref().map(|s| &s.template)
-    }
-}
-
-/// One workload as the index sees it.
+/// One workload as a list or watch saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Observed {
     pub kind: Kind,
     pub namespace: String,
     pub name: String,
@@ -57,21 +20,10 @@ pub struct Entry {
     pub containers: Vec<(String, String)>,
 }
 
-impl Entry {
-    pub fn of<W: Workload>(w: &W) -> Entry {
-        let containers = w
-            .template()
-            .and_then(|t| t.spec.as_ref())
-            .map(|spec| {
-                spec.init_containers
-                    .iter()
-                    .flatten()
-                    .chain(spec.containers.iter())
-                    .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Entry {
+impl Observed {
+    pub fn of<W: Workload>(w: &W) -> Observed {
+        let containers = w.template().map(containers).unwrap_or_default();
+        Observed {
             kind: W::KIND,
             namespace: w.namespace().unwrap_or_default(),
             name: w.name_any(),
@@ -102,7 +54,7 @@ impl IndexBuilder {
 
     /// What of a workload the index keeps: matchable images only (pinned and
     /// invalid references can never match a push).
-    fn images_of(entry: &Entry) -> Images {
+    fn images_of(entry: &Observed) -> Images {
         let mut images = Images::new();
         for (container, image) in &entry.containers {
             if let Some(key) = match_key(image) {
@@ -116,7 +68,7 @@ impl IndexBuilder {
     }
 
     /// Adds or updates a workload; returns whether the index changed.
-    pub fn apply(&mut self, entry: &Entry) -> bool {
+    pub fn apply(&mut self, entry: &Observed) -> bool {
         if !self.namespaces.allows(&entry.namespace) {
             return false;
         }
@@ -141,7 +93,7 @@ impl IndexBuilder {
 
     /// Replaces every workload of `kind` (after a relist); returns whether
     /// the index changed.
-    pub fn reset(&mut self, kind: Kind, entries: &[Entry]) -> bool {
+    pub fn reset(&mut self, kind: Kind, entries: &[Observed]) -> bool {
         let before: HashMap<WorkloadKey, Images> = self
             .workloads
             .iter()
@@ -194,8 +146,8 @@ mod tests {
 
     const D: &str = "sha256:6ec128e26cd5e5b3d5ad4ad0b3b1e0b5c5a4a2a8e1f3f6f9d0a7b4c1e2d3f4a5";
 
-    fn e(kind: Kind, ns: &str, name: &str, cs: &[(&str, &str)]) -> Entry {
-        Entry {
+    fn e(kind: Kind, ns: &str, name: &str, cs: &[(&str, &str)]) -> Observed {
+        Observed {
             kind,
             namespace: ns.into(),
             name: name.into(),
@@ -365,14 +317,14 @@ mod tests {
 
     #[test]
     fn entry_reads_typed_objects() {
-        let d: Deployment = serde_json::from_value(serde_json::json!({
+        let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web", "namespace": "prod"},
             "spec": {"selector": {}, "template": {"spec": {
                 "initContainers": [{"name": "i", "image": "init:1"}],
                 "containers": [{"name": "c", "image": "app:1"}, {"name": "noimage"}]}}}
         }))
         .unwrap();
-        let entry = Entry::of(&d);
+        let entry = Observed::of(&d);
         assert_eq!(
             entry,
             e(

@@ -16,8 +16,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use tokio_util::sync::CancellationToken;
 
+use crate::index::store::{IndexStore, log_report};
 use crate::index::{Index, IndexError, Limits, LoadReport, content_hash, newest};
-use crate::lookup::{IndexStore, log_report};
 use crate::metrics::{Metrics, ResultLabels};
 
 /// Quiet time after a file event before re-reading: kubelet's swap is a

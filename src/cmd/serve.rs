@@ -1,0 +1,213 @@
+//! `pushroll serve`: the Pub/Sub push endpoint, and with `--indexer` the
+//! watch indexer in the same process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cluster, OpenIndex, SourceConfig, open_index};
+use crate::auth::{AuthConfig, Authenticator};
+use crate::index::store::IndexStore;
+use crate::indexer::{self, WatchSettings, WatchState};
+use crate::metrics::Metrics;
+use crate::restart::Restarter;
+use crate::server::conn::ConnLimits;
+use crate::server::{self, AppState, Check};
+use crate::workload::NamespaceFilter;
+
+/// Everything `serve` needs, as plain data.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub index: SourceConfig,
+    pub dry_run: bool,
+    /// Run without any cluster (`--demo`).
+    pub offline: bool,
+    pub auth: AuthConfig,
+    pub namespaces: NamespaceFilter,
+    /// `--indexer`: the in-process watch's settings.
+    pub indexer: Option<WatchSettings>,
+    pub max_body_bytes: usize,
+    pub conn: ConnLimits,
+    pub max_concurrent_restarts: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Runs until `shutdown` is cancelled and in-flight pushes have drained.
+pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let auth = Authenticator::start(config.auth.clone(), metrics.clone(), shutdown.clone());
+    if let Some(warning) = auth.warning() {
+        tracing::warn!("{warning}");
+    }
+    let cluster = Cluster::connect_unless(
+        config.offline,
+        &config.index.cluster,
+        why_cluster(&config),
+        &metrics,
+    )
+    .await?;
+    let OpenIndex { store, file_watch } = open_index(
+        &config.index,
+        cluster.as_ref(),
+        &config.namespaces.include,
+        &metrics,
+    )
+    .await?;
+    let indexer = match (&config.indexer, &cluster) {
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!("--indexer needs a cluster, and --demo contacts none"),
+        (Some(settings), Some(cluster)) => Some(start_indexer(
+            settings,
+            &config.namespaces,
+            cluster,
+            &store,
+            &metrics,
+            &shutdown,
+        )),
+    };
+    log_missing_index(&store, indexer.is_some());
+    tokio::spawn(file_watch.run(config.index.reload_interval, shutdown.clone()));
+    if store.has_fallback() {
+        tokio::spawn(retry_configmap_until_loaded(
+            store.clone(),
+            config.index.reload_interval,
+            shutdown.clone(),
+        ));
+    }
+    if config.dry_run {
+        tracing::info!("dry run: nothing will be patched");
+    }
+    let restarter = Restarter::new(
+        cluster.map(|c| c.kube),
+        config.namespaces.clone(),
+        config.dry_run,
+        config.max_concurrent_restarts,
+        metrics.clone(),
+    );
+    let (live, indexer) = indexer.unzip();
+    let state = Arc::new(AppState {
+        auth,
+        store,
+        restarter,
+        metrics: metrics.clone(),
+        max_body_bytes: config.max_body_bytes,
+        request_timeout: config.request_timeout,
+        dry_run: config.dry_run,
+        live,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    server::conn::serve(
+        listener,
+        server::router(state),
+        config.conn,
+        metrics,
+        shutdown,
+        config.shutdown_timeout,
+    )
+    .await;
+    // After SIGTERM the indexer releases its Lease; after its failure, its
+    // error is the process's.
+    if let Some(task) = indexer {
+        task.await.context("the indexer task")??;
+    }
+    Ok(())
+}
+
+/// Why a missing cluster configuration is an error (`None`: it is not).
+fn why_cluster(config: &ServeConfig) -> Option<&'static str> {
+    if config.indexer.is_some() {
+        Some("--indexer watches the cluster's workloads and needs one")
+    } else if !config.dry_run {
+        Some("use --dry-run or --demo to run without a cluster")
+    } else {
+        None
+    }
+}
+
+/// `--indexer`: the watch of `index --watch`, in this process. It also hands
+/// every index it builds to the store, on every replica. Returns its
+/// liveness check for `/healthz` and its task.
+fn start_indexer(
+    settings: &WatchSettings,
+    namespaces: &NamespaceFilter,
+    cluster: &Cluster,
+    store: &Arc<IndexStore>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> (Check, JoinHandle<anyhow::Result<()>>) {
+    // Index what may be restarted; exclusions apply at restart time
+    // (reported `excluded`), as with the separate indexer and the scan.
+    let namespaces = NamespaceFilter {
+        include: namespaces.include.clone(),
+        exclude: Vec::new(),
+    };
+    let watch_config = settings
+        .clone()
+        .config(namespaces, cluster.configmap.clone());
+    let watch_state = Arc::new(WatchState::default());
+    let stall_timeout = watch_config.settings.stall_timeout;
+    let probe_state = watch_state.clone();
+    let live: Check = Arc::new(move || probe_state.is_live(stall_timeout));
+    tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "indexer: watching workloads in this process");
+    let sink = store.clone();
+    let publish: indexer::Publish = Box::new(move |index| sink.set_watched(index));
+    let task = indexer::watch(
+        cluster.kube.clone(),
+        watch_config,
+        watch_state,
+        metrics.clone(),
+        Some(publish),
+        shutdown.clone(),
+    );
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let result = task.await;
+        if let Err(e) = &result {
+            // Serving on from an index nobody updates would be a silent
+            // failure: stop, exit non-zero, get restarted.
+            tracing::error!(error = %e, "the indexer stopped; shutting down");
+            shutdown.cancel();
+        }
+        result
+    });
+    (live, task)
+}
+
+fn log_missing_index(store: &IndexStore, indexer: bool) {
+    if store.is_loaded() {
+        return;
+    }
+    if indexer {
+        // Expected on a fresh install: the watch's lists are the index.
+        tracing::info!(
+            "no index yet: /readyz and pushes answer 503 until the watch has listed the workloads"
+        );
+    } else {
+        tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
+    }
+}
+
+/// With no index at all, keep trying the ConfigMap so that readiness
+/// recovers without waiting for a push.
+async fn retry_configmap_until_loaded(
+    store: Arc<IndexStore>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    while !store.is_loaded() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let _ = store.refresh_configmap(false).await;
+    }
+}

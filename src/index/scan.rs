@@ -1,0 +1,37 @@
+//! The cluster scan: every workload of the allowed namespaces, listed page
+//! by page into a builder (`pushroll index`, `serve --on-miss scan`).
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+
+use crate::index::builder::{IndexBuilder, Observed};
+use crate::k8s::{Kube, KubeError};
+use crate::workload::NamespaceFilter;
+
+/// Lists every workload of the allowed namespaces into a builder.
+pub async fn scan(kube: &Kube, namespaces: &NamespaceFilter) -> Result<IndexBuilder, KubeError> {
+    let mut builder = IndexBuilder::new(namespaces.clone());
+    let scopes: Vec<Option<&str>> = if namespaces.include.is_empty() {
+        vec![None]
+    } else {
+        namespaces
+            .include
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    for scope in scopes {
+        kube.list_each::<Deployment>(scope, |w| {
+            builder.apply(&Observed::of(w));
+        })
+        .await?;
+        kube.list_each::<StatefulSet>(scope, |w| {
+            builder.apply(&Observed::of(w));
+        })
+        .await?;
+        kube.list_each::<DaemonSet>(scope, |w| {
+            builder.apply(&Observed::of(w));
+        })
+        .await?;
+    }
+    Ok(builder)
+}

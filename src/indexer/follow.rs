@@ -1,0 +1,199 @@
+//! The followers: one watch per workload kind, feeding the shared builder.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, ResourceExt as _};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinSet;
+
+use super::WatchState;
+use super::progress::Task;
+use crate::index::builder::{IndexBuilder, Observed};
+use crate::k8s::Kube;
+use crate::metrics::{Metrics, ResultLabels};
+use crate::workload::{Kind, NamespaceFilter, Workload};
+
+/// What the followers share with the loop that builds and writes.
+pub(super) struct Shared {
+    pub(super) builder: Mutex<IndexBuilder>,
+    /// A change to the index that the loop has not built yet.
+    pub(super) changed: Notify,
+    /// The kinds whose initial list is done. Setting it never waits, so a
+    /// follower can re-list any number of times (every 410, every API
+    /// server restart) without anyone reading it.
+    pub(super) listed: tokio::sync::watch::Sender<BTreeSet<Kind>>,
+    pub(super) state: Arc<WatchState>,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub(super) fn new(
+        namespaces: NamespaceFilter,
+        state: Arc<WatchState>,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Shared>, tokio::sync::watch::Receiver<BTreeSet<Kind>>) {
+        let (listed, listed_rx) = tokio::sync::watch::channel(BTreeSet::new());
+        let shared = Shared {
+            builder: Mutex::new(IndexBuilder::new(namespaces)),
+            changed: Notify::new(),
+            listed,
+            state,
+            metrics,
+        };
+        (Arc::new(shared), listed_rx)
+    }
+}
+
+/// Starts one follower per kind.
+pub(super) fn spawn_all(
+    kube: &Kube,
+    namespaces: &NamespaceFilter,
+    shared: &Arc<Shared>,
+) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    tasks.spawn(follow::<Deployment>(
+        kube.clone(),
+        namespaces.clone(),
+        shared.clone(),
+    ));
+    tasks.spawn(follow::<StatefulSet>(
+        kube.clone(),
+        namespaces.clone(),
+        shared.clone(),
+    ));
+    tasks.spawn(follow::<DaemonSet>(
+        kube.clone(),
+        namespaces.clone(),
+        shared.clone(),
+    ));
+    tasks
+}
+
+/// Follows one kind of workload into the shared builder. The builder lock
+/// is held for one apply, delete or reset at a time, never across a wait.
+async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Arc<Shared>) {
+    // One namespace: watch it alone; otherwise watch all and filter.
+    let api: Api<W> = match namespaces.include.as_slice() {
+        [one] => Api::namespaced(kube.watch_client().clone(), one),
+        _ => Api::all(kube.watch_client().clone()),
+    };
+    let label = ResultLabels {
+        result: W::KIND.plural(),
+    };
+    let mut listing: Vec<Observed> = Vec::new();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        let next = stream.try_next().await;
+        let _busy = shared.state.progress.busy(Task::Follow(W::KIND));
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(e) => {
+                shared.metrics.watch_errors.get_or_create(&label).inc();
+                tracing::warn!(kind = %W::KIND, error = %e, "watch error; retrying with backoff");
+                continue;
+            }
+        };
+        let did_change = match event {
+            watcher::Event::Init => {
+                listing.clear();
+                false
+            }
+            watcher::Event::InitApply(obj) => {
+                listing.push(Observed::of(&obj));
+                false
+            }
+            watcher::Event::InitDone => {
+                let listed = std::mem::take(&mut listing);
+                let changed = shared.builder.lock().await.reset(W::KIND, &listed);
+                shared.listed.send_modify(|kinds| {
+                    kinds.insert(W::KIND);
+                });
+                shared.metrics.watch_lists.get_or_create(&label).inc();
+                changed
+            }
+            watcher::Event::Apply(obj) => shared.builder.lock().await.apply(&Observed::of(&obj)),
+            watcher::Event::Delete(obj) => shared.builder.lock().await.delete(
+                W::KIND,
+                &obj.namespace().unwrap_or_default(),
+                &obj.name_any(),
+            ),
+        };
+        // Changes are counted before events, so that an observer who sees
+        // an event counted also sees whether it changed the index.
+        if did_change {
+            shared.metrics.index_changes.inc();
+        }
+        shared.metrics.watch_events.get_or_create(&label).inc();
+        if did_change {
+            shared.changed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A follower frozen on the builder lock is reported stalled once past
+    /// the bound, and recovers when the lock is free again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_follower_is_seen_stalled() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let fake = fake_apiserver::FakeApiServer::start().await;
+        let config = kube::Config::new(fake.url().parse().unwrap());
+        let metrics = Metrics::new();
+        let kube = Kube::new(kube::Client::try_from(config).unwrap(), metrics.clone());
+        let state = Arc::new(WatchState::default());
+        let (shared, mut listed_rx) =
+            Shared::new(NamespaceFilter::default(), state.clone(), metrics);
+        // Freeze: hold the lock the follower needs for its first list.
+        let frozen = shared.builder.lock().await;
+        let task = tokio::spawn(follow::<Deployment>(
+            kube,
+            NamespaceFilter::default(),
+            shared.clone(),
+        ));
+        let slot = &state.progress.busy_since[Task::Follow(Kind::Deployment).slot()];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while slot.load(Ordering::Acquire) == 0 {
+            assert!(Instant::now() < deadline, "the follower never got its list");
+            tokio::task::yield_now().await;
+        }
+        let bound = Duration::from_millis(200);
+        let why = state
+            .progress
+            .stalled_at(Instant::now() + Duration::from_secs(1), bound)
+            .expect("a frozen follower is stalled");
+        assert!(why.contains("deployments watch"), "{why}");
+        assert!(state.is_live(Duration::from_secs(3600)).is_ok());
+        // Unfrozen, it lists and waits on its stream again.
+        drop(frozen);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            listed_rx.wait_for(|k| k.contains(&Kind::Deployment)),
+        )
+        .await
+        .expect("the list completes")
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state
+            .progress
+            .stalled_at(Instant::now() + Duration::from_secs(1), bound)
+            .is_some()
+        {
+            assert!(Instant::now() < deadline, "the follower stays busy");
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+    }
+}

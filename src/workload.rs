@@ -1,0 +1,174 @@
+//! The workloads pushroll restarts, one place for what every layer needs to
+//! know of them: the kinds and their API names, a reference to one
+//! workload, the namespaces it may touch, and the containers of a pod
+//! template.
+
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use serde::{Deserialize, Serialize};
+
+/// The workload kinds pushroll restarts (all `apps/v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Deployment, Kind::StatefulSet, Kind::DaemonSet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    /// The `apps/v1` resource name, for URLs, metrics and RBAC.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+            Kind::DaemonSet => "daemonsets",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One workload that runs an image: an entry of the index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadRef {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// The containers (and init containers) that run the image, when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+}
+
+/// Which namespaces are indexed or restarted (`--namespace`,
+/// `--exclude-namespace`).
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceFilter {
+    /// Empty means every namespace.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl NamespaceFilter {
+    pub fn allows(&self, namespace: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|n| n == namespace))
+            && !self.exclude.iter().any(|n| n == namespace)
+    }
+}
+
+/// A typed workload object, as lists and watches return it.
+pub trait Workload:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: Kind;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+}
+
+impl Workload for Deployment {
+    const KIND: Kind = Kind::Deployment;
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+impl Workload for StatefulSet {
+    const KIND: Kind = Kind::StatefulSet;
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+impl Workload for DaemonSet {
+    const KIND: Kind = Kind::DaemonSet;
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().map(|s| &s.template)
+    }
+}
+
+/// `(container name, image)` of a pod template's init containers, then its
+/// containers; a container without an image is skipped.
+pub fn containers(template: &PodTemplateSpec) -> Vec<(String, String)> {
+    template
+        .spec
+        .as_ref()
+        .map(|spec| {
+            spec.init_containers
+                .iter()
+                .flatten()
+                .chain(spec.containers.iter())
+                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The same as [`containers`], for a pod template read as JSON (the restart
+/// path reads workloads untyped, so that no field it does not need can fail
+/// the read).
+pub fn containers_json(template: &serde_json::Value) -> Vec<(String, String)> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                c["image"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn typed_and_json_templates_give_the_same_containers() {
+        let cases = [
+            json!({"spec": {"initContainers": [{"name": "migrate", "image": "app:v1"}],
+                            "containers": [{"name": "db", "image": "pg:16"}, {"name": "noimage"}]}}),
+            json!({"spec": {"containers": [{"name": "web", "image": "nginx"}]}}),
+            json!({"spec": {"containers": []}}),
+            json!({}),
+        ];
+        for template in cases {
+            let typed: PodTemplateSpec = serde_json::from_value(template.clone()).unwrap();
+            assert_eq!(containers(&typed), containers_json(&template), "{template}");
+        }
+        let t = json!({"spec": {"initContainers": [{"name": "i", "image": "a"}],
+                                "containers": [{"name": "c", "image": "b"}]}});
+        assert_eq!(
+            containers_json(&t),
+            [("i".into(), "a".into()), ("c".into(), "b".into())],
+            "init containers first"
+        );
+    }
+
+    #[test]
+    fn plural_names_are_the_api_resources() {
+        let got: Vec<_> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        assert_eq!(got, ["deployments", "statefulsets", "daemonsets"]);
+    }
+}
