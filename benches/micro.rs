@@ -95,7 +95,7 @@ fn token(c: &mut Criterion) {
             "accounts.google.com".into(),
         ],
         subscriptions: Vec::new(),
-        max_key_age: pushroll::auth::DEFAULT_MAX_KEY_AGE,
+        max_key_age: std::time::Duration::from_secs(24 * 3600),
     };
     let shutdown = CancellationToken::new();
     let verifier = rt.block_on(async {

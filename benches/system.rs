@@ -60,7 +60,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
 use pushroll::index::configmap::Payload;
 use pushroll::index::store::{IndexStore, OnMiss};
-use pushroll::k8s::Kube;
 use pushroll::metrics::Metrics;
 use pushroll::reference::{Reference, match_key};
 use pushroll::restart::{Push, Restarter};
@@ -234,6 +233,8 @@ fn ratio(a: f64, b: f64) -> String {
 struct Cluster {
     fake: fake_apiserver::FakeApiServer,
     client: kube::Client,
+    /// What `client` was made from, for pushroll's own connection.
+    config: kube::Config,
     /// The same API server through a byte-counting proxy.
     counted: kube::Client,
     proxy_bytes: Arc<AtomicU64>,
@@ -245,12 +246,15 @@ struct Cluster {
     object_bytes: usize,
 }
 
-async fn client_for(kubeconfig: &str) -> kube::Client {
+async fn config_for(kubeconfig: &str) -> kube::Config {
     let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+        .unwrap()
+}
+
+async fn client_for(kubeconfig: &str) -> kube::Client {
+    kube::Client::try_from(config_for(kubeconfig).await).unwrap()
 }
 
 impl Cluster {
@@ -286,7 +290,8 @@ impl Cluster {
         }
         fake.insert(cm);
         let kubeconfig = fake.write_kubeconfig_ns(dir.path(), common::INDEX_NS);
-        let client = client_for(&fake.kubeconfig(common::INDEX_NS)).await;
+        let config = config_for(&fake.kubeconfig(common::INDEX_NS)).await;
+        let client = kube::Client::try_from(config.clone()).unwrap();
         let (proxy, proxy_bytes) = counting_proxy(fake.addr()).await;
         let counted_config = fake
             .kubeconfig(common::INDEX_NS)
@@ -295,6 +300,7 @@ impl Cluster {
         Cluster {
             fake,
             client,
+            config,
             counted,
             proxy_bytes,
             index_file: dir.path().join("index.json"),
@@ -439,25 +445,26 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 
 /// What each design needs.
 struct Finder {
-    store: IndexStore,
+    store: Arc<IndexStore>,
     index_file: PathBuf,
 }
 
 impl Finder {
     fn new(cluster: &Cluster) -> Finder {
         // serve loads the mounted file once (and on change), not per push.
-        let store = IndexStore::new(
+        let metrics = Metrics::new();
+        let store = Arc::new(IndexStore::new(
             None,
             OnMiss::Configmap,
             Duration::from_secs(10),
-            Metrics::new(),
-        );
+            metrics.clone(),
+        ));
         let file = pushroll::index::file::IndexFile {
             path: cluster.index_file.clone(),
             embedded: None,
         };
-        let (index, _) = file.load().unwrap().expect("the index file");
-        store.set_file(index);
+        let mut watch = pushroll::index::file::FileWatch::new(file, store.clone(), metrics);
+        assert!(watch.reload(), "the index file loads");
         Finder {
             store,
             index_file: cluster.index_file.clone(),
@@ -563,7 +570,14 @@ async fn run_designs(
     let key = Reference::parse(&image).unwrap().tagged();
     let metrics = Metrics::new();
     let restarter = Restarter::new(
-        Some(Kube::new(cluster.client.clone(), metrics.clone())),
+        Some(
+            pushroll::k8s::connect_with(
+                cluster.config.clone(),
+                Duration::from_secs(5),
+                metrics.clone(),
+            )
+            .unwrap(),
+        ),
         NamespaceFilter::default(),
         false,
         8,
@@ -1032,7 +1046,14 @@ async fn hits(
     // pushroll's restart code in this process (kube-rs), for the breakdown.
     let metrics = Metrics::new();
     let restarter = Restarter::new(
-        Some(Kube::new(cluster.client.clone(), metrics.clone())),
+        Some(
+            pushroll::k8s::connect_with(
+                cluster.config.clone(),
+                Duration::from_secs(5),
+                metrics.clone(),
+            )
+            .unwrap(),
+        ),
         NamespaceFilter::default(),
         false,
         8,

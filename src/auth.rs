@@ -16,11 +16,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::Metrics;
 
 /// Tokens are a little over 1 KiB; anything much larger is refused before
 /// any parsing or crypto.
-pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
 /// Bounds on how long fetched keys are trusted, whatever `max-age` says.
@@ -29,16 +29,7 @@ const MAX_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_KEY_TTL: Duration = Duration::from_secs(3600);
 /// An unknown `kid` triggers at most one refetch per interval, so random
 /// kids cannot make us hammer the key endpoint.
-pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-/// How long fetched keys stay trusted while every refresh fails
-/// (`--max-key-age`). Google's certs endpoint answers with a `max-age` of
-/// about 5 to 7 hours, and Google publishes a key before it signs with it
-/// and keeps a retired one published for days. A day is several missed
-/// refresh windows (an outage of the endpoint, or of our egress, rides
-/// through), yet well inside a rotation: a key Google has withdrawn
-/// (retired, or revoked after a leak) is trusted at most a day after we
-/// last heard from Google.
-pub const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Shown in `/readyz` once the keys at hand are too old to trust.
 const STALE_KEYS: &str = "the signing keys are older than --max-key-age and fetching them again keeps failing: pushes answer 503 until a fetch succeeds";
 /// Retry delays while no keys can be had, doubling up to the cap.
@@ -114,7 +105,7 @@ impl Authenticator {
     }
 
     /// Checks the delivery's subscription against `--subscription`.
-    pub fn check_subscription(&self, subscription: Option<&str>) -> Result<(), AuthError> {
+    pub(crate) fn check_subscription(&self, subscription: Option<&str>) -> Result<(), AuthError> {
         match self {
             Authenticator::None => Ok(()),
             Authenticator::Google(v) => v.check_subscription(subscription),
@@ -122,7 +113,7 @@ impl Authenticator {
     }
 
     /// Whether signing keys are at hand, and young enough to trust.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         match self {
             Authenticator::None => true,
             Authenticator::Google(v) => v.has_keys(),
@@ -130,7 +121,7 @@ impl Authenticator {
     }
 
     /// Whether keys were fetched once but are now older than `--max-key-age`.
-    pub fn keys_too_old(&self) -> bool {
+    pub(crate) fn keys_too_old(&self) -> bool {
         match self {
             Authenticator::None => false,
             Authenticator::Google(v) => v.keys_too_old(),
@@ -139,7 +130,7 @@ impl Authenticator {
 
     /// A warning for `/readyz` and the start log: verification is off, or
     /// the keys at hand have grown too old to trust.
-    pub fn warning(&self) -> Option<&'static str> {
+    pub(crate) fn warning(&self) -> Option<&'static str> {
         match self {
             Authenticator::None => Some(
                 "--auth none: push tokens are NOT verified; anyone who can reach this server can restart workloads",
@@ -158,7 +149,6 @@ pub struct Claims {
     #[serde(default)]
     pub email_verified: Option<serde_json::Value>,
     pub iat: Option<u64>,
-    pub sub: Option<String>,
 }
 
 struct Keys {
@@ -260,10 +250,7 @@ impl GoogleVerifier {
     async fn fetch(&self) -> Result<Duration, String> {
         let result = self.fetch_inner().await;
         let label = if result.is_ok() { "success" } else { "error" };
-        self.metrics
-            .jwks_fetches
-            .get_or_create(&ResultLabels { result: label })
-            .inc();
+        self.metrics.auth.jwks_fetch(label);
         match result {
             Ok((set, ttl)) => {
                 tracing::info!(
@@ -405,7 +392,7 @@ impl GoogleVerifier {
         Ok(claims)
     }
 
-    pub fn check_subscription(&self, subscription: Option<&str>) -> Result<(), AuthError> {
+    pub(crate) fn check_subscription(&self, subscription: Option<&str>) -> Result<(), AuthError> {
         if self.config.subscriptions.is_empty() {
             return Ok(());
         }
@@ -439,7 +426,7 @@ fn bearer_token(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
 }
 
 /// How long fetched keys are trusted: `Cache-Control: max-age`, bounded.
-pub fn cache_ttl(cache_control: Option<&str>) -> Duration {
+pub(crate) fn cache_ttl(cache_control: Option<&str>) -> Duration {
     let max_age = cache_control.and_then(|cc| {
         cc.split(',')
             .filter_map(|d| d.trim().strip_prefix("max-age="))

@@ -22,7 +22,7 @@ use crate::server::conn::ConnLimits;
 use crate::workload::NamespaceFilter;
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
-pub const DEMO_INDEX: &str = include_str!("../examples/index.json");
+pub(crate) const DEMO_INDEX: &str = include_str!("../examples/index.json");
 const DEMO_INDEX_PATH: &str = "examples/index.json";
 const DEMO_LISTEN: &str = "127.0.0.1:8080";
 
@@ -235,6 +235,12 @@ pub struct AuthArgs {
         default_value = "https://www.googleapis.com/oauth2/v3/certs"
     )]
     pub jwks_url: String,
+    // Why a day: Google's certs endpoint answers with a `max-age` of about
+    // 5 to 7 hours, and Google publishes a key before it signs with it and
+    // keeps a retired one published for days. A day is several missed
+    // refresh windows (an outage of the endpoint, or of our egress, rides
+    // through), yet well inside a rotation: a key Google has withdrawn is
+    // trusted at most a day after we last heard from Google.
     /// Signing keys not refreshed for this long are no longer trusted: not
     /// ready, and pushes 503, until a fetch succeeds.
     #[arg(long, env = "PUSHROLL_MAX_KEY_AGE", value_parser = humantime::parse_duration, default_value = "24h")]
@@ -469,7 +475,7 @@ impl LookupArgs {
 }
 
 /// `NAME` or `NAMESPACE/NAME`.
-pub fn parse_configmap(s: &str) -> Result<(Option<String>, String), ConfigError> {
+pub(crate) fn parse_configmap(s: &str) -> Result<(Option<String>, String), ConfigError> {
     match s.split_once('/') {
         None if !s.is_empty() => Ok((None, s.to_owned())),
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::workload::{Kind, Workload};
 
 /// The field manager pushroll's patches are recorded under.
-pub const FIELD_MANAGER: &str = "pushroll";
+pub(crate) const FIELD_MANAGER: &str = "pushroll";
 
 /// A failed Kubernetes API call.
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +84,20 @@ pub async fn connect(
     timeout: Duration,
     metrics: Arc<Metrics>,
 ) -> Result<(Kube, String), kube::Error> {
-    let mut config = kube::Config::infer()
+    let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
     let namespace = config.default_namespace.clone();
+    Ok((connect_with(config, timeout, metrics)?, namespace))
+}
+
+/// [`connect`] with a given configuration (tests and benchmarks point it at
+/// a fake API server).
+pub fn connect_with(
+    mut config: kube::Config,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+) -> Result<Kube, kube::Error> {
     // kube's default retry waits up to 15 times, as long as Retry-After
     // says: far past Pub/Sub's ack deadline. `Kube::call` retries briefly
     // instead, and a redelivery covers the rest.
@@ -100,12 +110,11 @@ pub async fn connect(
     let mut watches = config.clone();
     config.read_timeout = Some(timeout);
     watches.read_timeout = Some(WATCH_READ_TIMEOUT);
-    let kube = Kube {
+    Ok(Kube {
         client: Client::try_from(config)?,
         watch_client: Client::try_from(watches)?,
         metrics,
-    };
-    Ok((kube, namespace))
+    })
 }
 
 /// Past kube-runtime's own idle timeout for watches (290 s + 5 s).
@@ -154,15 +163,6 @@ fn api_resource(kind: Kind) -> ApiResource {
 }
 
 impl Kube {
-    /// One client for calls and watches alike (benchmarks, tests).
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Kube {
-        Kube {
-            watch_client: client.clone(),
-            client,
-            metrics,
-        }
-    }
-
     /// Makes one API call, retrying it briefly on 429/503/504, and counts
     /// every attempt by verb, resource and outcome.
     async fn call<T, F, Fut>(
@@ -184,7 +184,7 @@ impl Kube {
                 Ok(_) => "success",
                 Err(e) => e.label(),
             };
-            self.metrics.api_request(verb, resource, outcome);
+            self.metrics.kube.request(verb, resource, outcome);
             match delay {
                 Some(delay) if attempt < RETRIES => {
                     attempt += 1;
@@ -199,7 +199,7 @@ impl Kube {
         Api::namespaced_with(self.client.clone(), namespace, &api_resource(kind))
     }
 
-    pub async fn get_workload(
+    pub(crate) async fn get_workload(
         &self,
         kind: Kind,
         ns: &str,
@@ -210,7 +210,7 @@ impl Kube {
     }
 
     /// A strategic merge patch under pushroll's field manager.
-    pub async fn patch_workload(
+    pub(crate) async fn patch_workload(
         &self,
         kind: Kind,
         ns: &str,
@@ -227,7 +227,7 @@ impl Kube {
             .await
     }
 
-    pub async fn create_event(&self, event: &Event) -> Result<(), KubeError> {
+    pub(crate) async fn create_event(&self, event: &Event) -> Result<(), KubeError> {
         let ns = event.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
         let params = PostParams::default();
@@ -236,14 +236,14 @@ impl Kube {
             .map(drop)
     }
 
-    pub async fn get_lease(&self, ns: &str, name: &str) -> Result<Lease, KubeError> {
+    pub(crate) async fn get_lease(&self, ns: &str, name: &str) -> Result<Lease, KubeError> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
         self.call("get", "leases", || api.get(name)).await
     }
 
     /// Creates an empty Lease (as the lease library does at start), for
     /// when it has been deleted since; one that exists already is fine.
-    pub async fn create_lease(&self, ns: &str, name: &str) -> Result<(), KubeError> {
+    pub(crate) async fn create_lease(&self, ns: &str, name: &str) -> Result<(), KubeError> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
         let lease = Lease {
             metadata: ObjectMeta {
@@ -265,14 +265,14 @@ impl Kube {
         }
     }
 
-    pub async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {
+    pub(crate) async fn get_configmap(&self, ns: &str, name: &str) -> Result<ConfigMap, KubeError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         self.call("get", "configmaps", || api.get(name)).await
     }
 }
 
 /// Page size of list calls.
-pub const LIST_PAGE: u32 = 500;
+pub(crate) const LIST_PAGE: u32 = 500;
 
 impl Kube {
     pub fn client(&self) -> &Client {
@@ -280,14 +280,14 @@ impl Kube {
     }
 
     /// The client for watches: no short read timeout (see [`connect`]).
-    pub fn watch_client(&self) -> &Client {
+    pub(crate) fn watch_client(&self) -> &Client {
         &self.watch_client
     }
 
     /// Lists every `W` in `namespace` (or all namespaces), page by page,
     /// from the API server's cache (`resourceVersion=0`), handing each
     /// object to `each` so that only one page is held at a time.
-    pub async fn list_each<W: Workload>(
+    pub(crate) async fn list_each<W: Workload>(
         &self,
         namespace: Option<&str>,
         mut each: impl FnMut(&W),
@@ -316,7 +316,7 @@ impl Kube {
     /// Creates or updates a ConfigMap with what `fill` puts in it, unless
     /// `same` says the existing one already holds it. Returns whether it
     /// wrote. A new ConfigMap is labelled as managed by pushroll.
-    pub async fn write_configmap(
+    pub(crate) async fn write_configmap(
         &self,
         namespace: &str,
         name: &str,
@@ -386,7 +386,7 @@ pub fn restart_event(
 
 /// The Events pushroll records on workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
+pub(crate) enum EventKind {
     /// `PushRestart` (Normal): rolled for a push.
     Restart,
     /// `PushRestartRejected` (Warning): the API server refused the patch.
@@ -403,7 +403,7 @@ impl EventKind {
 }
 
 /// A core/v1 Event about `obj`, as kubectl's recorder would write it.
-pub fn workload_event(
+pub(crate) fn workload_event(
     kind: Kind,
     obj: &DynamicObject,
     what: EventKind,
@@ -458,7 +458,7 @@ pub struct Pod {
 }
 
 impl Pod {
-    pub fn from_env() -> Pod {
+    pub(crate) fn from_env() -> Pod {
         let var = |name| std::env::var(name).ok().filter(|s| !s.is_empty());
         Pod {
             name: var("POD_NAME"),

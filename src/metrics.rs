@@ -1,7 +1,11 @@
-//! Prometheus metrics, all named `pushroll_*`. prometheus-client appends
-//! `_total` to counters itself (a name ending in `_total` panics in debug).
+//! Prometheus metrics, all named `pushroll_*`, in one group per concern.
+//! Each group registers its own metrics and is written to through small
+//! methods, so that a call site says what happened, not how it is counted.
+//! prometheus-client appends `_total` to counters itself (a name ending in
+//! `_total` panics in debug).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,63 +13,84 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PushLabels {
-    pub outcome: &'static str,
-    pub code: u16,
+struct PushLabels {
+    outcome: &'static str,
+    code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabels {
-    pub source: &'static str,
+struct SourceLabels {
+    source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RestartLabels {
-    pub kind: &'static str,
-    pub result: &'static str,
+struct RestartLabels {
+    kind: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ApiLabels {
-    pub verb: &'static str,
-    pub resource: &'static str,
-    pub outcome: &'static str,
+struct ApiLabels {
+    verb: &'static str,
+    resource: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DroppedLabels {
-    pub source: &'static str,
+struct DroppedLabels {
+    source: &'static str,
     /// What is not a Kubernetes name: `namespace`, `name` or `container`.
-    pub reason: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
+struct ResultLabels {
+    result: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type IntGauge = Gauge<i64, AtomicI64>;
 
 fn latency_histogram() -> Histogram {
     // 10 µs .. ~20 s: lookups are microseconds, API fallbacks milliseconds.
     Histogram::new(exponential_buckets(0.000_01, 4.0, 11))
 }
 
+/// Registers `metric` under `name` and hands it back.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+fn register_seconds<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register_with_unit(name, help, Unit::Seconds, metric.clone());
+    metric
+}
+
 /// Raises a gauge for as long as it lives: a push in flight, an open
 /// connection.
-pub struct Held(Gauge<i64, AtomicI64>);
+pub(crate) struct Held(IntGauge);
 
 impl Held {
-    pub fn new(gauge: &Gauge<i64, AtomicI64>) -> Held {
+    fn new(gauge: &IntGauge) -> Held {
         gauge.inc();
         Held(gauge.clone())
     }
@@ -80,217 +105,42 @@ impl Drop for Held {
 /// Every metric pushroll exports, registered once.
 pub struct Metrics {
     registry: Registry,
-    pub pushes: Family<PushLabels, Counter>,
-    pub push_duration: HistogramFamily<PushLabels>,
-    pub token_rejections: Family<ReasonLabels, Counter>,
-    pub ignored: Family<ReasonLabels, Counter>,
-    pub lookups: Family<SourceLabels, Counter>,
-    pub lookup_duration: HistogramFamily<SourceLabels>,
-    pub restarts: Family<RestartLabels, Counter>,
-    pub api_requests: Family<ApiLabels, Counter>,
-    pub index_entries: Family<SourceLabels, Gauge>,
-    pub index_generated: Family<SourceLabels, Gauge<f64, AtomicU64>>,
-    pub index_reloads: Family<ResultLabels, Counter>,
-    pub index_dropped_entries: Family<DroppedLabels, Counter>,
-    pub jwks_fetches: Family<ResultLabels, Counter>,
-    pub index_writes: Family<ResultLabels, Counter>,
-    pub watch_errors: Family<ResultLabels, Counter>,
-    pub scans: Family<ResultLabels, Counter>,
-    pub watch_events: Family<ResultLabels, Counter>,
-    pub watch_lists: Family<ResultLabels, Counter>,
-    pub lease_recreations: Family<ResultLabels, Counter>,
-    pub index_changes: Counter,
-    pub indexer_leader: Gauge<i64, AtomicI64>,
-    pub inflight_pushes: Gauge<i64, AtomicI64>,
-    pub connections_open: Gauge<i64, AtomicI64>,
-    pub connections_refused: Counter,
-    pub connection_timeouts: Family<ReasonLabels, Counter>,
+    pub(crate) push: PushMetrics,
+    pub(crate) lookup: LookupMetrics,
+    pub(crate) index: IndexMetrics,
+    pub(crate) restart: RestartMetrics,
+    pub(crate) kube: KubeMetrics,
+    pub(crate) auth: AuthMetrics,
+    pub(crate) indexer: IndexerMetrics,
+    pub(crate) conn: ConnMetrics,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("pushroll");
-        let pushes = Family::default();
-        registry.register(
-            "pushes",
-            "POST /push requests by outcome and status code",
-            pushes.clone(),
+        let r = &mut registry;
+        let (push, lookup, index, restart) = (
+            PushMetrics::register(r),
+            LookupMetrics::register(r),
+            IndexMetrics::register(r),
+            RestartMetrics::register(r),
         );
-        let push_duration: HistogramFamily<PushLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit(
-            "push_duration",
-            "Time to answer POST /push",
-            prometheus_client::registry::Unit::Seconds,
-            push_duration.clone(),
-        );
-        let token_rejections = Family::default();
-        registry.register(
-            "token_rejections",
-            "Push requests refused by token verification, by reason",
-            token_rejections.clone(),
-        );
-        let ignored = Family::default();
-        registry.register(
-            "ignored",
-            "Deliveries acknowledged without action, by reason",
-            ignored.clone(),
-        );
-        let lookups = Family::default();
-        registry.register(
-            "lookups",
-            "Image lookups by the source that answered",
-            lookups.clone(),
-        );
-        let lookup_duration: HistogramFamily<SourceLabels> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register_with_unit(
-            "lookup_duration",
-            "Time to find the workloads of an image",
-            prometheus_client::registry::Unit::Seconds,
-            lookup_duration.clone(),
-        );
-        let restarts = Family::default();
-        registry.register(
-            "restarts",
-            "Workloads handled by kind and result",
-            restarts.clone(),
-        );
-        let api_requests = Family::default();
-        registry.register(
-            "kube_api_requests",
-            "Kubernetes API requests by verb, resource and outcome",
-            api_requests.clone(),
-        );
-        let index_entries = Family::default();
-        registry.register(
-            "index_entries",
-            "Images in the in-memory index, by source",
-            index_entries.clone(),
-        );
-        let index_generated = Family::default();
-        registry.register(
-            "index_generated_timestamp_seconds",
-            "The index's generatedAt as a Unix timestamp, by source",
-            index_generated.clone(),
-        );
-        let index_reloads = Family::default();
-        registry.register(
-            "index_reloads",
-            "Index (re)loads by result",
-            index_reloads.clone(),
-        );
-        let index_dropped_entries = Family::default();
-        registry.register(
-            "index_dropped_entries",
-            "Index entries dropped on load because a namespace, name or container is not a Kubernetes name, by source and reason",
-            index_dropped_entries.clone(),
-        );
-        let jwks_fetches = Family::default();
-        registry.register(
-            "jwks_fetches",
-            "Fetches of the token signing keys by result",
-            jwks_fetches.clone(),
-        );
-        let index_writes = Family::default();
-        registry.register(
-            "index_writes",
-            "Index ConfigMap writes by result (written, unchanged, too-large, error)",
-            index_writes.clone(),
-        );
-        let watch_errors = Family::default();
-        registry.register(
-            "watch_errors",
-            "Workload watch errors by resource",
-            watch_errors.clone(),
-        );
-        let scans = Family::default();
-        registry.register(
-            "scans",
-            "Cluster scans for a missing image by result",
-            scans.clone(),
-        );
-        let watch_events = Family::default();
-        registry.register(
-            "watch_events",
-            "Workload watch events processed, by resource",
-            watch_events.clone(),
-        );
-        let watch_lists = Family::default();
-        registry.register(
-            "watch_lists",
-            "Complete lists of a workload kind by its watch (the first, then each re-list after a 410 or a lost watch), by resource",
-            watch_lists.clone(),
-        );
-        let lease_recreations = Family::default();
-        registry.register(
-            "lease_recreations",
-            "Times the indexer found its Lease deleted and created it again, by result",
-            lease_recreations.clone(),
-        );
-        let index_changes = Counter::default();
-        registry.register(
-            "index_changes",
-            "Watch events that changed the index",
-            index_changes.clone(),
-        );
-        let indexer_leader = Gauge::default();
-        registry.register(
-            "indexer_leader",
-            "1 while this indexer holds the Lease",
-            indexer_leader.clone(),
-        );
-        let inflight_pushes = Gauge::default();
-        registry.register(
-            "inflight_pushes",
-            "POST /push requests being handled",
-            inflight_pushes.clone(),
-        );
-        let connections_open = Gauge::default();
-        registry.register(
-            "connections_open",
-            "Client connections open on the HTTP server",
-            connections_open.clone(),
-        );
-        let connections_refused = Counter::default();
-        registry.register(
-            "connections_refused",
-            "Connections closed as soon as accepted because --max-connections were open",
-            connections_refused.clone(),
-        );
-        let connection_timeouts = Family::default();
-        registry.register(
-            "connection_timeouts",
-            "Connections closed by the server for a timeout: header (no request within the header-read timeout of accept), idle (no request for the idle timeout)",
-            connection_timeouts.clone(),
+        let (kube, auth, indexer, conn) = (
+            KubeMetrics::register(r),
+            AuthMetrics::register(r),
+            IndexerMetrics::register(r),
+            ConnMetrics::register(r),
         );
         Arc::new(Metrics {
             registry,
-            pushes,
-            push_duration,
-            token_rejections,
-            ignored,
-            lookups,
-            lookup_duration,
-            restarts,
-            api_requests,
-            index_entries,
-            index_generated,
-            index_reloads,
-            index_dropped_entries,
-            jwks_fetches,
-            index_writes,
-            watch_errors,
-            scans,
-            watch_events,
-            watch_lists,
-            lease_recreations,
-            index_changes,
-            indexer_leader,
-            inflight_pushes,
-            connections_open,
-            connections_refused,
-            connection_timeouts,
+            push,
+            lookup,
+            index,
+            restart,
+            kube,
+            auth,
+            indexer,
+            conn,
         })
     }
 
@@ -301,37 +151,482 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
 
-    pub fn observe_push(&self, outcome: &'static str, code: u16, took: Duration) {
+/// `POST /push`: answers, their latency, and what was refused or ignored.
+pub(crate) struct PushMetrics {
+    pushes: Family<PushLabels, Counter>,
+    duration: HistogramFamily<PushLabels>,
+    token_rejections: Family<ReasonLabels, Counter>,
+    ignored: Family<ReasonLabels, Counter>,
+    inflight: IntGauge,
+}
+
+impl PushMetrics {
+    fn register(r: &mut Registry) -> PushMetrics {
+        PushMetrics {
+            pushes: register(
+                r,
+                "pushes",
+                "POST /push requests by outcome and status code",
+                Family::default(),
+            ),
+            duration: register_seconds(
+                r,
+                "push_duration",
+                "Time to answer POST /push",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+            token_rejections: register(
+                r,
+                "token_rejections",
+                "Push requests refused by token verification, by reason",
+                Family::default(),
+            ),
+            ignored: register(
+                r,
+                "ignored",
+                "Deliveries acknowledged without action, by reason",
+                Family::default(),
+            ),
+            inflight: register(
+                r,
+                "inflight_pushes",
+                "POST /push requests being handled",
+                Gauge::default(),
+            ),
+        }
+    }
+
+    /// A push answered with `code`, as `outcome`, after `took`.
+    pub fn answered(&self, outcome: &'static str, code: u16, took: Duration) {
         let labels = PushLabels { outcome, code };
         self.pushes.get_or_create(&labels).inc();
-        self.push_duration
+        self.duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
     }
 
-    /// A connection closed for a timeout (`header` or `idle`).
-    pub fn timed_out(&self, reason: &'static str) {
-        self.connection_timeouts
+    pub(crate) fn token_rejected(&self, reason: &'static str) {
+        self.token_rejections
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 
-    pub fn observe_lookup(&self, source: &'static str, took: Duration) {
+    pub fn ignored(&self, reason: &'static str) {
+        self.ignored.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a push in flight until the guard is dropped.
+    pub(crate) fn in_flight(&self) -> Held {
+        Held::new(&self.inflight)
+    }
+}
+
+/// Finding the workloads of an image.
+pub(crate) struct LookupMetrics {
+    lookups: Family<SourceLabels, Counter>,
+    duration: HistogramFamily<SourceLabels>,
+}
+
+impl LookupMetrics {
+    fn register(r: &mut Registry) -> LookupMetrics {
+        LookupMetrics {
+            lookups: register(
+                r,
+                "lookups",
+                "Image lookups by the source that answered",
+                Family::default(),
+            ),
+            duration: register_seconds(
+                r,
+                "lookup_duration",
+                "Time to find the workloads of an image",
+                Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            ),
+        }
+    }
+
+    /// A lookup answered by `source` after `took`.
+    pub fn answered(&self, source: &'static str, took: Duration) {
         let labels = SourceLabels { source };
         self.lookups.get_or_create(&labels).inc();
-        self.lookup_duration
+        self.duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
     }
+}
 
-    pub fn api_request(&self, verb: &'static str, resource: &'static str, outcome: &'static str) {
-        self.api_requests
+/// The indexes held in memory, and reading them.
+pub(crate) struct IndexMetrics {
+    entries: Family<SourceLabels, Gauge>,
+    generated: Family<SourceLabels, Gauge<f64, AtomicU64>>,
+    reloads: Family<ResultLabels, Counter>,
+    dropped_entries: Family<DroppedLabels, Counter>,
+    scans: Family<ResultLabels, Counter>,
+}
+
+impl IndexMetrics {
+    fn register(r: &mut Registry) -> IndexMetrics {
+        IndexMetrics {
+            entries: register(
+                r,
+                "index_entries",
+                "Images in the in-memory index, by source",
+                Family::default(),
+            ),
+            generated: register(
+                r,
+                "index_generated_timestamp_seconds",
+                "The index's generatedAt as a Unix timestamp, by source",
+                Family::default(),
+            ),
+            reloads: register(
+                r,
+                "index_reloads",
+                "Index (re)loads by result",
+                Family::default(),
+            ),
+            dropped_entries: register(
+                r,
+                "index_dropped_entries",
+                "Index entries dropped on load because a namespace, name or container is not a Kubernetes name, by source and reason",
+                Family::default(),
+            ),
+            scans: register(
+                r,
+                "scans",
+                "Cluster scans for a missing image by result",
+                Family::default(),
+            ),
+        }
+    }
+
+    /// `source` now holds an index of `images`, generated at `generated_at`.
+    pub fn held(&self, source: &'static str, images: usize, generated_at: Option<jiff::Timestamp>) {
+        let labels = SourceLabels { source };
+        self.entries.get_or_create(&labels).set(images as i64);
+        if let Some(t) = generated_at {
+            self.generated
+                .get_or_create(&labels)
+                .set(t.as_millisecond() as f64 / 1000.0);
+        }
+    }
+
+    /// `source` holds no index any more.
+    pub(crate) fn dropped_source(&self, source: &'static str) {
+        let labels = SourceLabels { source };
+        self.entries.remove(&labels);
+        self.generated.remove(&labels);
+    }
+
+    pub fn reload(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// `n` entries from `source` dropped on load, for `reason`.
+    pub(crate) fn entries_dropped(&self, source: &'static str, reason: &'static str, n: u64) {
+        self.dropped_entries
+            .get_or_create(&DroppedLabels { source, reason })
+            .inc_by(n);
+    }
+
+    pub fn scan(&self, result: &'static str) {
+        self.scans.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+/// What happened to each workload a push named.
+pub(crate) struct RestartMetrics {
+    restarts: Family<RestartLabels, Counter>,
+}
+
+impl RestartMetrics {
+    fn register(r: &mut Registry) -> RestartMetrics {
+        RestartMetrics {
+            restarts: register(
+                r,
+                "restarts",
+                "Workloads handled by kind and result",
+                Family::default(),
+            ),
+        }
+    }
+
+    pub(crate) fn handled(&self, kind: &'static str, result: &'static str) {
+        self.restarts
+            .get_or_create(&RestartLabels { kind, result })
+            .inc();
+    }
+}
+
+/// Kubernetes API calls.
+pub(crate) struct KubeMetrics {
+    requests: Family<ApiLabels, Counter>,
+}
+
+impl KubeMetrics {
+    fn register(r: &mut Registry) -> KubeMetrics {
+        KubeMetrics {
+            requests: register(
+                r,
+                "kube_api_requests",
+                "Kubernetes API requests by verb, resource and outcome",
+                Family::default(),
+            ),
+        }
+    }
+
+    pub fn request(&self, verb: &'static str, resource: &'static str, outcome: &'static str) {
+        self.requests
             .get_or_create(&ApiLabels {
                 verb,
                 resource,
                 outcome,
             })
             .inc();
+    }
+}
+
+/// The token signing keys.
+pub(crate) struct AuthMetrics {
+    jwks_fetches: Family<ResultLabels, Counter>,
+}
+
+impl AuthMetrics {
+    fn register(r: &mut Registry) -> AuthMetrics {
+        AuthMetrics {
+            jwks_fetches: register(
+                r,
+                "jwks_fetches",
+                "Fetches of the token signing keys by result",
+                Family::default(),
+            ),
+        }
+    }
+
+    pub(crate) fn jwks_fetch(&self, result: &'static str) {
+        self.jwks_fetches
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+}
+
+/// The watch indexer: its watches, the Lease, and the ConfigMap writes.
+pub(crate) struct IndexerMetrics {
+    writes: Family<ResultLabels, Counter>,
+    watch_errors: Family<ResultLabels, Counter>,
+    watch_events: Family<ResultLabels, Counter>,
+    watch_lists: Family<ResultLabels, Counter>,
+    lease_recreations: Family<ResultLabels, Counter>,
+    changes: Counter,
+    leader: IntGauge,
+}
+
+impl IndexerMetrics {
+    fn register(r: &mut Registry) -> IndexerMetrics {
+        IndexerMetrics {
+            writes: register(
+                r,
+                "index_writes",
+                "Index ConfigMap writes by result (written, unchanged, too-large, error)",
+                Family::default(),
+            ),
+            watch_errors: register(
+                r,
+                "watch_errors",
+                "Workload watch errors by resource",
+                Family::default(),
+            ),
+            watch_events: register(
+                r,
+                "watch_events",
+                "Workload watch events processed, by resource",
+                Family::default(),
+            ),
+            watch_lists: register(
+                r,
+                "watch_lists",
+                "Complete lists of a workload kind by its watch (the first, then each re-list after a 410 or a lost watch), by resource",
+                Family::default(),
+            ),
+            lease_recreations: register(
+                r,
+                "lease_recreations",
+                "Times the indexer found its Lease deleted and created it again, by result",
+                Family::default(),
+            ),
+            changes: register(
+                r,
+                "index_changes",
+                "Watch events that changed the index",
+                Counter::default(),
+            ),
+            leader: register(
+                r,
+                "indexer_leader",
+                "1 while this indexer holds the Lease",
+                Gauge::default(),
+            ),
+        }
+    }
+
+    /// A ConfigMap write (or its refusal) by result.
+    pub fn write(&self, result: &'static str) {
+        self.writes.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The watch of `resource` failed (it retries with backoff).
+    pub(crate) fn watch_error(&self, resource: &'static str) {
+        self.watch_errors
+            .get_or_create(&ResultLabels { result: resource })
+            .inc();
+    }
+
+    /// A watch event of `resource`, and whether it changed the index.
+    /// Changes are counted first, so that an observer who sees an event
+    /// counted also sees whether it changed the index.
+    pub(crate) fn watch_event(&self, resource: &'static str, changed: bool) {
+        if changed {
+            self.changes.inc();
+        }
+        self.watch_events
+            .get_or_create(&ResultLabels { result: resource })
+            .inc();
+    }
+
+    /// A complete list of `resource` (the first, or a re-list).
+    pub(crate) fn watch_list(&self, resource: &'static str) {
+        self.watch_lists
+            .get_or_create(&ResultLabels { result: resource })
+            .inc();
+    }
+
+    pub(crate) fn lease_recreation(&self, result: &'static str) {
+        self.lease_recreations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub(crate) fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+}
+
+/// Client connections of the HTTP server.
+pub(crate) struct ConnMetrics {
+    open: IntGauge,
+    refused: Counter,
+    timeouts: Family<ReasonLabels, Counter>,
+}
+
+impl ConnMetrics {
+    fn register(r: &mut Registry) -> ConnMetrics {
+        ConnMetrics {
+            open: register(
+                r,
+                "connections_open",
+                "Client connections open on the HTTP server",
+                Gauge::default(),
+            ),
+            refused: register(
+                r,
+                "connections_refused",
+                "Connections closed as soon as accepted because --max-connections were open",
+                Counter::default(),
+            ),
+            timeouts: register(
+                r,
+                "connection_timeouts",
+                "Connections closed by the server for a timeout: header (no request within the header-read timeout of accept), idle (no request for the idle timeout)",
+                Family::default(),
+            ),
+        }
+    }
+
+    /// Counts an open connection until the guard is dropped.
+    pub fn opened(&self) -> Held {
+        Held::new(&self.open)
+    }
+
+    pub fn refused(&self) {
+        self.refused.inc();
+    }
+
+    /// A connection closed for a timeout (`header` or `idle`).
+    pub(crate) fn timed_out(&self, reason: &'static str) {
+        self.timeouts.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every group registers under the names dashboards and alerts use.
+    #[test]
+    fn every_metric_is_exposed_under_its_name() {
+        let m = Metrics::new();
+        m.push.answered("restarted", 200, Duration::from_millis(1));
+        m.push.token_rejected("expired");
+        m.push.ignored("not-insert");
+        let _inflight = m.push.in_flight();
+        m.lookup.answered("file", Duration::from_micros(5));
+        m.index.held("file", 3, Some(jiff::Timestamp::UNIX_EPOCH));
+        m.index.reload("file-ok");
+        m.index.entries_dropped("file", "name", 2);
+        m.index.scan("success");
+        m.restart.handled("Deployment", "restarted");
+        m.kube.request("get", "deployments", "success");
+        m.auth.jwks_fetch("success");
+        m.indexer.write("written");
+        m.indexer.watch_error("deployments");
+        m.indexer.watch_event("deployments", true);
+        m.indexer.watch_list("deployments");
+        m.indexer.lease_recreation("recreated");
+        m.indexer.set_leader(true);
+        let _open = m.conn.opened();
+        m.conn.refused();
+        m.conn.timed_out("idle");
+        let text = m.encode();
+        for line in [
+            "pushroll_pushes_total{outcome=\"restarted\",code=\"200\"} 1",
+            "pushroll_push_duration_seconds_count{outcome=\"restarted\",code=\"200\"} 1",
+            "pushroll_token_rejections_total{reason=\"expired\"} 1",
+            "pushroll_ignored_total{reason=\"not-insert\"} 1",
+            "pushroll_inflight_pushes 1",
+            "pushroll_lookups_total{source=\"file\"} 1",
+            "pushroll_lookup_duration_seconds_count{source=\"file\"} 1",
+            "pushroll_index_entries{source=\"file\"} 3",
+            "pushroll_index_generated_timestamp_seconds{source=\"file\"} 0",
+            "pushroll_index_reloads_total{result=\"file-ok\"} 1",
+            "pushroll_index_dropped_entries_total{source=\"file\",reason=\"name\"} 2",
+            "pushroll_scans_total{result=\"success\"} 1",
+            "pushroll_restarts_total{kind=\"Deployment\",result=\"restarted\"} 1",
+            "pushroll_kube_api_requests_total{verb=\"get\",resource=\"deployments\",outcome=\"success\"} 1",
+            "pushroll_jwks_fetches_total{result=\"success\"} 1",
+            "pushroll_index_writes_total{result=\"written\"} 1",
+            "pushroll_watch_errors_total{result=\"deployments\"} 1",
+            "pushroll_watch_events_total{result=\"deployments\"} 1",
+            "pushroll_watch_lists_total{result=\"deployments\"} 1",
+            "pushroll_lease_recreations_total{result=\"recreated\"} 1",
+            "pushroll_index_changes_total 1",
+            "pushroll_indexer_leader 1",
+            "pushroll_connections_open 1",
+            "pushroll_connections_refused_total 1",
+            "pushroll_connection_timeouts_total{reason=\"idle\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        drop(_inflight);
+        drop(_open);
+        let text = m.encode();
+        assert!(text.contains("pushroll_inflight_pushes 0"), "{text}");
+        assert!(text.contains("pushroll_connections_open 0"), "{text}");
+        m.index.dropped_source("file");
+        assert!(
+            !m.encode()
+                .contains("pushroll_index_entries{source=\"file\"}")
+        );
     }
 }

@@ -56,7 +56,7 @@ pub struct WorkloadView {
 }
 
 /// The parts of a workload object the planner needs.
-pub fn workload_view(obj: &DynamicObject) -> WorkloadView {
+pub(crate) fn workload_view(obj: &DynamicObject) -> WorkloadView {
     let template = &obj.data["spec"]["template"];
     let string_map = |v: &Value| -> BTreeMap<String, String> {
         v.as_object()

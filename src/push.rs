@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::reference::{Reference, validate_digest};
 
 /// The header that marks an unwrapped (`noWrapper`) delivery.
-pub const HEADER_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
-pub const HEADER_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
+pub(crate) const HEADER_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
+pub(crate) const HEADER_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
 
 /// How the request carried the notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

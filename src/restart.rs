@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
-use crate::metrics::{Metrics, RestartLabels};
+use crate::metrics::Metrics;
 use crate::plan::{Plan, RestartResult, plan, restart_patch, workload_view};
 use crate::workload::NamespaceFilter;
 use crate::workload::{Kind, WorkloadRef};
@@ -92,12 +92,8 @@ impl Restarter {
             match outcome {
                 Ok(Handled { result, detail }) => {
                     self.metrics
-                        .restarts
-                        .get_or_create(&RestartLabels {
-                            kind: w.kind.as_str(),
-                            result: result.as_str(),
-                        })
-                        .inc();
+                        .restart
+                        .handled(w.kind.as_str(), result.as_str());
                     done.push(WorkloadResult {
                         kind: w.kind,
                         namespace: w.namespace.clone(),
@@ -107,13 +103,7 @@ impl Restarter {
                     });
                 }
                 Err(e) => {
-                    self.metrics
-                        .restarts
-                        .get_or_create(&RestartLabels {
-                            kind: w.kind.as_str(),
-                            result: "failed",
-                        })
-                        .inc();
+                    self.metrics.restart.handled(w.kind.as_str(), "failed");
                     tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, error = %e, "restart failed; the push will be retried");
                     failed.push(WorkloadFailure {
                         kind: w.kind,
@@ -170,19 +160,7 @@ impl Restarter {
                 .await
             {
                 Ok(patched) => {
-                    let event = restart_event(
-                        w.kind,
-                        &patched,
-                        push.image_key,
-                        push.digest,
-                        push.message_id,
-                        now,
-                    );
-                    // The rollout happened; a lost Event must not make Pub/Sub redeliver.
-                    if let Err(e) = kube.create_event(&event).await {
-                        tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestart event");
-                    }
-                    tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, containers = ?containers, digest = push.digest, "restarted");
+                    record_restart(kube, w, &patched, push, containers, now).await;
                     return Ok(RestartResult::Restarted.into());
                 }
                 // Someone changed it since our GET (maybe a duplicate
@@ -234,6 +212,30 @@ impl Restarter {
             detail: Some(detail),
         }
     }
+}
+
+/// The Event and the log line of a restart. The rollout has happened: a
+/// lost Event must not make Pub/Sub redeliver, so it is only logged.
+async fn record_restart(
+    kube: &Kube,
+    w: &WorkloadRef,
+    patched: &kube::api::DynamicObject,
+    push: &Push<'_>,
+    containers: &[String],
+    now: jiff::Timestamp,
+) {
+    let event = restart_event(
+        w.kind,
+        patched,
+        push.image_key,
+        push.digest,
+        push.message_id,
+        now,
+    );
+    if let Err(e) = kube.create_event(&event).await {
+        tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestart event");
+    }
+    tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, containers = ?containers, digest = push.digest, "restarted");
 }
 
 /// One workload's result, with the API server's word when it refused.

@@ -65,7 +65,7 @@ pub struct NamespaceFilter {
 }
 
 impl NamespaceFilter {
-    pub fn allows(&self, namespace: &str) -> bool {
+    pub(crate) fn allows(&self, namespace: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|n| n == namespace))
             && !self.exclude.iter().any(|n| n == namespace)
     }
@@ -126,7 +126,7 @@ pub fn containers(template: &PodTemplateSpec) -> Vec<(String, String)> {
 /// The same as [`containers`], for a pod template read as JSON (the restart
 /// path reads workloads untyped, so that no field it does not need can fail
 /// the read).
-pub fn containers_json(template: &serde_json::Value) -> Vec<(String, String)> {
+pub(crate) fn containers_json(template: &serde_json::Value) -> Vec<(String, String)> {
     ["initContainers", "containers"]
         .iter()
         .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())

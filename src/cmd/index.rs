@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterConfig, NO_CLUSTER};
+use super::{Cluster, ClusterConfig, NO_CLUSTER, bind};
 use crate::index::configmap::write;
 use crate::index::scan::scan;
 use crate::indexer::{self, WatchSettings, WatchState};
@@ -104,10 +104,7 @@ async fn watch(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let state = Arc::new(WatchState::default());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let listener = bind(listen).await?;
     let (live_state, stall_timeout) = (state.clone(), config.settings.stall_timeout);
     let live: Check = Arc::new(move || live_state.is_live(stall_timeout));
     let router = server::probe_router(metrics.clone(), readiness(state.clone()), live);

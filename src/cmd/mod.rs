@@ -119,7 +119,7 @@ impl Cluster {
 
     /// Connects unless `offline`. Without a configuration: an error saying
     /// `why` one is needed, or (`why` is `None`) no cluster.
-    pub async fn connect_unless(
+    pub(crate) async fn connect_unless(
         offline: bool,
         config: &ClusterConfig,
         why: Option<&str>,
@@ -182,6 +182,15 @@ pub(crate) async fn open_index(
         let _ = store.refresh_configmap(true).await;
     }
     Ok(OpenIndex { store, file_watch })
+}
+
+/// Binds the HTTP listener and says where.
+pub(crate) async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    Ok(listener)
 }
 
 /// `--max-index-bytes`, or the bound the container's memory limit allows.

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, OpenIndex, SourceConfig, open_index};
+use super::{Cluster, OpenIndex, SourceConfig, bind, open_index};
 use crate::auth::{AuthConfig, Authenticator};
+use crate::index::file::FileWatch;
 use crate::index::store::IndexStore;
 use crate::indexer::{self, WatchSettings, WatchState};
 use crate::metrics::Metrics;
@@ -72,14 +73,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         )),
     };
     log_missing_index(&store, indexer.is_some());
-    tokio::spawn(file_watch.run(config.index.reload_interval, shutdown.clone()));
-    if store.has_fallback() {
-        tokio::spawn(retry_configmap_until_loaded(
-            store.clone(),
-            config.index.reload_interval,
-            shutdown.clone(),
-        ));
-    }
+    keep_index_current(&store, file_watch, config.index.reload_interval, &shutdown);
     if config.dry_run {
         tracing::info!("dry run: nothing will be patched");
     }
@@ -101,10 +95,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         dry_run: config.dry_run,
         live,
     });
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    let listener = bind(config.listen).await?;
     server::conn::serve(
         listener,
         server::router(state),
@@ -193,6 +184,24 @@ fn log_missing_index(store: &IndexStore, indexer: bool) {
         );
     } else {
         tracing::warn!("no index loaded yet: /readyz answers 503 and pushes 503 until one is");
+    }
+}
+
+/// Follows the mounted file; with no index at all, also retries the
+/// ConfigMap until one loads.
+fn keep_index_current(
+    store: &Arc<IndexStore>,
+    file_watch: FileWatch,
+    every: Duration,
+    shutdown: &CancellationToken,
+) {
+    tokio::spawn(file_watch.run(every, shutdown.clone()));
+    if store.has_fallback() {
+        tokio::spawn(retry_configmap_until_loaded(
+            store.clone(),
+            every,
+            shutdown.clone(),
+        ));
     }
 }
 

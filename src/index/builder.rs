@@ -112,7 +112,7 @@ impl IndexBuilder {
         after != before.len() || before.iter().any(|(k, v)| self.workloads.get(k) != Some(v))
     }
 
-    pub fn workload_count(&self) -> usize {
+    pub(crate) fn workload_count(&self) -> usize {
         self.workloads.len()
     }
 

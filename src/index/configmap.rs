@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use crate::index::{Index, Limits};
 use crate::k8s::{Kube, KubeError, Pod};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::Metrics;
 
 /// The index ConfigMap: where the indexer writes and the API fallback reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,14 +44,14 @@ impl std::fmt::Display for ConfigMapRef {
 }
 
 /// The keys the indexer writes: JSON in `data`, gzip in `binaryData`.
-pub const CONFIGMAP_KEY: &str = "index.json";
-pub const CONFIGMAP_GZ_KEY: &str = "index.json.gz";
+pub(crate) const CONFIGMAP_KEY: &str = "index.json";
+pub(crate) const CONFIGMAP_GZ_KEY: &str = "index.json.gz";
 
 /// Above this the JSON goes compressed (the contract's 900 KiB).
-pub const MAX_JSON_BYTES: usize = 900 * 1024;
+pub(crate) const MAX_JSON_BYTES: usize = 900 * 1024;
 /// A ConfigMap is at most 1 MiB, and `binaryData` is base64 in it (4/3):
 /// compressed bytes beyond this cannot be stored.
-pub const MAX_GZIP_BYTES: usize = 740 * 1024;
+pub(crate) const MAX_GZIP_BYTES: usize = 740 * 1024;
 
 /// What goes into the ConfigMap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl Payload {
     }
 
     /// Puts the payload in `cm`, removing the other key.
-    pub fn apply_to(&self, cm: &mut ConfigMap) {
+    pub(crate) fn apply_to(&self, cm: &mut ConfigMap) {
         let data = cm.data.get_or_insert_with(BTreeMap::new);
         let binary = cm.binary_data.get_or_insert_with(BTreeMap::new);
         match self {
@@ -125,12 +125,12 @@ impl Payload {
 /// The index a ConfigMap holds, if it holds a readable one within the
 /// default [`Limits`] (the indexer's comparison with what it last wrote:
 /// one it cannot read is simply written again).
-pub fn read_configmap(cm: &ConfigMap) -> Option<Index> {
+pub(crate) fn read_configmap(cm: &ConfigMap) -> Option<Index> {
     read_configmap_with(cm, &Limits::default())
 }
 
 /// The index a ConfigMap holds, if it holds a readable one within `limits`.
-pub fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
+pub(crate) fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
     let (json, gz) = stored_bytes(cm);
     crate::index::newest(json, gz, limits)
         .ok()
@@ -139,7 +139,7 @@ pub fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
 }
 
 /// The index bytes a ConfigMap holds: its JSON key and its gzip key.
-pub fn stored_bytes(cm: &ConfigMap) -> (Option<&[u8]>, Option<&[u8]>) {
+pub(crate) fn stored_bytes(cm: &ConfigMap) -> (Option<&[u8]>, Option<&[u8]>) {
     let json = cm
         .data
         .as_ref()
@@ -201,10 +201,7 @@ pub async fn write(
         Err(WriteError::TooLarge(_)) => "too-large",
         Err(WriteError::Api(_)) => "error",
     };
-    metrics
-        .index_writes
-        .get_or_create(&ResultLabels { result: label })
-        .inc();
+    metrics.indexer.write(label);
     match &result {
         Ok(w) if w.changed => tracing::info!(
             configmap = %cm,

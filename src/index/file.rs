@@ -17,8 +17,8 @@ use notify::{RecursiveMode, Watcher as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::index::store::{IndexStore, log_report};
-use crate::index::{Index, IndexError, Limits, LoadReport, content_hash, newest};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::index::{Limits, content_hash, newest};
+use crate::metrics::Metrics;
 
 /// Quiet time after a file event before re-reading: kubelet's swap is a
 /// burst of events.
@@ -35,7 +35,7 @@ pub struct IndexFile {
 
 /// The memory limit of this process's container, `None` when there is
 /// none: cgroup v2 `memory.max`, else cgroup v1 `memory.limit_in_bytes`.
-pub fn memory_limit() -> Option<u64> {
+pub(crate) fn memory_limit() -> Option<u64> {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     parse_memory_limit(
         read("/sys/fs/cgroup/memory.max").as_deref(),
@@ -45,7 +45,7 @@ pub fn memory_limit() -> Option<u64> {
 
 /// The limit in the cgroup files' contents. v2 says `max` for none; v1
 /// says a number near 2^63 (its page counter's maximum).
-pub fn parse_memory_limit(v2: Option<&str>, v1: Option<&str>) -> Option<u64> {
+pub(crate) fn parse_memory_limit(v2: Option<&str>, v1: Option<&str>) -> Option<u64> {
     let bytes = |s: &str| {
         s.trim()
             .parse::<u64>()
@@ -62,19 +62,17 @@ pub fn parse_memory_limit(v2: Option<&str>, v1: Option<&str>) -> Option<u64> {
 type RawIndex = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 #[derive(Debug, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
-    Index { path: PathBuf, source: IndexError },
 }
 
 impl IndexFile {
     /// `index.json.gz` beside `index.json`.
-    pub fn gz_path(&self) -> PathBuf {
+    pub(crate) fn gz_path(&self) -> PathBuf {
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(".gz");
         self.path.with_file_name(name)
@@ -106,21 +104,6 @@ impl IndexFile {
             return Ok((self.embedded.map(|s| s.as_bytes().to_vec()), None));
         }
         Ok((json, gz))
-    }
-
-    /// Reads and parses the index within the default [`Limits`]; `None`
-    /// when no file is there.
-    pub fn load(&self) -> Result<Option<(Index, LoadReport)>, FileError> {
-        self.load_with(&Limits::default())
-    }
-
-    /// Reads and parses the index; `None` when no file is there.
-    pub fn load_with(&self, limits: &Limits) -> Result<Option<(Index, LoadReport)>, FileError> {
-        let (json, gz) = self.read_raw(limits)?;
-        newest(json.as_deref(), gz.as_deref(), limits).map_err(|source| FileError::Index {
-            path: self.path.clone(),
-            source,
-        })
     }
 }
 
@@ -189,10 +172,7 @@ impl FileWatch {
     }
 
     fn count(&self, result: &'static str) {
-        self.metrics
-            .index_reloads
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        self.metrics.index.reload(result);
     }
 
     /// Watches the file's directory and re-reads every `interval` as well.

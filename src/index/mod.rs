@@ -29,7 +29,7 @@ pub use crate::workload::{Kind, WorkloadRef};
 
 /// The bound on an index's JSON when the process has no memory limit
 /// (`--max-index-bytes` overrides it): about 80,000 workloads.
-pub const DEFAULT_MAX_INDEX_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_INDEX_BYTES: u64 = 16 * 1024 * 1024;
 /// With a memory limit, the bound is this fraction of it. Reading a new
 /// index while the last good one is in use costs, at worst, the old index
 /// (at most 2× the bound in memory) plus the new one as it is built (at
@@ -78,14 +78,14 @@ impl Limits {
     }
 
     /// The estimated memory what is read may take.
-    pub fn max_memory(&self) -> u64 {
+    pub(crate) fn max_memory(&self) -> u64 {
         self.max_index_bytes.saturating_mul(2)
     }
 }
 
 /// A hash of an index's stored bytes (`index.json`, `index.json.gz`), the
 /// same for the mounted files and the ConfigMap keys they are mounted from.
-pub fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
+pub(crate) fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     (json, gz).hash(&mut hasher);
     hasher.finish()
@@ -132,12 +132,12 @@ impl InvalidName {
 }
 
 /// A DNS-1123 label: what namespaces and container names are.
-pub fn is_dns1123_label(s: &str) -> bool {
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
     s.len() <= 63 && is_label_chars(s)
 }
 
 /// A DNS-1123 subdomain: what Deployment, StatefulSet and DaemonSet names are.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(is_label_chars)
 }
 
@@ -153,7 +153,7 @@ fn is_label_chars(s: &str) -> bool {
 /// Whether an entry names a workload Kubernetes could hold. Its namespace
 /// and name go into API request paths, so anything else (`../..`, `a/b`,
 /// upper case) is refused where the index is read, not where it is used.
-pub fn check_names(w: &WorkloadRef) -> Result<(), InvalidName> {
+pub(crate) fn check_names(w: &WorkloadRef) -> Result<(), InvalidName> {
     if !is_dns1123_label(&w.namespace) {
         return Err(InvalidName::Namespace);
     }
@@ -168,7 +168,7 @@ pub fn check_names(w: &WorkloadRef) -> Result<(), InvalidName> {
 
 /// An entry of either form: the seed's has no kind (Deployment).
 #[derive(Deserialize)]
-struct Entry {
+struct EntryIn {
     #[serde(default = "default_kind")]
     kind: Kind,
     namespace: String,
@@ -205,7 +205,7 @@ pub struct LoadReport {
 
 impl LoadReport {
     /// How many entries were dropped for their names.
-    pub fn dropped_count(&self) -> u64 {
+    pub(crate) fn dropped_count(&self) -> u64 {
         self.dropped.values().sum()
     }
 
@@ -391,7 +391,7 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
         let mut cost = 0;
-        while let Some(mut e) = seq.next_element::<Entry>()? {
+        while let Some(mut e) = seq.next_element::<EntryIn>()? {
             // A deserialized Vec starts at capacity 4: for one container,
             // 3 wasted slots, in every entry.
             e.containers.shrink_to_fit();
@@ -477,7 +477,7 @@ impl Index {
     }
 
     /// Parses an index in either form from JSON bytes.
-    pub fn from_json_with(
+    pub(crate) fn from_json_with(
         bytes: &[u8],
         limits: &Limits,
     ) -> Result<(Index, LoadReport), IndexError> {
@@ -498,7 +498,7 @@ impl Index {
 
     /// Parses a gzip-compressed index, streaming: the decompressed JSON is
     /// never held whole, and reading stops at the limit.
-    pub fn from_gzip_with(
+    pub(crate) fn from_gzip_with(
         bytes: &[u8],
         limits: &Limits,
     ) -> Result<(Index, LoadReport), IndexError> {
@@ -550,7 +550,7 @@ impl Index {
 
     /// Whether two indexes map the same images to the same workloads,
     /// whenever each was generated.
-    pub fn same_images(&self, other: &Index) -> bool {
+    pub(crate) fn same_images(&self, other: &Index) -> bool {
         self.images == other.images
     }
 

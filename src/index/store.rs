@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::index::configmap::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY, ConfigMapRef, stored_bytes};
 use crate::index::{Index, IndexError, Limits, LoadReport, WorkloadRef};
 use crate::k8s::{Kube, KubeError};
-use crate::metrics::{DroppedLabels, Metrics, SourceLabels};
+use crate::metrics::Metrics;
 
 /// Which index answered a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,7 +60,7 @@ pub struct Found {
 
 /// `--on-miss scan`: list the cluster's workloads when the file and the
 /// ConfigMap both miss.
-pub struct Scanner {
+pub(crate) struct Scanner {
     /// Namespaces to scan (all when empty). Exclusions apply at restart time.
     pub namespaces: Vec<String>,
     pub interval: Duration,
@@ -119,7 +119,7 @@ impl IndexStore {
     }
 
     /// Bounds what reading an index may take (`--max-index-bytes`).
-    pub fn with_limits(mut self, limits: Limits) -> IndexStore {
+    pub(crate) fn with_limits(mut self, limits: Limits) -> IndexStore {
         self.limits = limits;
         self
     }
@@ -130,7 +130,7 @@ impl IndexStore {
     }
 
     /// Enables `--on-miss scan` (needs the API fallback).
-    pub fn with_scanner(mut self, scanner: Scanner) -> IndexStore {
+    pub(crate) fn with_scanner(mut self, scanner: Scanner) -> IndexStore {
         self.scanner = Some(scanner);
         self
     }
@@ -147,7 +147,7 @@ impl IndexStore {
 
     /// Records the hash of the file's bytes, so that a ConfigMap holding
     /// the same bytes (the mount's source) is not parsed a second time.
-    pub fn set_file_hash(&self, hash: u64) {
+    pub(crate) fn set_file_hash(&self, hash: u64) {
         *self.file_hash.lock().expect("lock") = Some(hash);
     }
 
@@ -159,7 +159,7 @@ impl IndexStore {
     /// without waiting for the kubelet's volume sync or an API GET. `file`
     /// would claim the mounted volume answered, and `scan` names the
     /// on-demand listing of `--on-miss scan`, with its own rate limit.
-    pub fn set_watched(&self, index: Arc<Index>) {
+    pub(crate) fn set_watched(&self, index: Arc<Index>) {
         self.publish(Source::Configmap, &index);
         self.watched.store(Some(index));
         // It answers everything from now on: the older copies would only
@@ -168,11 +168,7 @@ impl IndexStore {
         self.configmap.store(None);
         self.scanned.store(None);
         for gone in [Source::File, Source::Scan] {
-            let labels = SourceLabels {
-                source: gone.as_str(),
-            };
-            self.metrics.index_entries.remove(&labels);
-            self.metrics.index_generated.remove(&labels);
+            self.metrics.index.dropped_source(gone.as_str());
         }
     }
 
@@ -182,23 +178,13 @@ impl IndexStore {
     }
 
     fn publish(&self, source: Source, index: &Index) {
-        let labels = SourceLabels {
-            source: source.as_str(),
-        };
         self.metrics
-            .index_entries
-            .get_or_create(&labels)
-            .set(index.len() as i64);
-        if let Some(t) = index.generated_at {
-            self.metrics
-                .index_generated
-                .get_or_create(&labels)
-                .set(t.as_millisecond() as f64 / 1000.0);
-        }
+            .index
+            .held(source.as_str(), index.len(), index.generated_at);
     }
 
     /// Whether any index is loaded (for `/readyz`).
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         self.watched.load().is_some()
             || self.file.load().is_some()
             || self.configmap.load().is_some()
@@ -206,7 +192,7 @@ impl IndexStore {
     }
 
     /// Whether the ConfigMap fallback is configured.
-    pub fn has_fallback(&self) -> bool {
+    pub(crate) fn has_fallback(&self) -> bool {
         self.fallback.is_some()
     }
 
@@ -216,7 +202,8 @@ impl IndexStore {
         let result = self.lookup_inner(key).await;
         if let Ok(found) = &result {
             self.metrics
-                .observe_lookup(found.source.as_str(), started.elapsed());
+                .lookup
+                .answered(found.source.as_str(), started.elapsed());
         }
         result
     }
@@ -304,7 +291,7 @@ impl IndexStore {
     /// Fetches the index ConfigMap unless that was done less than
     /// `--miss-refresh-interval` ago (`force` skips the interval). Callers
     /// that arrive while a fetch is running wait for it and reuse its result.
-    pub async fn refresh_configmap(&self, force: bool) -> Result<(), RefreshError> {
+    pub(crate) async fn refresh_configmap(&self, force: bool) -> Result<(), RefreshError> {
         let Some((kube, cm)) = &self.fallback else {
             return Ok(());
         };
@@ -324,10 +311,7 @@ impl IndexStore {
             Err(RefreshError::Api(KubeError::NotFound)) => "configmap-missing",
             Err(_) => "configmap-error",
         };
-        self.metrics
-            .index_reloads
-            .get_or_create(&crate::metrics::ResultLabels { result: label })
-            .inc();
+        self.metrics.index.reload(label);
         match result {
             // What it holds is in memory already.
             Ok(Fetched::Unchanged) => Ok(()),
@@ -386,18 +370,12 @@ impl IndexStore {
         let builder = match crate::index::scan::scan(kube, &filter).await {
             Ok(b) => b,
             Err(e) => {
-                self.metrics
-                    .scans
-                    .get_or_create(&crate::metrics::ResultLabels { result: "error" })
-                    .inc();
+                self.metrics.index.scan("error");
                 tracing::warn!(error = %e, "scan for a missing image failed");
                 return;
             }
         };
-        self.metrics
-            .scans
-            .get_or_create(&crate::metrics::ResultLabels { result: "success" })
-            .inc();
+        self.metrics.index.scan("success");
         let index = builder.build(Some(jiff::Timestamp::now()));
         tracing::info!(
             workloads = builder.workload_count(),
@@ -421,7 +399,7 @@ impl IndexStore {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RefreshError {
+pub(crate) enum RefreshError {
     #[error("reading the index ConfigMap: {0}")]
     Api(#[from] KubeError),
     #[error("the index ConfigMap is broken: {0}")]
@@ -465,16 +443,10 @@ async fn fetch_configmap(
 }
 
 /// Logs what loading skipped, once per load, and counts dropped entries.
-pub fn log_report(report: &LoadReport, source: &'static str, metrics: &Metrics) {
+pub(crate) fn log_report(report: &LoadReport, source: &'static str, metrics: &Metrics) {
     if !report.dropped.is_empty() {
         for (why, n) in &report.dropped {
-            metrics
-                .index_dropped_entries
-                .get_or_create(&DroppedLabels {
-                    source,
-                    reason: why.as_str(),
-                })
-                .inc_by(*n);
+            metrics.index.entries_dropped(source, why.as_str(), *n);
         }
         tracing::warn!(
             source,

@@ -14,7 +14,7 @@ use super::WatchState;
 use super::progress::Task;
 use crate::index::builder::{IndexBuilder, Observed};
 use crate::k8s::Kube;
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::Metrics;
 use crate::workload::{Kind, NamespaceFilter, Workload};
 
 /// What the followers share with the loop that builds and writes.
@@ -81,9 +81,7 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
         [one] => Api::namespaced(kube.watch_client().clone(), one),
         _ => Api::all(kube.watch_client().clone()),
     };
-    let label = ResultLabels {
-        result: W::KIND.plural(),
-    };
+    let resource = W::KIND.plural();
     let mut listing: Vec<Observed> = Vec::new();
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -95,7 +93,7 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
             Ok(Some(event)) => event,
             Ok(None) => return,
             Err(e) => {
-                shared.metrics.watch_errors.get_or_create(&label).inc();
+                shared.metrics.indexer.watch_error(resource);
                 tracing::warn!(kind = %W::KIND, error = %e, "watch error; retrying with backoff");
                 continue;
             }
@@ -115,7 +113,7 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
                 shared.listed.send_modify(|kinds| {
                     kinds.insert(W::KIND);
                 });
-                shared.metrics.watch_lists.get_or_create(&label).inc();
+                shared.metrics.indexer.watch_list(resource);
                 changed
             }
             watcher::Event::Apply(obj) => shared.builder.lock().await.apply(&Observed::of(&obj)),
@@ -125,12 +123,7 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
                 &obj.name_any(),
             ),
         };
-        // Changes are counted before events, so that an observer who sees
-        // an event counted also sees whether it changed the index.
-        if did_change {
-            shared.metrics.index_changes.inc();
-        }
-        shared.metrics.watch_events.get_or_create(&label).inc();
+        shared.metrics.indexer.watch_event(resource, did_change);
         if did_change {
             shared.changed.notify_one();
         }
@@ -152,7 +145,8 @@ mod tests {
         let fake = fake_apiserver::FakeApiServer::start().await;
         let config = kube::Config::new(fake.url().parse().unwrap());
         let metrics = Metrics::new();
-        let kube = Kube::new(kube::Client::try_from(config).unwrap(), metrics.clone());
+        let kube =
+            crate::k8s::connect_with(config, Duration::from_secs(5), metrics.clone()).unwrap();
         let state = Arc::new(WatchState::default());
         let (shared, mut listed_rx) =
             Shared::new(NamespaceFilter::default(), state.clone(), metrics);

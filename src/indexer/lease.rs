@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::WatchConfig;
 use crate::k8s::{FIELD_MANAGER, Kube, KubeError};
-use crate::metrics::{Metrics, ResultLabels};
+use crate::metrics::Metrics;
 
 /// This replica's part in the election: whether the lease library says it
 /// leads, and the task that renews or releases the Lease.
@@ -74,7 +74,7 @@ impl Election {
 /// renewals: a leader cut off from its Lease goes on believing it leads
 /// while another replica takes over. So the Lease is read before each
 /// write (writes are debounced and rare) and a stale belief writes nothing.
-pub fn holds_lease(lease: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> bool {
+pub(crate) fn holds_lease(lease: &LeaseSpec, identity: &str, now: jiff::Timestamp) -> bool {
     let (Some(holder), Some(renewed), Some(secs)) = (
         lease.holder_identity.as_deref(),
         lease.renew_time.as_ref(),
@@ -107,10 +107,7 @@ pub(super) async fn read_lease(
         } else {
             "error"
         };
-        metrics
-            .lease_recreations
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        metrics.indexer.lease_recreation(result);
         match created {
             Ok(()) => {
                 tracing::warn!(lease = %format!("{ns}/{}", config.settings.lease_name), "the Lease was deleted; recreated it, and the election starts over")
@@ -138,12 +135,7 @@ pub(super) async fn lease_is_ours(kube: &Kube, config: &WatchConfig, metrics: &M
             .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
         let error = lease.as_ref().err().map(ToString::to_string);
         tracing::warn!(identity = %config.settings.identity, ?holder, ?error, "the Lease is not held by this replica (expired, taken over, or unreadable): not writing");
-        metrics
-            .index_writes
-            .get_or_create(&ResultLabels {
-                result: "not-lease-holder",
-            })
-            .inc();
+        metrics.indexer.write("not-lease-holder");
     }
     ours
 }

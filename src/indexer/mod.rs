@@ -62,7 +62,7 @@ pub struct WatchConfig {
 /// Receives every index the watch builds, on every replica, leader or not:
 /// once the initial lists are done, then after each debounced change.
 /// `serve --indexer` puts it in its index store (see `lookup`).
-pub type Publish = Box<dyn Fn(Arc<Index>) + Send + Sync>;
+pub(crate) type Publish = Box<dyn Fn(Arc<Index>) + Send + Sync>;
 
 /// Shared state of a running watch, for probes.
 #[derive(Default)]
@@ -77,13 +77,13 @@ pub struct WatchState {
 
 impl WatchState {
     /// Ready: the initial lists are done and, when leader, the first write.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.synced.load(Ordering::Acquire)
             && (!self.leader.load(Ordering::Acquire) || self.written.load(Ordering::Acquire))
     }
 
     /// Live: no task of the watch is stalled (see [`Progress`]).
-    pub fn is_live(&self, stall_timeout: Duration) -> Result<(), String> {
+    pub(crate) fn is_live(&self, stall_timeout: Duration) -> Result<(), String> {
         match self.progress.stalled(stall_timeout) {
             None => Ok(()),
             Some(why) => Err(format!("the indexer is stalled: {why}")),
@@ -214,7 +214,7 @@ impl Writer {
             return;
         }
         tracing::info!(identity = %self.config.settings.identity, leader, "leadership changed");
-        self.metrics.indexer_leader.set(i64::from(leader));
+        self.metrics.indexer.set_leader(leader);
         if leader {
             // A new leader makes sure the ConfigMap holds what it sees, as
             // of now (a fresh generatedAt).

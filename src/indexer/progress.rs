@@ -87,7 +87,7 @@ impl Progress {
     }
 
     /// The tasks that have been on one step for longer than `bound`.
-    pub fn stalled(&self, bound: Duration) -> Option<String> {
+    pub(crate) fn stalled(&self, bound: Duration) -> Option<String> {
         self.stalled_at(Instant::now(), bound)
     }
 

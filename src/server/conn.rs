@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Held, Metrics};
+use crate::metrics::Metrics;
 
 /// Limits on what a client may send before a handler runs, and on the
 /// connections themselves.
@@ -41,15 +41,15 @@ pub struct ConnLimits {
 }
 
 impl ConnLimits {
-    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(620);
-    pub const MAX_CONNECTIONS: usize = 1024;
+    pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(620);
+    pub(crate) const MAX_CONNECTIONS: usize = 1024;
     /// The largest `--max-connections` (far above any descriptor limit; it
     /// also keeps the drain's permit count in a `u32`).
-    pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+    pub(crate) const MAX_MAX_CONNECTIONS: usize = 1 << 20;
 
     /// The defaults, for a server without flags of its own (`index --watch`).
-    pub fn with_defaults(max_header_bytes: usize) -> ConnLimits {
+    pub(crate) fn with_defaults(max_header_bytes: usize) -> ConnLimits {
         ConnLimits {
             max_header_bytes,
             header_read_timeout: Self::HEADER_READ_TIMEOUT,
@@ -78,22 +78,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper restarts this timer for every request head, the wait between
-        // kept-alive requests included, so it would close a load balancer's
-        // idle connections after 10 s (sporadic 502s). The watchdog in
-        // `drive` times the first request and the idleness after requests.
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = protocols(&limits);
     // One permit per open connection: all of them back means all closed,
     // which is what the drain waits for.
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -118,7 +103,7 @@ pub async fn serve(
         // kernel's backlog, where kubelet probes and real pushes would queue
         // behind it until it overflows, and fail by timeout instead.
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.connections_refused.inc();
+            metrics.conn.refused();
             tracing::debug!(%peer, max = limits.max_connections, "connection refused: --max-connections are open");
             drop(stream);
             continue;
@@ -133,7 +118,7 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         // Given back when the connection ends: its slot and its count.
-        let open = (slot, Held::new(&metrics.connections_open));
+        let open = (slot, metrics.conn.opened());
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -151,8 +136,35 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drain_connections(&slots, limits.max_connections, drain).await;
+}
+
+/// HTTP/1 and HTTP/2 (auto-detected) with the head limits.
+fn protocols(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper restarts this timer for every request head, the wait between
+        // kept-alive requests included, so it would close a load balancer's
+        // idle connections after 10 s (sporadic 502s). The watchdog in
+        // `drive` times the first request and the idleness after requests.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Waits until every connection has closed (all `max_connections` slots
+/// are back), for at most `drain`.
+async fn drain_connections(slots: &Semaphore, max_connections: usize, drain: Duration) {
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
-    let every_slot = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let every_slot = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = slots.acquire_many(every_slot) => tracing::info!("all requests finished"),
         _ = tokio::time::sleep(drain) => tracing::warn!(?drain, "in-flight requests did not finish in time"),
@@ -181,7 +193,7 @@ async fn drive<C, E>(
         let wake = match activity.step(Instant::now(), accepted, closing, &limits) {
             Step::Wait(wake) => wake,
             Step::HeaderTimeout => {
-                metrics.timed_out("header");
+                metrics.conn.timed_out("header");
                 tracing::debug!(timeout = ?limits.header_read_timeout, "closing a connection that sent no request");
                 // Nothing was asked, so nothing is lost: drop it outright
                 // (hyper's graceful path would wait for a head that may
@@ -189,7 +201,7 @@ async fn drive<C, E>(
                 return;
             }
             Step::IdleTimeout => {
-                metrics.timed_out("idle");
+                metrics.conn.timed_out("idle");
                 tracing::debug!(timeout = ?limits.idle_timeout, "closing an idle connection");
                 // HTTP/1: closed at once; HTTP/2: GOAWAY first.
                 graceful(conn.as_mut());

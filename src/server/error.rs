@@ -14,7 +14,7 @@ use crate::restart::{WorkloadFailure, WorkloadResult};
 
 /// Everything `POST /push` can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("the body is larger than {limit} bytes")]
@@ -34,8 +34,6 @@ pub enum ApiError {
     },
     #[error("the push took longer than {0:?}")]
     Timeout(std::time::Duration),
-    #[error("shutting down")]
-    ShuttingDown,
 }
 
 #[derive(Serialize)]
@@ -54,10 +52,9 @@ impl ApiError {
             ApiError::Decode(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Auth(e) => e.status(),
-            ApiError::Lookup(_)
-            | ApiError::Restart { .. }
-            | ApiError::Timeout(_)
-            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Lookup(_) | ApiError::Restart { .. } | ApiError::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -72,7 +69,6 @@ impl ApiError {
             ApiError::Lookup(_) => "index-unavailable",
             ApiError::Restart { .. } => "restart-failed",
             ApiError::Timeout(_) => "timeout",
-            ApiError::ShuttingDown => "shutting-down",
         }
     }
 }
@@ -101,7 +97,7 @@ impl IntoResponse for ApiError {
 }
 
 /// A JSON error for routes other than `/push` (404, 405, readiness).
-pub fn plain_error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+pub(crate) fn plain_error(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
     let body = ErrorBody {
         error,
         detail: detail.into(),

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::index::store::{IndexStore, Source};
-use crate::metrics::{Held, Metrics};
+use crate::metrics::Metrics;
 use crate::plan::RestartResult;
 use crate::push::{Action, Delivery, HEADER_MESSAGE_ID, HEADER_SUBSCRIPTION, PushHeaders, decode};
 use crate::restart::{Push, Restarter, WorkloadResult};
@@ -40,12 +40,12 @@ pub struct AppState {
 }
 
 /// A probe's condition: `Err` says why it fails.
-pub type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+pub(crate) type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// The 200 body of `POST /push` (see the contract).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PushReport {
+pub(crate) struct PushReport {
     pub message_id: Option<String>,
     pub action: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,7 +105,7 @@ async fn answer_push(
     abandoned: CancellationToken,
 ) -> Response {
     let started = Instant::now();
-    let inflight = Held::new(&state.metrics.inflight_pushes);
+    let inflight = state.metrics.push.in_flight();
     let mut seen = Seen::default();
     let result = tokio::time::timeout(
         state.request_timeout,
@@ -120,7 +120,7 @@ async fn answer_push(
     let client_gone = abandoned.is_cancelled();
     match result {
         Ok(report) => {
-            state.metrics.observe_push(report.outcome, 200, took);
+            state.metrics.push.answered(report.outcome, 200, took);
             tracing::info!(
                 message_id = report.message_id.as_deref().unwrap_or("-"),
                 image = report.image.as_deref().unwrap_or("-"),
@@ -138,14 +138,11 @@ async fn answer_push(
             let status = error.status();
             state
                 .metrics
-                .observe_push(error.label(), status.as_u16(), took);
+                .push
+                .answered(error.label(), status.as_u16(), took);
             if let ApiError::Auth(e) = &error {
                 let reason = e.reason();
-                state
-                    .metrics
-                    .token_rejections
-                    .get_or_create(&crate::metrics::ReasonLabels { reason })
-                    .inc();
+                state.metrics.push.token_rejected(reason);
             }
             // The message id and image, when known, tie a failure to the
             // redelivery that will follow it.
@@ -240,7 +237,10 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
 }
 
 /// Looks up and restarts what a decoded delivery asks for.
-pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<PushReport, ApiError> {
+pub(crate) async fn handle_delivery(
+    state: &AppState,
+    delivery: Delivery,
+) -> Result<PushReport, ApiError> {
     let Delivery {
         message_id,
         action_name,
@@ -249,13 +249,7 @@ pub async fn handle_delivery(state: &AppState, delivery: Delivery) -> Result<Pus
     } = delivery;
     let (image, digest) = match action {
         Action::Ignore(reason) => {
-            state
-                .metrics
-                .ignored
-                .get_or_create(&crate::metrics::ReasonLabels {
-                    reason: reason.label(),
-                })
-                .inc();
+            state.metrics.push.ignored(reason.label());
             return Ok(PushReport {
                 message_id,
                 action: action_name,
@@ -358,7 +352,7 @@ fn metrics_response(metrics: &Metrics) -> Response {
 }
 
 /// `/healthz`, `/readyz` and `/metrics` alone (for `index --watch`).
-pub fn probe_router(metrics: Arc<Metrics>, ready: Check, live: Check) -> Router {
+pub(crate) fn probe_router(metrics: Arc<Metrics>, ready: Check, live: Check) -> Router {
     Router::new()
         .route(
             "/healthz",
