@@ -20,8 +20,8 @@
 //!   workloads into it.
 //! * [`indexer`]: the watch that keeps the index ConfigMap current
 //!   ([`indexer::lease`]: the election among replicas).
-//! * [`workload`]: the kinds, references, namespaces and containers every
-//!   layer shares.
+//! * [`workload`]: the kinds, references, names, namespaces and containers
+//!   every layer shares.
 //! * [`metrics`]: every Prometheus metric, grouped by concern.
 //! * [`cli`] turns flags into plain config structs; [`cmd`] holds one
 //!   file per subcommand, wiring the parts from those structs.

@@ -71,6 +71,59 @@ impl NamespaceFilter {
     }
 }
 
+/// What in a workload reference is not a Kubernetes name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InvalidName {
+    Namespace,
+    Name,
+    Container,
+}
+
+impl InvalidName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidName::Namespace => "namespace",
+            InvalidName::Name => "name",
+            InvalidName::Container => "container",
+        }
+    }
+}
+
+/// A DNS-1123 label: what namespaces and container names are.
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && is_label_chars(s)
+}
+
+/// A DNS-1123 subdomain: what Deployment, StatefulSet and DaemonSet names are.
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label_chars)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`
+fn is_label_chars(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
+/// Whether an entry names a workload Kubernetes could hold. Its namespace
+/// and name go into API request paths, so anything else (`../..`, `a/b`,
+/// upper case) is refused where the index is read, not where it is used.
+pub(crate) fn check_names(w: &WorkloadRef) -> Result<(), InvalidName> {
+    if !is_dns1123_label(&w.namespace) {
+        return Err(InvalidName::Namespace);
+    }
+    if !is_dns1123_subdomain(&w.name) {
+        return Err(InvalidName::Name);
+    }
+    if !w.containers.iter().all(|c| is_dns1123_label(c)) {
+        return Err(InvalidName::Container);
+    }
+    Ok(())
+}
+
 /// A typed workload object, as lists and watches return it.
 pub trait Workload:
     kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>

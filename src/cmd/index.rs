@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -70,15 +70,7 @@ async fn scan_once(
     output: Option<Output>,
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let builder = scan(&cluster.kube, namespaces).await?;
-    let index = builder.build(Some(jiff::Timestamp::now()));
-    tracing::info!(
-        workloads = builder.workload_count(),
-        images = index.len(),
-        took_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "scanned"
-    );
+    let index = scan(&cluster.kube, namespaces, "scanned").await?;
     match output {
         Some(Output::Stdout) => {
             let mut out = std::io::stdout().lock();

@@ -10,6 +10,7 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::index::configmap::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY, ConfigMapRef, stored_bytes};
+use crate::index::scan::scan;
 use crate::index::{Index, IndexError, Limits, LoadReport, WorkloadRef};
 use crate::k8s::{Kube, KubeError};
 use crate::metrics::Metrics;
@@ -366,9 +367,9 @@ impl IndexStore {
             include: scanner.namespaces.clone(),
             exclude: Vec::new(),
         };
-        let started = Instant::now();
-        let builder = match crate::index::scan::scan(kube, &filter).await {
-            Ok(b) => b,
+        let scanned = scan(kube, &filter, "cluster scanned for a missing image").await;
+        let index = match scanned {
+            Ok(index) => index,
             Err(e) => {
                 self.metrics.index.scan("error");
                 tracing::warn!(error = %e, "scan for a missing image failed");
@@ -376,13 +377,6 @@ impl IndexStore {
             }
         };
         self.metrics.index.scan("success");
-        let index = builder.build(Some(jiff::Timestamp::now()));
-        tracing::info!(
-            workloads = builder.workload_count(),
-            images = index.len(),
-            took_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "cluster scanned for a missing image"
-        );
         let index = Arc::new(index);
         self.publish(Source::Scan, &index);
         self.scanned.store(Some(index.clone()));
