@@ -35,10 +35,10 @@
 //! `benches/latency.svg` (`--svg PATH`; `--quick` writes it under
 //! `target/bench-results/` instead).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
