@@ -5,6 +5,7 @@
 //! cargo bench --bench system                    # N = 100, 1k, 10k, 50k
 //! cargo bench --bench system -- --sizes 100,1000,10000
 //! cargo bench --bench system -- --quick         # smoke: tiny N, each scenario once
+//! cargo bench --bench system -- --help          # every option
 //! cargo test --benches                          # the same smoke run (debug build)
 //! ```
 //!
@@ -41,11 +42,13 @@ mod support;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod options;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,98 +73,11 @@ use pushroll::restart::{Push, Restarter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use options::Options;
+
 const AUDIENCE: &str = "https://pushroll.example.com/push";
 const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
 const SUBSCRIPTION: &str = "projects/demo-project/subscriptions/gcr-push";
-
-// ---------------------------------------------------------------- options
-
-struct Options {
-    quick: bool,
-    sizes: Vec<usize>,
-    system_n: Option<usize>,
-    svg: PathBuf,
-    out: PathBuf,
-    /// Time spent measuring one design at one size (lookups).
-    budget: Duration,
-    starts: usize,
-    miss_secs: (f64, f64),
-    hits: usize,
-    /// Only the HTTP scenarios (`--http-only`), for quicker iterations.
-    http_only: bool,
-    /// More `serve` flags (`--serve-args "--on-miss none"`), for experiments.
-    serve_args: Vec<String>,
-}
-
-impl Options {
-    fn parse() -> Options {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let value = |flag: &str| {
-            args.iter()
-                .position(|a| a == flag)
-                .and_then(|i| args.get(i + 1).cloned())
-        };
-        // `cargo test --benches` runs bench binaries without `--bench`:
-        // that is a smoke run too, like criterion's test mode.
-        let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let out = target.join("bench-results");
-        let sizes = value("--sizes")
-            .map(|s| {
-                s.split(',')
-                    .map(|n| n.trim().parse().expect("--sizes N,N,…"))
-                    .collect()
-            })
-            .unwrap_or_else(|| {
-                if quick {
-                    vec![20, 60]
-                } else {
-                    vec![100, 1_000, 10_000, 50_000]
-                }
-            });
-        let svg = value("--svg").map(PathBuf::from).unwrap_or_else(|| {
-            if quick {
-                out.join("latency-quick.svg")
-            } else {
-                root.join("benches/latency.svg")
-            }
-        });
-        Options {
-            quick,
-            sizes,
-            system_n: value("--system-n").map(|s| s.parse().expect("--system-n N")),
-            svg,
-            out,
-            budget: if quick {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(3)
-            },
-            starts: if quick { 1 } else { 5 },
-            miss_secs: if quick { (0.0, 0.0) } else { (1.0, 10.0) },
-            hits: if quick { 3 } else { 400 },
-            http_only: args.iter().any(|a| a == "--http-only"),
-            serve_args: value("--serve-args")
-                .map(|s| s.split_whitespace().map(str::to_owned).collect())
-                .unwrap_or_default(),
-        }
-    }
-
-    /// The size the HTTP scenarios run at.
-    fn system_size(&self) -> usize {
-        self.system_n.unwrap_or_else(|| {
-            self.sizes
-                .iter()
-                .copied()
-                .filter(|&n| n <= 10_000)
-                .max()
-                .unwrap_or(self.sizes[0])
-        })
-    }
-}
 
 // ---------------------------------------------------------------- statistics
 
