@@ -30,14 +30,12 @@ use axum::http::HeaderValue;
 use criterion::{BenchmarkId, Criterion};
 use pushroll::auth::GoogleVerifier;
 use pushroll::cli::{AuthConfig, AuthMode};
-use pushroll::lookup::{IndexStore, OnMiss};
 use pushroll::metrics::Metrics;
 use pushroll::reference::Reference;
+use support::{AUDIENCE, EMAIL};
 use tokio_util::sync::CancellationToken;
 
 const SIZES: [usize; 4] = [100, 1_000, 10_000, 50_000];
-const AUDIENCE: &str = "https://pushroll.example.com/push";
-const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
 
 fn lookup(c: &mut Criterion, sizes: &[usize]) {
     let mut group = c.benchmark_group("lookup");
@@ -51,13 +49,7 @@ fn lookup(c: &mut Criterion, sizes: &[usize]) {
         group.bench_with_input(BenchmarkId::new("index_get", n), &key, |b, key| {
             b.iter(|| black_box(index.lookup(black_box(key))).len())
         });
-        let store = IndexStore::new(
-            None,
-            OnMiss::Configmap,
-            Duration::from_secs(10),
-            Metrics::new(),
-        );
-        store.set_file(index);
+        let store = common::store(index);
         let push = |image: &str| {
             let key = Reference::parse(image).unwrap().tagged();
             futures::executor::block_on(store.lookup(&key))
@@ -136,10 +128,7 @@ fn token(c: &mut Criterion) {
 
 /// Prints the median of every benchmark run, from criterion's estimates.
 fn print_medians() {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("criterion");
+    let dir = common::target_dir().join("criterion");
     let mut rows = Vec::new();
     for group in ["lookup", "token"] {
         let Ok(entries) = walk(&dir.join(group)) else {

@@ -1,4 +1,4 @@
-//! The synthetic cluster both benches use: N workloads shaped like what
+//! What both benches share. The synthetic cluster: N workloads shaped like what
 //! `kubectl get deploy -o json` returns on a real cluster (labels,
 //! annotations, managedFields, two containers with env, ports, probes and
 //! resources, a status), about 3 KiB of JSON each, and the index that
@@ -10,11 +10,18 @@
 //! (so a push of it restarts exactly one workload), a shared Envoy sidecar
 //! (one of 4 tags) in every other workload and a shared busybox init
 //! container in every tenth.
+//!
+//! And the index store as `serve` holds it, and where results are written.
 #![allow(dead_code)] // each bench uses a different part
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use pushroll::index::Index;
+use pushroll::index::{Index, Kind};
 use pushroll::index_builder::{Entry, IndexBuilder};
+use pushroll::lookup::{IndexStore, OnMiss};
+use pushroll::metrics::Metrics;
 use pushroll::plan::NamespaceFilter;
 use serde_json::{Value, json};
 
@@ -24,11 +31,11 @@ pub const PER_NAMESPACE: usize = 50;
 pub const INDEX_NS: &str = "pushroll";
 pub const INDEX_CM: &str = "pushroll-index";
 
-pub fn kind_of(i: usize) -> &'static str {
+pub fn kind_of(i: usize) -> Kind {
     match i % 20 {
-        0..=15 => "Deployment",
-        16..=18 => "StatefulSet",
-        _ => "DaemonSet",
+        0..=15 => Kind::Deployment,
+        16..=18 => Kind::StatefulSet,
+        _ => Kind::DaemonSet,
     }
 }
 
@@ -129,7 +136,7 @@ pub fn workload(i: usize) -> Value {
         "revisionHistoryLimit": 10
     });
     let status = match kind {
-        "Deployment" => {
+        Kind::Deployment => {
             spec["replicas"] = json!(3);
             spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
             spec["progressDeadlineSeconds"] = json!(600);
@@ -138,7 +145,7 @@ pub fn workload(i: usize) -> Value {
                      {"type": "Available", "status": "True", "lastUpdateTime": "2026-11-20T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
                      {"type": "Progressing", "status": "True", "lastUpdateTime": "2026-11-25T10:00:00Z", "lastTransitionTime": "2026-11-01T10:00:00Z", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}-7d9f8b6c5d\" has successfully progressed.")}]})
         }
-        "StatefulSet" => {
+        Kind::StatefulSet => {
             spec["replicas"] = json!(3);
             spec["serviceName"] = json!(name);
             spec["podManagementPolicy"] = json!("OrderedReady");
@@ -147,7 +154,7 @@ pub fn workload(i: usize) -> Value {
             json!({"observedGeneration": 4, "replicas": 3, "readyReplicas": 3, "currentReplicas": 3, "updatedReplicas": 3,
                    "currentRevision": format!("{name}-6c8f9d7b4"), "updateRevision": format!("{name}-6c8f9d7b4"), "collisionCount": 0, "availableReplicas": 3})
         }
-        _ => {
+        Kind::DaemonSet => {
             spec["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
             json!({"currentNumberScheduled": 12, "numberMisscheduled": 0, "desiredNumberScheduled": 12, "numberReady": 12,
                    "observedGeneration": 4, "updatedNumberScheduled": 12, "numberAvailable": 12})
@@ -180,11 +187,32 @@ pub fn index(n: usize) -> Index {
     for i in 0..n {
         let obj = workload(i);
         let entry = match kind_of(i) {
-            "Deployment" => Entry::of(&serde_json::from_value::<Deployment>(obj).unwrap()),
-            "StatefulSet" => Entry::of(&serde_json::from_value::<StatefulSet>(obj).unwrap()),
-            _ => Entry::of(&serde_json::from_value::<DaemonSet>(obj).unwrap()),
+            Kind::Deployment => Entry::of(&serde_json::from_value::<Deployment>(obj).unwrap()),
+            Kind::StatefulSet => Entry::of(&serde_json::from_value::<StatefulSet>(obj).unwrap()),
+            Kind::DaemonSet => Entry::of(&serde_json::from_value::<DaemonSet>(obj).unwrap()),
         };
         builder.apply(&entry);
     }
     builder.build(Some("2026-11-26T12:00:00Z".parse().unwrap()))
+}
+
+/// An index store as `serve` holds it (ConfigMap fallback on a miss, no
+/// cluster client), loaded with `index`.
+pub fn store(index: Index) -> IndexStore {
+    let store = IndexStore::new(
+        None,
+        OnMiss::Configmap,
+        Duration::from_secs(10),
+        Metrics::new(),
+    );
+    store.set_file(index);
+    store
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` in the
+/// package), where the benches write their results.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory as _, Parser};
 
+use crate::common;
+
 /// pushroll's system benchmarks (BENCHMARKS.md):
 /// `cargo bench --bench system -- [OPTIONS]`.
 #[derive(Parser, Debug)]
@@ -123,11 +125,7 @@ impl From<Args> for Options {
         // `cargo test --benches` runs bench binaries without `--bench`:
         // that is a smoke run too, like criterion's test mode.
         let quick = args.quick || !args.bench;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let out = target.join("bench-results");
+        let out = common::target_dir().join("bench-results");
         let sizes = if !args.sizes.is_empty() {
             args.sizes
         } else if quick {
@@ -139,7 +137,7 @@ impl From<Args> for Options {
             if quick {
                 out.join("latency-quick.svg")
             } else {
-                root.join("benches/latency.svg")
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/latency.svg")
             }
         });
         Options {
