@@ -79,6 +79,61 @@ pub fn workload(i: usize) -> Value {
         "app.kubernetes.io/version": format!("1.{}.0", i % 10),
         "app.kubernetes.io/managed-by": "argocd", "tier": "backend"
     });
+    let mut spec = json!({
+        "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+        "template": {
+            "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}},
+            "spec": pod_spec(i)
+        },
+        "revisionHistoryLimit": 10
+    });
+    let status = rollout(kind, &name, &mut spec);
+    json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {
+            "name": name, "namespace": ns, "labels": labels,
+            "annotations": {
+                "deployment.kubernetes.io/revision": "4",
+                "argocd.argoproj.io/tracking-id": format!("{ns}:apps/{kind}:{ns}/{name}")
+            },
+            "managedFields": [{
+                "manager": "argocd-controller", "operation": "Apply", "apiVersion": "apps/v1",
+                "time": "2026-11-25T10:00:00Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}, "f:app.kubernetes.io/part-of": {}, "f:app.kubernetes.io/version": {}, "f:tier": {}}},
+                             "f:spec": {"f:selector": {}, "f:template": {"f:metadata": {"f:labels": {}}, "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:env": {}, "f:ports": {}, "f:resources": {}}}}}}}
+            }]
+        },
+        "spec": spec,
+        "status": status
+    })
+}
+
+/// The pod template's spec of workload `i`: its app container, the Envoy
+/// sidecar in every other workload, the busybox init container in every
+/// tenth.
+fn pod_spec(i: usize) -> Value {
+    let mut containers = vec![app_container(i)];
+    if i.is_multiple_of(2) {
+        containers.push(json!({
+            "name": "envoy", "image": format!("docker.io/envoyproxy/envoy:v1.3{}.0", i % 4),
+            "args": ["--config-path", "/etc/envoy/envoy.yaml"],
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}
+        }));
+    }
+    let mut pod_spec = json!({
+        "containers": containers, "serviceAccountName": name_of(i),
+        "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+        "securityContext": {"fsGroup": 2000}
+    });
+    if i.is_multiple_of(10) {
+        pod_spec["initContainers"] = json!([{"name": "wait-db", "image": "busybox:1.36", "command": ["sh", "-c", "until nc -z db 5432; do sleep 1; done"]}]);
+    }
+    pod_spec
+}
+
+/// The container `app` running workload `i`'s own image.
+fn app_container(i: usize) -> Value {
     let env: Vec<Value> = [
         ("LOG_LEVEL", "info"),
         (
@@ -97,7 +152,7 @@ pub fn workload(i: usize) -> Value {
                "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 1,
                "successThreshold": 1, "failureThreshold": 3})
     };
-    let mut containers = vec![json!({
+    json!({
         "name": "app", "image": image_of(i), "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
@@ -110,32 +165,13 @@ pub fn workload(i: usize) -> Value {
                             "capabilities": {"drop": ["ALL"]}},
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File"
-    })];
-    if i.is_multiple_of(2) {
-        containers.push(json!({
-            "name": "envoy", "image": format!("docker.io/envoyproxy/envoy:v1.3{}.0", i % 4),
-            "args": ["--config-path", "/etc/envoy/envoy.yaml"],
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}
-        }));
-    }
-    let mut pod_spec = json!({
-        "containers": containers, "serviceAccountName": name,
-        "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
-        "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
-        "securityContext": {"fsGroup": 2000}
-    });
-    if i.is_multiple_of(10) {
-        pod_spec["initContainers"] = json!([{"name": "wait-db", "image": "busybox:1.36", "command": ["sh", "-c", "until nc -z db 5432; do sleep 1; done"]}]);
-    }
-    let mut spec = json!({
-        "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
-        "template": {
-            "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}},
-            "spec": pod_spec
-        },
-        "revisionHistoryLimit": 10
-    });
-    let status = match kind {
+    })
+}
+
+/// Adds `kind`'s own fields (replicas, update strategy) to `spec`; the
+/// status of a finished rollout.
+fn rollout(kind: Kind, name: &str, spec: &mut Value) -> Value {
+    match kind {
         Kind::Deployment => {
             spec["replicas"] = json!(3);
             spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
@@ -159,25 +195,7 @@ pub fn workload(i: usize) -> Value {
             json!({"currentNumberScheduled": 12, "numberMisscheduled": 0, "desiredNumberScheduled": 12, "numberReady": 12,
                    "observedGeneration": 4, "updatedNumberScheduled": 12, "numberAvailable": 12})
         }
-    };
-    json!({
-        "apiVersion": "apps/v1", "kind": kind,
-        "metadata": {
-            "name": name, "namespace": ns, "labels": labels,
-            "annotations": {
-                "deployment.kubernetes.io/revision": "4",
-                "argocd.argoproj.io/tracking-id": format!("{ns}:apps/{kind}:{ns}/{name}")
-            },
-            "managedFields": [{
-                "manager": "argocd-controller", "operation": "Apply", "apiVersion": "apps/v1",
-                "time": "2026-11-25T10:00:00Z", "fieldsType": "FieldsV1",
-                "fieldsV1": {"f:metadata": {"f:labels": {"f:app.kubernetes.io/name": {}, "f:app.kubernetes.io/part-of": {}, "f:app.kubernetes.io/version": {}, "f:tier": {}}},
-                             "f:spec": {"f:selector": {}, "f:template": {"f:metadata": {"f:labels": {}}, "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:env": {}, "f:ports": {}, "f:resources": {}}}}}}}
-            }]
-        },
-        "spec": spec,
-        "status": status
-    })
+    }
 }
 
 /// The index pushroll's indexer builds from workloads `0..n` (the same
