@@ -1,4 +1,4 @@
-//! Connection hygiene of `serve` (issue 11, item 4): connections that never
+//! Connection hygiene of `serve`: connections that never
 //! start a request are closed after the header-read timeout, kept-alive ones
 //! after the idle timeout but never with a request in flight, and at most
 //! `--max-connections` are open at once.

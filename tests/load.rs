@@ -1,4 +1,4 @@
-//! Load (issue 6): 10,000 pushes over 200 concurrent connections, with
+//! Load: 10,000 pushes over 200 concurrent connections, with
 //! token verification on (test keys served as a JWK set), a mix of hits
 //! (real restarts of a few workloads, all other deliveries of the same
 //! digest already current) and misses (commit tags no workload runs),
