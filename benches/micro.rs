@@ -30,14 +30,12 @@ use axum::http::HeaderValue;
 use criterion::{BenchmarkId, Criterion};
 use pushroll::auth::GoogleVerifier;
 use pushroll::auth::{AuthConfig, AuthMode};
-use pushroll::index::store::{IndexStore, OnMiss};
 use pushroll::metrics::Metrics;
 use pushroll::reference::Reference;
+use support::{AUDIENCE, EMAIL};
 use tokio_util::sync::CancellationToken;
 
 const SIZES: [usize; 4] = [100, 1_000, 10_000, 50_000];
-const AUDIENCE: &str = "https://pushroll.example.com/push";
-const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
 
 fn lookup(c: &mut Criterion, sizes: &[usize]) {
     let mut group = c.benchmark_group("lookup");
@@ -51,13 +49,7 @@ fn lookup(c: &mut Criterion, sizes: &[usize]) {
         group.bench_with_input(BenchmarkId::new("index_get", n), &key, |b, key| {
             b.iter(|| black_box(index.lookup(black_box(key))).len())
         });
-        let store = IndexStore::new(
-            None,
-            OnMiss::Configmap,
-            Duration::from_secs(10),
-            Metrics::new(),
-        );
-        store.set_file(index);
+        let store = common::store(index);
         let push = |image: &str| {
             let key = Reference::parse(image).unwrap().tagged();
             futures::executor::block_on(store.lookup(&key))
@@ -95,7 +87,7 @@ fn token(c: &mut Criterion) {
             "accounts.google.com".into(),
         ],
         subscriptions: Vec::new(),
-        max_key_age: std::time::Duration::from_secs(24 * 3600),
+        max_key_age: Duration::from_secs(24 * 3600),
     };
     let shutdown = CancellationToken::new();
     let verifier = rt.block_on(async {
@@ -137,10 +129,7 @@ fn token(c: &mut Criterion) {
 
 /// Prints the median of every benchmark run, from criterion's estimates.
 fn print_medians() {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-        .join("criterion");
+    let dir = common::target_dir().join("criterion");
     let mut rows = Vec::new();
     for group in ["lookup", "token"] {
         let Ok(entries) = walk(&dir.join(group)) else {

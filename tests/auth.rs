@@ -10,9 +10,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use support::*;
 
-const AUD: &str = "https://pushroll.example.com/push";
-const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
-const SUB: &str = "projects/demo-project/subscriptions/gcr-push";
+/// How long `serve` may take to become ready: it fetches the signing keys
+/// first.
+const READY_LIMIT: Duration = Duration::from_secs(10);
 
 fn start(jwks: &JwksServer) -> Pushroll {
     start_with(jwks, &[])
@@ -21,26 +21,22 @@ fn start(jwks: &JwksServer) -> Pushroll {
 /// `serve --demo` verifying tokens against `jwks`, with `extra` flags.
 fn start_with(jwks: &JwksServer, extra: &[&str]) -> Pushroll {
     let args = [
-        "serve",
-        "--demo",
-        "--listen",
-        "127.0.0.1:0",
         "--auth",
         "google",
         "--audience",
-        AUD,
+        AUDIENCE,
         "--allowed-email",
         EMAIL,
         "--subscription",
-        SUB,
+        SUBSCRIPTION,
         "--jwks-url",
         &jwks.url,
     ];
-    Pushroll::start_env(&[&args, extra].concat(), &[])
+    Pushroll::demo(&[&args, extra].concat())
 }
 
 fn body() -> String {
-    wrapped(&insert(REPO, "v1.4", DIGEST), "1", SUB)
+    wrapped(&insert(REPO, "v1.4", DIGEST), "1", SUBSCRIPTION)
 }
 
 async fn push_with(
@@ -72,14 +68,6 @@ async fn ready(client: &reqwest::Client, p: &Pushroll) -> u16 {
         .as_u16()
 }
 
-async fn wait_ready(client: &reqwest::Client, p: &Pushroll) {
-    eventually(Duration::from_secs(10), || async {
-        (ready(client, p).await == 200).then_some(())
-    })
-    .await
-    .expect("ready once keys are fetched");
-}
-
 fn with(claims: &Value, f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     let mut c = claims.clone();
     f(c.as_object_mut().unwrap());
@@ -99,9 +87,9 @@ async fn only_good_tokens_get_in() {
     let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
     let p = start(&jwks);
     let client = http();
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
 
-    let good = google_claims(AUD, EMAIL);
+    let good = google_claims(AUDIENCE, EMAIL);
     let token = a.sign(&good);
     let (status, body_json, _) =
         push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
@@ -349,7 +337,7 @@ async fn oversized_authorization_is_refused_before_crypto() {
     let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
     let p = start(&jwks);
     let client = http();
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
     let huge = format!("Bearer {}", "x".repeat(9000));
     let (status, json, _) = push_with(&client, &p, Some(&huge), body()).await;
     assert_eq!(status, 401, "{json}");
@@ -377,12 +365,12 @@ async fn key_rotation_refetches_once_and_bounds_unknown_kids() {
     let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
     let p = start(&jwks);
     let client = http();
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
     assert_eq!(jwks.fetches(), 1);
 
     // Google publishes a new key; a token under it is accepted after one refetch.
     jwks.set_keys(vec![a.jwk.clone(), b.jwk.clone()]);
-    let token_b = b.sign(&google_claims(AUD, EMAIL));
+    let token_b = b.sign(&google_claims(AUDIENCE, EMAIL));
     let (status, json, _) =
         push_with(&client, &p, Some(&format!("Bearer {token_b}")), body()).await;
     assert_eq!(status, 200, "{json}");
@@ -393,7 +381,7 @@ async fn key_rotation_refetches_once_and_bounds_unknown_kids() {
     for i in 0..100 {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some(format!("random-{i}"));
-        let t = b.sign_with(&h, &google_claims(AUD, EMAIL));
+        let t = b.sign_with(&h, &google_claims(AUDIENCE, EMAIL));
         let (client, url, body) = (client.clone(), p.url("/push"), body());
         tasks.push(tokio::spawn(async move {
             client
@@ -419,7 +407,10 @@ async fn key_rotation_refetches_once_and_bounds_unknown_kids() {
     let (status, _, _) = push_with(
         &client,
         &p,
-        Some(&format!("Bearer {}", a.sign(&google_claims(AUD, EMAIL)))),
+        Some(&format!(
+            "Bearer {}",
+            a.sign(&google_claims(AUDIENCE, EMAIL))
+        )),
         body(),
     )
     .await;
@@ -440,12 +431,12 @@ async fn key_endpoint_down_at_start_means_not_ready_and_503() {
     .await
     .unwrap();
     assert_eq!(ready(&client, &p).await, 503);
-    let token = a.sign(&google_claims(AUD, EMAIL));
+    let token = a.sign(&google_claims(AUDIENCE, EMAIL));
     let (status, json, _) = push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
     assert_eq!(status, 503, "{json}");
     // The endpoint comes back: the refresher retries, readiness follows, pushes pass.
     jwks.set_down(false);
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
     let (status, _, _) = push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
     assert_eq!(status, 200);
 }
@@ -456,9 +447,9 @@ async fn key_endpoint_down_after_start_keeps_cached_keys() {
     let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
     let p = start(&jwks);
     let client = http();
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
     jwks.set_down(true);
-    let token = a.sign(&google_claims(AUD, EMAIL));
+    let token = a.sign(&google_claims(AUDIENCE, EMAIL));
     let (status, json, _) = push_with(&client, &p, Some(&format!("Bearer {token}")), body()).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(ready(&client, &p).await, 200);
@@ -476,7 +467,7 @@ fn auth_google_without_audience_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_none_warns_at_start_and_in_readyz() {
-    let p = Pushroll::start_env(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
+    let p = Pushroll::demo(&[]);
     let client = http();
     let body: Value = client
         .get(p.url("/readyz"))
@@ -511,11 +502,11 @@ async fn keys_older_than_max_key_age_are_not_trusted() {
     let jwks = JwksServer::start(vec![a.jwk.clone()]).await;
     let p = start_with(&jwks, &["--max-key-age", "3s"]);
     let client = http();
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
     // The keys were fetched at most this long ago.
     let fetched_by = std::time::Instant::now();
     jwks.set_down(true);
-    let token = a.sign(&google_claims(AUD, EMAIL));
+    let token = a.sign(&google_claims(AUDIENCE, EMAIL));
     let bearer = format!("Bearer {token}");
     // Young keys still verify with the endpoint down.
     let (status, json, _) = push_with(&client, &p, Some(&bearer), body()).await;
@@ -559,7 +550,7 @@ async fn keys_older_than_max_key_age_are_not_trusted() {
 
     // The endpoint comes back: ready again, and pushes pass.
     jwks.set_down(false);
-    wait_ready(&client, &p).await;
+    p.wait_ready(READY_LIMIT).await;
     let (status, json, _) = push_with(&client, &p, Some(&bearer), body()).await;
     assert_eq!(status, 200, "{json}");
 }

@@ -1,4 +1,4 @@
-//! Connection hygiene of `serve` (issue 11, item 4): connections that never
+//! Connection hygiene of `serve`: connections that never
 //! start a request are closed after the header-read timeout, kept-alive ones
 //! after the idle timeout but never with a request in flight, and at most
 //! `--max-connections` are open at once.
@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-fn demo(extra: &[&str]) -> Pushroll {
-    let mut args = vec!["serve", "--demo", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Pushroll::start_env(&args, &[])
-}
 
 /// The HTTP/2 client preface and an empty SETTINGS frame, and nothing after.
 const H2_PREFACE_AND_SETTINGS: &[u8] =
@@ -88,7 +82,7 @@ fn open_fds(pid: u32) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_preface_only_connections_are_closed_after_the_header_timeout() {
-    let p = demo(&["--header-read-timeout", "1s", "--idle-timeout", "3s"]);
+    let p = Pushroll::demo(&["--header-read-timeout", "1s", "--idle-timeout", "3s"]);
     let mut pending = Vec::new();
     for _ in 0..100 {
         let stream = TcpStream::connect(p.addr).await.unwrap();
@@ -130,7 +124,7 @@ async fn silent_and_preface_only_connections_are_closed_after_the_header_timeout
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_outlives_the_header_timeout_and_closes_after_the_idle_timeout() {
-    let p = demo(&["--header-read-timeout", "1s", "--idle-timeout", "3s"]);
+    let p = Pushroll::demo(&["--header-read-timeout", "1s", "--idle-timeout", "3s"]);
     let mut stream = TcpStream::connect(p.addr).await.unwrap();
     assert_eq!(exchange(&mut stream, GET_HEALTHZ).await.0, 200);
     // Idle for longer than the header timeout: nothing comes, not even a close.
@@ -163,7 +157,7 @@ async fn a_kept_alive_connection_outlives_the_header_timeout_and_closes_after_th
 /// flight, and the connection must not be cut under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_longer_than_the_idle_timeout_is_not_cut() {
-    let p = demo(&["--header-read-timeout", "1s", "--idle-timeout", "2s"]);
+    let p = Pushroll::demo(&["--header-read-timeout", "1s", "--idle-timeout", "2s"]);
     let mut stream = TcpStream::connect(p.addr).await.unwrap();
     assert_eq!(exchange(&mut stream, GET_HEALTHZ).await.0, 200);
     let body = insert(REPO, "v1.4", DIGEST);
@@ -188,7 +182,7 @@ async fn a_request_in_flight_longer_than_the_idle_timeout_is_not_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_connections_the_extra_ones_are_refused_and_counted_then_accepted_again() {
     // Timeouts far beyond the test: only the cap closes anything here.
-    let p = demo(&[
+    let p = Pushroll::demo(&[
         "--max-connections",
         "20",
         "--header-read-timeout",
@@ -241,7 +235,7 @@ async fn at_max_connections_the_extra_ones_are_refused_and_counted_then_accepted
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptors_stay_near_the_cap_when_far_more_connections_arrive() {
     let cap = 50;
-    let p = demo(&[
+    let p = Pushroll::demo(&[
         "--max-connections",
         &cap.to_string(),
         "--header-read-timeout",
@@ -281,7 +275,7 @@ async fn descriptors_stay_near_the_cap_when_far_more_connections_arrive() {
 /// The drain waits for requests, not for connections that have none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_does_not_wait_for_idle_or_silent_connections() {
-    let mut p = demo(&[
+    let mut p = Pushroll::demo(&[
         "--header-read-timeout",
         "60s",
         "--idle-timeout",

@@ -925,7 +925,7 @@ fn namespaced_overlay_needs_nothing_cluster_scoped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_paths_are_served() {
     let o = parse(render_base());
-    let p = Pushroll::start_env(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[]);
+    let p = Pushroll::demo(&[]);
     let client = http();
     let c = container(o.deployment("pushroll"));
     for which in ["liveness", "readiness"] {

@@ -11,16 +11,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use support::*;
 
-fn demo(extra: &[&str]) -> Pushroll {
-    let mut args = vec!["serve", "--demo", "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    Pushroll::start_env(&args, &[])
-}
-
 /// The README's quick start: the demo and its curl print the would-restart list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_answers_the_readme_curl() {
-    let p = demo(&[]);
+    let p = Pushroll::demo(&[]);
     let client = http();
     let sample = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ar-insert-tag.json"),
@@ -90,7 +84,7 @@ async fn demo_answers_the_readme_curl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_the_contract_codes() {
-    let p = demo(&["--max-body-bytes", "4096"]);
+    let p = Pushroll::demo(&["--max-body-bytes", "4096"]);
     let client = http();
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let env_with = |data: String| json!({"message": {"data": data, "messageId": "1"}}).to_string();
@@ -480,7 +474,7 @@ async fn a_configmap_volume_swap_is_used_without_a_restart() {
     let image = format!("{REPO}:v2");
     let mut volume = ConfigMapVolume::new(&index_json(&image, &["one"]));
     // A long safety-net interval: only the directory watch can explain a fast reload.
-    let p = demo(&[
+    let p = Pushroll::demo(&[
         "--index-file",
         &volume.path(),
         "--index-reload-interval",
@@ -536,7 +530,7 @@ async fn a_gz_sibling_is_read_and_no_index_means_not_ready() {
     use std::io::Write as _;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("index.json");
-    let p = demo(&[
+    let p = Pushroll::demo(&[
         "--index-file",
         path.to_str().unwrap(),
         "--index-reload-interval",

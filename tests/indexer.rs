@@ -119,7 +119,7 @@ async fn watch_keeps_the_configmap_current(c: Cluster) {
     let img = |t: &str| format!("{REPO}:{t}");
     c.deploy(&ns, "one", &img("v1")).await;
     let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
-    wait_ready(&p).await;
+    p.wait_ready(READY_LIMIT).await;
     let entry = |name: &str| json!([{"kind": "Deployment", "namespace": ns, "name": name, "containers": ["app"]}]);
 
     // Created, changed, deleted: the ConfigMap follows within the debounce.
@@ -211,8 +211,8 @@ async fn only_the_leader_writes(c: Cluster) {
     let mut b = start_watch(&c, &cm_ns, &ns, "indexer-b");
     // One of them leads and writes; the other follows and never writes.
     let (lead, follow) = leader_and_follower(&mut a, &mut b).await;
-    wait_ready(lead).await;
-    wait_ready(follow).await;
+    lead.wait_ready(READY_LIMIT).await;
+    follow.wait_ready(READY_LIMIT).await;
     c.deploy(&ns, "two", &format!("{REPO}:v2")).await;
     eventually(Duration::from_secs(10), || async {
         configmap_images(&c, &cm_ns)
@@ -255,7 +255,7 @@ async fn a_deleted_lease_is_recreated_every_time(c: Cluster) {
     c.ensure_namespace(&cm_ns).await;
     c.deploy(&ns, "first", &format!("{REPO}:v0")).await;
     let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
-    wait_ready(&p).await;
+    p.wait_ready(READY_LIMIT).await;
     let lease_duration = Duration::from_secs(3);
     for round in 1..=10 {
         c.delete("Lease", &cm_ns, "pushroll-indexer").await;
@@ -345,7 +345,7 @@ async fn a_leader_that_cannot_confirm_its_lease_does_not_write() {
     let img = |t: &str| format!("{REPO}:{t}");
     c.deploy(&ns, "one", &img("v1")).await;
     let p = start_watch(&c, &cm_ns, &ns, "indexer-0");
-    wait_ready(&p).await;
+    p.wait_ready(READY_LIMIT).await;
     let has = |tag: &'static str| {
         let (c, cm_ns) = (&c, &cm_ns);
         async move {
@@ -515,8 +515,8 @@ async fn twenty_thousand_workloads_are_written_compressed_and_read_back() {
 
     // The watch indexer over the same cluster: its memory once written.
     let p = start_watch_all(&c);
-    wait_ready(&p).await;
-    let rss_kib = rss_kib(&p);
+    p.wait_ready(READY_LIMIT).await;
+    let rss_kib = p.rss_kib();
     eprintln!(
         "20,000 workloads: one-shot scan+write {one_shot:?}, gzip {gz_len} bytes, index --watch RSS {rss_kib} KiB (debug build)"
     );
@@ -560,15 +560,6 @@ fn start_watch_all(c: &Cluster) -> Pushroll {
         ],
         &kubeconfig_env(c),
     )
-}
-
-fn rss_kib(p: &Pushroll) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Starts `serve --indexer` (no token check) whose watch covers `ns` and
@@ -633,8 +624,8 @@ async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
     let mut a = start_serve_indexer(&c, &cm_ns, &ns, &file, "serve-a");
     let mut b = start_serve_indexer(&c, &cm_ns, &ns, &file, "serve-b");
     // Ready without any file: the watch's initial lists are an index.
-    wait_ready(&a).await;
-    wait_ready(&b).await;
+    a.wait_ready(READY_LIMIT).await;
+    b.wait_ready(READY_LIMIT).await;
     let (lead, follow) = leader_and_follower(&mut a, &mut b).await;
     let client = http();
 
@@ -761,7 +752,7 @@ async fn serve_indexer_runs_with_the_single_overlays_rbac() {
             ("POD_NAME", "pushroll-0".to_owned()),
         ],
     );
-    wait_ready(&p).await;
+    p.wait_ready(READY_LIMIT).await;
     let (status, body) = post(&http(), &p, insert(REPO, "v1", DIGEST)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["workloads"][0]["result"], "restarted", "{body}");

@@ -1,4 +1,4 @@
-//! Load (issue 6): 10,000 pushes over 200 concurrent connections, with
+//! Load: 10,000 pushes over 200 concurrent connections, with
 //! token verification on (test keys served as a JWK set), a mix of hits
 //! (real restarts of a few workloads, all other deliveries of the same
 //! digest already current) and misses (commit tags no workload runs),
@@ -27,9 +27,6 @@ const CONNECTIONS: usize = 200;
 /// One in this many pushes is a hit.
 const HIT_EVERY: usize = 4;
 const IMAGES: usize = 5;
-const AUDIENCE: &str = "https://pushroll.example.com/push";
-const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
-const SUBSCRIPTION: &str = "projects/demo-project/subscriptions/gcr-push";
 /// RSS may grow this much from the end of the first thousand pushes to the
 /// end of the last one: 64 KiB per connection. Measured (debug build): each
 /// kept-alive connection's memory grows by about 40-50 KiB over its first
@@ -45,15 +42,6 @@ fn repo(i: usize) -> String {
 
 fn digest(i: usize) -> String {
     format!("sha256:{:064x}", 0xd16e_0000 + i)
-}
-
-fn rss_kib(pid: u32) -> i64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 struct Outcome {
@@ -135,7 +123,7 @@ async fn ten_thousand_pushes_at_200_connections() {
     fake.clear_requests();
 
     let pid = p.pid();
-    let rss_start = rss_kib(pid);
+    let rss_start = rss_kib(pid) as i64;
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     // RSS when each thousand completes.
@@ -182,7 +170,7 @@ async fn ten_thousand_pushes_at_200_connections() {
                 let latency = t0.elapsed();
                 let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                 if n % 1000 == 0 {
-                    samples.lock().unwrap().insert(n, rss_kib(pid));
+                    samples.lock().unwrap().insert(n, rss_kib(pid) as i64);
                 }
                 out.push(Outcome {
                     latency,

@@ -117,10 +117,6 @@ fn router_routes() -> BTreeSet<(String, String)> {
     routes
 }
 
-fn demo() -> Pushroll {
-    Pushroll::start_env(&["serve", "--demo", "--listen", "127.0.0.1:0"], &[])
-}
-
 /// A request example of `POST /push`: its content type, body, extra headers
 /// and the status `serve --demo` answers.
 struct RequestExample {
@@ -349,7 +345,7 @@ async fn every_route_is_in_the_spec_and_every_spec_path_is_served() {
         ops,
         "src/server/mod.rs routes (left) and openapi.yaml operations (right) differ"
     );
-    let p = demo();
+    let p = Pushroll::demo(&[]);
     let client = http();
     let paths: BTreeSet<&String> = ops.iter().map(|(p, _)| p).collect();
     for path in paths {
@@ -383,7 +379,7 @@ async fn every_route_is_in_the_spec_and_every_spec_path_is_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_examples_get_their_documented_answers() {
     let spec = spec();
-    let p = demo();
+    let p = Pushroll::demo(&[]);
     let client = http();
     let examples = request_examples(&spec);
     assert!(examples.len() >= 10, "{} request examples", examples.len());

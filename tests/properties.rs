@@ -9,13 +9,14 @@ use std::io::Write as _;
 
 use base64::Engine as _;
 use proptest::prelude::*;
-use pushroll::index::{Index, Kind, WorkloadRef};
+use pushroll::index::Index;
 use pushroll::plan::{
     DIGEST_PREFIX, OPT_OUT, Plan, RESTARTED_AT, WorkloadView, digest_annotation, plan,
     restart_patch,
 };
 use pushroll::push::{Action, Form, IgnoreReason, PushHeaders, decode};
 use pushroll::reference::{Reference, match_key};
+use pushroll::workload::{Kind, WorkloadRef};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- strategies

@@ -98,7 +98,7 @@ async fn ten_relists_in_a_row_each_followed_by_a_new_workload(c: Cluster) {
         "indexer-0",
         &["--lease-duration", "20s", "--stall-timeout", "10s"],
     );
-    wait_ready(&p).await;
+    p.wait_ready(READY_LIMIT).await;
     let client = http();
     for round in 1..=RELISTS {
         let before = lists(&p.metrics().await);

@@ -1,4 +1,4 @@
-//! The synthetic cluster both benches use: N workloads shaped like what
+//! What both benches share. The synthetic cluster: N workloads shaped like what
 //! `kubectl get deploy -o json` returns on a real cluster (labels,
 //! annotations, managedFields, two containers with env, ports, probes and
 //! resources, a status), about 3 KiB of JSON each, and the index that
@@ -10,11 +10,19 @@
 //! (so a push of it restarts exactly one workload), a shared Envoy sidecar
 //! (one of 4 tags) in every other workload and a shared busybox init
 //! container in every tenth.
+//!
+//! And the index store as `serve` holds it, and where results are written.
 #![allow(dead_code)] // each bench uses a different part
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use pushroll::index::Index;
 use pushroll::index::builder::{IndexBuilder, Observed};
+use pushroll::index::store::{IndexStore, OnMiss};
+use pushroll::metrics::Metrics;
+use pushroll::workload::Kind;
 use pushroll::workload::NamespaceFilter;
 use serde_json::{Value, json};
 
@@ -24,11 +32,11 @@ pub const PER_NAMESPACE: usize = 50;
 pub const INDEX_NS: &str = "pushroll";
 pub const INDEX_CM: &str = "pushroll-index";
 
-pub fn kind_of(i: usize) -> &'static str {
+pub fn kind_of(i: usize) -> Kind {
     match i % 20 {
-        0..=15 => "Deployment",
-        16..=18 => "StatefulSet",
-        _ => "DaemonSet",
+        0..=15 => Kind::Deployment,
+        16..=18 => Kind::StatefulSet,
+        _ => Kind::DaemonSet,
     }
 }
 
@@ -72,87 +80,15 @@ pub fn workload(i: usize) -> Value {
         "app.kubernetes.io/version": format!("1.{}.0", i % 10),
         "app.kubernetes.io/managed-by": "argocd", "tier": "backend"
     });
-    let env: Vec<Value> = [
-        ("LOG_LEVEL", "info"),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "http://otel-collector.observability:4317",
-        ),
-        ("GOMAXPROCS", "2"),
-        ("DATABASE_POOL_SIZE", "20"),
-        ("FEATURE_FLAGS", "checkout-v2,new-search"),
-    ]
-    .iter()
-    .map(|(k, v)| json!({"name": k, "value": v}))
-    .collect();
-    let probe = |path: &str| {
-        json!({"httpGet": {"path": path, "port": 8080, "scheme": "HTTP"},
-               "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 1,
-               "successThreshold": 1, "failureThreshold": 3})
-    };
-    let mut containers = vec![json!({
-        "name": "app", "image": image_of(i), "imagePullPolicy": "IfNotPresent",
-        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
-                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
-        "env": env,
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                      "limits": {"cpu": "1", "memory": "512Mi"}},
-        "readinessProbe": probe("/readyz"), "livenessProbe": probe("/healthz"),
-        "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
-                            "allowPrivilegeEscalation": false,
-                            "capabilities": {"drop": ["ALL"]}},
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File"
-    })];
-    if i.is_multiple_of(2) {
-        containers.push(json!({
-            "name": "envoy", "image": format!("docker.io/envoyproxy/envoy:v1.3{}.0", i % 4),
-            "args": ["--config-path", "/etc/envoy/envoy.yaml"],
-            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}
-        }));
-    }
-    let mut pod_spec = json!({
-        "containers": containers, "serviceAccountName": name,
-        "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
-        "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
-        "securityContext": {"fsGroup": 2000}
-    });
-    if i.is_multiple_of(10) {
-        pod_spec["initContainers"] = json!([{"name": "wait-db", "image": "busybox:1.36", "command": ["sh", "-c", "until nc -z db 5432; do sleep 1; done"]}]);
-    }
     let mut spec = json!({
         "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
         "template": {
             "metadata": {"labels": labels, "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"}},
-            "spec": pod_spec
+            "spec": pod_spec(i)
         },
         "revisionHistoryLimit": 10
     });
-    let status = match kind {
-        "Deployment" => {
-            spec["replicas"] = json!(3);
-            spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
-            spec["progressDeadlineSeconds"] = json!(600);
-            json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3,
-                   "conditions": [
-                     {"type": "Available", "status": "True", "lastUpdateTime": "2026-11-20T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
-                     {"type": "Progressing", "status": "True", "lastUpdateTime": "2026-11-25T10:00:00Z", "lastTransitionTime": "2026-11-01T10:00:00Z", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}-7d9f8b6c5d\" has successfully progressed.")}]})
-        }
-        "StatefulSet" => {
-            spec["replicas"] = json!(3);
-            spec["serviceName"] = json!(name);
-            spec["podManagementPolicy"] = json!("OrderedReady");
-            spec["updateStrategy"] =
-                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
-            json!({"observedGeneration": 4, "replicas": 3, "readyReplicas": 3, "currentReplicas": 3, "updatedReplicas": 3,
-                   "currentRevision": format!("{name}-6c8f9d7b4"), "updateRevision": format!("{name}-6c8f9d7b4"), "collisionCount": 0, "availableReplicas": 3})
-        }
-        _ => {
-            spec["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
-            json!({"currentNumberScheduled": 12, "numberMisscheduled": 0, "desiredNumberScheduled": 12, "numberReady": 12,
-                   "observedGeneration": 4, "updatedNumberScheduled": 12, "numberAvailable": 12})
-        }
-    };
+    let status = rollout(kind, &name, &mut spec);
     json!({
         "apiVersion": "apps/v1", "kind": kind,
         "metadata": {
@@ -173,6 +109,96 @@ pub fn workload(i: usize) -> Value {
     })
 }
 
+/// The pod template's spec of workload `i`: its app container, the Envoy
+/// sidecar in every other workload, the busybox init container in every
+/// tenth.
+fn pod_spec(i: usize) -> Value {
+    let mut containers = vec![app_container(i)];
+    if i.is_multiple_of(2) {
+        containers.push(json!({
+            "name": "envoy", "image": format!("docker.io/envoyproxy/envoy:v1.3{}.0", i % 4),
+            "args": ["--config-path", "/etc/envoy/envoy.yaml"],
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}
+        }));
+    }
+    let mut pod_spec = json!({
+        "containers": containers, "serviceAccountName": name_of(i),
+        "restartPolicy": "Always", "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
+        "securityContext": {"fsGroup": 2000}
+    });
+    if i.is_multiple_of(10) {
+        pod_spec["initContainers"] = json!([{"name": "wait-db", "image": "busybox:1.36", "command": ["sh", "-c", "until nc -z db 5432; do sleep 1; done"]}]);
+    }
+    pod_spec
+}
+
+/// The container `app` running workload `i`'s own image.
+fn app_container(i: usize) -> Value {
+    let env: Vec<Value> = [
+        ("LOG_LEVEL", "info"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel-collector.observability:4317",
+        ),
+        ("GOMAXPROCS", "2"),
+        ("DATABASE_POOL_SIZE", "20"),
+        ("FEATURE_FLAGS", "checkout-v2,new-search"),
+    ]
+    .iter()
+    .map(|(k, v)| json!({"name": k, "value": v}))
+    .collect();
+    let probe = |path: &str| {
+        json!({"httpGet": {"path": path, "port": 8080, "scheme": "HTTP"},
+               "initialDelaySeconds": 5, "periodSeconds": 10, "timeoutSeconds": 1,
+               "successThreshold": 1, "failureThreshold": 3})
+    };
+    json!({
+        "name": "app", "image": image_of(i), "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}],
+        "env": env,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                      "limits": {"cpu": "1", "memory": "512Mi"}},
+        "readinessProbe": probe("/readyz"), "livenessProbe": probe("/healthz"),
+        "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]}},
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File"
+    })
+}
+
+/// Adds `kind`'s own fields (replicas, update strategy) to `spec`; the
+/// status of a finished rollout.
+fn rollout(kind: Kind, name: &str, spec: &mut Value) -> Value {
+    match kind {
+        Kind::Deployment => {
+            spec["replicas"] = json!(3);
+            spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}});
+            spec["progressDeadlineSeconds"] = json!(600);
+            json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3,
+                   "conditions": [
+                     {"type": "Available", "status": "True", "lastUpdateTime": "2026-11-20T10:00:00Z", "lastTransitionTime": "2026-11-20T10:00:00Z", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."},
+                     {"type": "Progressing", "status": "True", "lastUpdateTime": "2026-11-25T10:00:00Z", "lastTransitionTime": "2026-11-01T10:00:00Z", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}-7d9f8b6c5d\" has successfully progressed.")}]})
+        }
+        Kind::StatefulSet => {
+            spec["replicas"] = json!(3);
+            spec["serviceName"] = json!(name);
+            spec["podManagementPolicy"] = json!("OrderedReady");
+            spec["updateStrategy"] =
+                json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}});
+            json!({"observedGeneration": 4, "replicas": 3, "readyReplicas": 3, "currentReplicas": 3, "updatedReplicas": 3,
+                   "currentRevision": format!("{name}-6c8f9d7b4"), "updateRevision": format!("{name}-6c8f9d7b4"), "collisionCount": 0, "availableReplicas": 3})
+        }
+        Kind::DaemonSet => {
+            spec["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}});
+            json!({"currentNumberScheduled": 12, "numberMisscheduled": 0, "desiredNumberScheduled": 12, "numberReady": 12,
+                   "observedGeneration": 4, "updatedNumberScheduled": 12, "numberAvailable": 12})
+        }
+    }
+}
+
 /// The index pushroll's indexer builds from workloads `0..n` (the same
 /// code path: typed objects → `Observed::of` → `IndexBuilder`).
 pub fn index(n: usize) -> Index {
@@ -180,11 +206,32 @@ pub fn index(n: usize) -> Index {
     for i in 0..n {
         let obj = workload(i);
         let entry = match kind_of(i) {
-            "Deployment" => Observed::of(&serde_json::from_value::<Deployment>(obj).unwrap()),
-            "StatefulSet" => Observed::of(&serde_json::from_value::<StatefulSet>(obj).unwrap()),
-            _ => Observed::of(&serde_json::from_value::<DaemonSet>(obj).unwrap()),
+            Kind::Deployment => Observed::of(&serde_json::from_value::<Deployment>(obj).unwrap()),
+            Kind::StatefulSet => Observed::of(&serde_json::from_value::<StatefulSet>(obj).unwrap()),
+            Kind::DaemonSet => Observed::of(&serde_json::from_value::<DaemonSet>(obj).unwrap()),
         };
         builder.apply(&entry);
     }
     builder.build(Some("2026-11-26T12:00:00Z".parse().unwrap()))
+}
+
+/// An index store as `serve` holds it (ConfigMap fallback on a miss, no
+/// cluster client), loaded with `index`.
+pub fn store(index: Index) -> IndexStore {
+    let store = IndexStore::new(
+        None,
+        OnMiss::Configmap,
+        Duration::from_secs(10),
+        Metrics::new(),
+    );
+    store.set_file(index);
+    store
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` in the
+/// package), where the benches write their results.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }

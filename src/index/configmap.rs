@@ -220,7 +220,7 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{Kind, WorkloadRef};
+    use crate::workload::{Kind, WorkloadRef};
 
     fn index_of(n: usize, name_len: usize) -> Index {
         let entries = (0..n).map(|i| {

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use self::parse::read;
 use crate::workload::InvalidName;
-pub use crate::workload::{Kind, WorkloadRef};
+use crate::workload::WorkloadRef;
 
 /// The bound on an index's JSON when the process has no memory limit
 /// (`--max-index-bytes` overrides it): about 80,000 workloads.
@@ -302,7 +302,7 @@ pub fn newest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{check_names, is_dns1123_label, is_dns1123_subdomain};
+    use crate::workload::{Kind, check_names, is_dns1123_label, is_dns1123_subdomain};
 
     fn w(kind: Kind, ns: &str, name: &str, containers: &[&str]) -> WorkloadRef {
         WorkloadRef {

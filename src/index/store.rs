@@ -11,9 +11,10 @@ use serde::Serialize;
 
 use crate::index::configmap::{CONFIGMAP_GZ_KEY, CONFIGMAP_KEY, ConfigMapRef, stored_bytes};
 use crate::index::scan::scan;
-use crate::index::{Index, IndexError, Limits, LoadReport, WorkloadRef};
+use crate::index::{Index, IndexError, Limits, LoadReport};
 use crate::k8s::{Kube, KubeError};
 use crate::metrics::Metrics;
+use crate::workload::WorkloadRef;
 
 /// Which index answered a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,6 +11,7 @@ use fake_apiserver::FakeApiServer;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
+use kube::config::Kubeconfig;
 use serde_json::{Value, json};
 
 /// Defines, for each scenario `async fn name(c: Cluster)`, a module `name`
@@ -95,7 +96,7 @@ impl Cluster {
         server.set_anonymous_user(fake_apiserver::rbac::UserInfo::admin());
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = server.write_kubeconfig(dir.path());
-        let client = client_for(&kubeconfig).await;
+        let client = client_for(Kubeconfig::read_from(&kubeconfig).unwrap()).await;
         Cluster {
             backend: Backend::Fake,
             kubeconfig,
@@ -123,7 +124,7 @@ impl Cluster {
         };
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = PathBuf::from(path);
-        let client = client_for(&kubeconfig).await;
+        let client = client_for(Kubeconfig::read_from(&kubeconfig).unwrap()).await;
         // Tests share one real server: give each its own namespaces.
         let suffix = format!(
             "-{}-{}",
@@ -305,12 +306,16 @@ impl Cluster {
     }
 }
 
-async fn client_for(path: &std::path::Path) -> kube::Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+/// A kube-rs client for `kubeconfig` (its current context).
+pub async fn client_for(kubeconfig: Kubeconfig) -> kube::Client {
+    kube::Client::try_from(config_for(kubeconfig).await).unwrap()
+}
+
+/// The client configuration `client_for` builds on.
+pub async fn config_for(kubeconfig: Kubeconfig) -> kube::Config {
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
+        .unwrap()
 }
 
 /// A workload of `kind` with `containers` (name, image) and optionally

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::cluster::Cluster;
-use super::{Pushroll, eventually, http};
+use super::{Pushroll, eventually};
 
 pub fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
     vec![("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())]
@@ -72,14 +72,9 @@ pub fn start_watch_with(
     Pushroll::start_env(&[&args, lease, extra].concat(), &env)
 }
 
-pub async fn wait_ready(p: &Pushroll) {
-    let client = http();
-    eventually(Duration::from_secs(30), || async {
-        (client.get(p.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
-    })
-    .await
-    .expect("the indexer becomes ready");
-}
+/// How long `index --watch` may take to become ready
+/// ([`Pushroll::wait_ready`]).
+pub const READY_LIMIT: Duration = Duration::from_secs(30);
 
 /// Waits up to `limit` for the index ConfigMap in `ns` to list `image`.
 pub async fn configmap_lists(c: &Cluster, ns: &str, image: &str, limit: Duration) -> bool {

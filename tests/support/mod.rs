@@ -1,6 +1,6 @@
-//! Shared helpers for the end-to-end tests: the `pushroll` binary as a
-//! child process, OIDC tokens signed by test keys, a JWK set served over
-//! real HTTP, and sample payloads.
+//! Shared helpers for the end-to-end tests and the benches: the `pushroll`
+//! binary as a child process, OIDC tokens signed by test keys, a JWK set
+//! served over real HTTP, sample payloads, and a process's memory.
 #![allow(dead_code)] // each test binary uses a different part
 
 #[macro_use]
@@ -23,6 +23,12 @@ use serde_json::{Value, json};
 pub const DIGEST: &str = "sha256:6ec128e26cd5e5b3d5ad4ad0b3b1e0b5c5a4a2a8e1f3f6f9d0a7b4c1e2d3f4a5";
 pub const DIGEST2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 pub const REPO: &str = "us-east1-docker.pkg.dev/demo-project/apps/web";
+
+/// The audience, push service account and subscription that tests and
+/// benches give `serve --auth google`, and sign tokens for.
+pub const AUDIENCE: &str = "https://pushroll.example.com/push";
+pub const EMAIL: &str = "pubsub-push@demo-project.iam.gserviceaccount.com";
+pub const SUBSCRIPTION: &str = "projects/demo-project/subscriptions/gcr-push";
 
 /// Installs the one rustls provider, as `main` does.
 pub fn init() {
@@ -49,6 +55,17 @@ pub fn wrapped(data: &str, message_id: &str, subscription: &str) -> String {
         }
     })
     .to_string()
+}
+
+/// Removes this process's `PUSHROLL_*` variables from `cmd`'s environment:
+/// every flag reads one, so a developer's own settings would change what
+/// the child does.
+pub fn without_inherited_flags(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PUSHROLL_") {
+            cmd.env_remove(k);
+        }
+    }
 }
 
 /// A running `pushroll` process; killed on drop.
@@ -79,11 +96,7 @@ impl Pushroll {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        for (k, _) in std::env::vars() {
-            if k.starts_with("PUSHROLL_") {
-                cmd.env_remove(k);
-            }
-        }
+        without_inherited_flags(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -124,6 +137,14 @@ impl Pushroll {
         Self::start(&all, &[("KUBECONFIG", kubeconfig)])
     }
 
+    /// `pushroll serve --demo` on a free loopback port (the embedded index,
+    /// no token check, nothing patched); `extra` flags follow.
+    pub fn demo(extra: &[&str]) -> Pushroll {
+        let mut args = vec!["serve", "--demo", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::start_env(&args, &[])
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -143,6 +164,21 @@ impl Pushroll {
             self.logs().into_iter().find(|l| matches(l))
         })
         .await
+    }
+
+    /// Waits up to `limit` for `/readyz` to answer 200.
+    pub async fn wait_ready(&self, limit: Duration) {
+        let client = http();
+        eventually(limit, || async {
+            (client.get(self.url("/readyz")).send().await.ok()?.status() == 200).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "pushroll not ready after {limit:?}:\n{}",
+                self.logs().join("\n")
+            )
+        });
     }
 
     /// The process's `/metrics` text.
@@ -198,11 +234,7 @@ impl Pushroll {
         cmd.args(["--log-format", "json"]).args(args);
         cmd.env_remove("KUBECONFIG").env("HOME", "/nonexistent");
         cmd.env_remove("KUBERNETES_SERVICE_HOST");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("PUSHROLL_") {
-                cmd.env_remove(k);
-            }
-        }
+        without_inherited_flags(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -320,14 +352,14 @@ impl Pushroll {
         (code, out.join().unwrap(), err.join().unwrap(), peak)
     }
 
+    /// The process's resident set (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
     /// The process's peak RSS so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc/PID/status")
+        proc_status_kib(self.pid(), "VmHWM").expect("VmHWM in /proc/PID/status")
     }
 }
 
@@ -336,6 +368,21 @@ impl Drop for Pushroll {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A field of `/proc/PID/status` given in kB (`VmRSS`, `VmHWM`), or
+/// `None` when the kernel does not report it (a zombie has no `VmRSS`).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The resident set (`VmRSS`) of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS").expect("VmRSS in /proc/PID/status")
 }
 
 /// The value of one series (`name{labels}`) in a metrics text, 0 when absent.
