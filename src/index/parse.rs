@@ -278,15 +278,6 @@ pub(super) fn read<'de, R: serde_json::de::Read<'de>>(
 mod tests {
     use super::*;
 
-    fn w(kind: Kind, ns: &str, name: &str, containers: &[&str]) -> WorkloadRef {
-        WorkloadRef {
-            kind,
-            namespace: ns.into(),
-            name: name.into(),
-            containers: containers.iter().map(|c| c.to_string()).collect(),
-        }
-    }
-
     #[test]
     fn the_memory_estimate_follows_the_index() {
         // A real-shaped index: the estimate is about what it takes, and a
@@ -294,12 +285,12 @@ mod tests {
         let entries = (0..2000).map(|i| {
             (
                 format!("us-east1-docker.pkg.dev/acme/team-{}/svc-{i}:1.0.0", i / 50),
-                w(
-                    Kind::Deployment,
-                    &format!("team-{}", i / 50),
-                    &format!("svc-{i}"),
-                    &["app"],
-                ),
+                WorkloadRef {
+                    kind: Kind::Deployment,
+                    namespace: format!("team-{}", i / 50),
+                    name: format!("svc-{i}"),
+                    containers: vec!["app".to_owned()],
+                },
             )
         });
         let json = Index::from_entries(None, entries).to_json();
