@@ -9,7 +9,7 @@
 //! |---|---|
 //! | HTTP in, the one place errors become status codes | [`server`], [`server::error`] (connections: [`server::conn`]) |
 //! | verified | [`auth`] |
-//! | parsed | [`push`] (image references: [`reference`]) |
+//! | parsed | [`push`] (image references: [`reference`](mod@reference)) |
 //! | looked up | [`index::store`]: the mounted file ([`index::file`]), the ConfigMap ([`index::configmap`]), the scan ([`index::scan`]) |
 //! | turned into patches | [`plan`] (pure) |
 //! | carried out | [`restart`], through the Kubernetes edge [`k8s`] |

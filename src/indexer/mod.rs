@@ -1,6 +1,6 @@
 //! The indexer: keeps the index ConfigMap current. `pushroll index` scans
 //! once (`index::scan`); `index --watch` follows the workloads with
-//! watches ([`follow`]), rebuilds the index incrementally and writes it
+//! watches (`follow.rs`), rebuilds the index incrementally and writes it
 //! (debounced, only when it changed) while it holds the Lease ([`lease`]).
 //! `serve --indexer` runs the same [`watch`] in the server process and also
 //! receives each index it builds ([`Publish`]).
@@ -62,7 +62,7 @@ pub struct WatchConfig {
 /// Receives every index the watch builds, on every replica, leader or not:
 /// once the initial lists are done, then after each debounced change.
 /// `serve --indexer` puts it in its index store (see `lookup`).
-pub(crate) type Publish = Box<dyn Fn(Arc<Index>) + Send + Sync>;
+pub type Publish = Box<dyn Fn(Arc<Index>) + Send + Sync>;
 
 /// Shared state of a running watch, for probes.
 #[derive(Default)]
