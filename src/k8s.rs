@@ -391,6 +391,9 @@ pub(crate) enum EventKind {
     Restart,
     /// `PushRestartRejected` (Warning): the API server refused the patch.
     Rejected,
+    /// `PushPullPolicy` (Warning): restarted, but a matching container's
+    /// pull policy may keep the cached, old image.
+    PullPolicy,
 }
 
 impl EventKind {
@@ -398,6 +401,7 @@ impl EventKind {
         match self {
             EventKind::Restart => ("PushRestart", "Normal"),
             EventKind::Rejected => ("PushRestartRejected", "Warning"),
+            EventKind::PullPolicy => ("PushPullPolicy", "Warning"),
         }
     }
 }

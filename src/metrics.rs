@@ -339,6 +339,7 @@ impl IndexMetrics {
 /// What happened to each workload a push named.
 pub(crate) struct RestartMetrics {
     restarts: Family<RestartLabels, Counter>,
+    pull_policy_warnings: Counter,
 }
 
 impl RestartMetrics {
@@ -350,6 +351,12 @@ impl RestartMetrics {
                 "Workloads handled by kind and result",
                 Family::default(),
             ),
+            pull_policy_warnings: register(
+                r,
+                "pull_policy_warnings",
+                "Restarted containers whose imagePullPolicy is not Always, so that a node holding the tag may keep running the old image (restart mode)",
+                Counter::default(),
+            ),
         }
     }
 
@@ -357,6 +364,11 @@ impl RestartMetrics {
         self.restarts
             .get_or_create(&RestartLabels { kind, result })
             .inc();
+    }
+
+    /// `n` containers restarted with a pull policy that may keep the old image.
+    pub(crate) fn pull_policy_warnings(&self, n: usize) {
+        self.pull_policy_warnings.inc_by(n as u64);
     }
 }
 
@@ -577,6 +589,7 @@ mod tests {
         m.index.entries_dropped("file", "name", 2);
         m.index.scan("success");
         m.restart.handled("Deployment", "restarted");
+        m.restart.pull_policy_warnings(2);
         m.kube.request("get", "deployments", "success");
         m.auth.jwks_fetch("success");
         m.indexer.write("written");
@@ -603,6 +616,7 @@ mod tests {
             "pushroll_index_dropped_entries_total{source=\"file\",reason=\"name\"} 2",
             "pushroll_scans_total{result=\"success\"} 1",
             "pushroll_restarts_total{kind=\"Deployment\",result=\"restarted\"} 1",
+            "pushroll_pull_policy_warnings_total 2",
             "pushroll_kube_api_requests_total{verb=\"get\",resource=\"deployments\",outcome=\"success\"} 1",
             "pushroll_jwks_fetches_total{result=\"success\"} 1",
             "pushroll_index_writes_total{result=\"written\"} 1",

@@ -14,6 +14,9 @@ use crate::reference::match_key;
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// `digest.pushroll.io/<container>`: the digest a container was last rolled to.
 pub const DIGEST_PREFIX: &str = "digest.pushroll.io/";
+/// `published.pushroll.io/<container>`: the publish time of the push a
+/// container was last rolled for (RFC 3339), so an older one never wins.
+pub const PUBLISHED_PREFIX: &str = "published.pushroll.io/";
 /// `pushroll.io/restart: "false"` on a workload or its template opts it out.
 pub const OPT_OUT: &str = "pushroll.io/restart";
 
@@ -30,6 +33,9 @@ pub enum RestartResult {
     /// validation or an admission webhook): a redelivery would be refused
     /// the same way, so it is reported, recorded and acked.
     Rejected,
+    /// A newer push already rolled every matching container: this older
+    /// one (a redelivery, a replay) changes nothing.
+    Superseded,
 }
 
 impl RestartResult {
@@ -41,6 +47,7 @@ impl RestartResult {
             RestartResult::Excluded => "excluded",
             RestartResult::NotFound => "not-found",
             RestartResult::Rejected => "rejected",
+            RestartResult::Superseded => "superseded",
         }
     }
 }
@@ -53,6 +60,8 @@ pub struct WorkloadView {
     pub template_annotations: BTreeMap<String, String>,
     /// `(name, image)` of containers and init containers.
     pub containers: Vec<(String, String)>,
+    /// `imagePullPolicy` by container, where the spec sets one.
+    pub pull_policies: BTreeMap<String, String>,
 }
 
 /// The parts of a workload object the planner needs.
@@ -73,6 +82,7 @@ pub(crate) fn workload_view(obj: &DynamicObject) -> WorkloadView {
         annotations: obj.metadata.annotations.clone().unwrap_or_default(),
         template_annotations: string_map(&template["metadata"]["annotations"]),
         containers,
+        pull_policies: crate::workload::pull_policies_json(template),
     }
 }
 
@@ -82,9 +92,12 @@ pub enum Plan {
     Excluded,
     NotFound,
     AlreadyCurrent,
+    Superseded,
     /// Patch the template; `containers` are the ones that run the image.
+    /// `warnings` name those whose pull policy may keep the old image.
     Restart {
         containers: Vec<String>,
+        warnings: Vec<String>,
     },
 }
 
@@ -95,15 +108,21 @@ impl Plan {
             Plan::Excluded => RestartResult::Excluded,
             Plan::NotFound => RestartResult::NotFound,
             Plan::AlreadyCurrent => RestartResult::AlreadyCurrent,
+            Plan::Superseded => RestartResult::Superseded,
             Plan::Restart { .. } if dry_run => RestartResult::WouldRestart,
             Plan::Restart { .. } => RestartResult::Restarted,
         }
     }
 }
 
-/// Decides what a push of `image_key` (normalized, tagged) at `digest` does
-/// to one workload.
-pub fn plan(view: &WorkloadView, image_key: &str, digest: &str) -> Plan {
+/// Decides what a push of `image_key` (normalized, tagged) at `digest`,
+/// published at `published`, does to one workload.
+pub fn plan(
+    view: &WorkloadView,
+    image_key: &str,
+    digest: &str,
+    published: jiff::Timestamp,
+) -> Plan {
     let opted_out = |m: &BTreeMap<String, String>| {
         m.get(OPT_OUT)
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
@@ -123,22 +142,80 @@ pub fn plan(view: &WorkloadView, image_key: &str, digest: &str) -> Plan {
     }
     matching.sort();
     matching.dedup();
+    if superseded(view, &matching, published) {
+        return Plan::Superseded;
+    }
     let current = matching.iter().all(|c| {
         view.template_annotations
             .get(&digest_annotation(c))
             .is_some_and(|d| d == digest)
     });
     if current {
-        Plan::AlreadyCurrent
-    } else {
-        Plan::Restart {
-            containers: matching,
-        }
+        return Plan::AlreadyCurrent;
     }
+    let warnings = view
+        .containers
+        .iter()
+        .filter(|(name, _)| matching.contains(name))
+        .filter_map(|(name, image)| {
+            pull_policy_warning(
+                name,
+                image,
+                view.pull_policies.get(name).map(String::as_str),
+            )
+        })
+        .collect();
+    Plan::Restart {
+        containers: matching,
+        warnings,
+    }
+}
+
+/// Whether every matching container was last rolled for a push published
+/// after `published` (an equal time is not older: a redelivery of the same
+/// message is decided by its digest instead).
+fn superseded(view: &WorkloadView, matching: &[String], published: jiff::Timestamp) -> bool {
+    matching.iter().all(|c| {
+        view.template_annotations
+            .get(&published_annotation(c))
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|recorded| published < recorded)
+    })
+}
+
+/// The pull policy Kubernetes applies: the spec's, else its default
+/// (`Always` for `:latest` or no tag, `IfNotPresent` otherwise).
+fn effective_pull_policy(image: &str, policy: Option<&str>) -> String {
+    if let Some(p) = policy.filter(|p| !p.is_empty()) {
+        return p.to_owned();
+    }
+    let tag = crate::reference::Reference::parse(image)
+        .ok()
+        .and_then(|r| r.tag().map(str::to_owned));
+    match tag.as_deref() {
+        None | Some("latest") => "Always".to_owned(),
+        Some(_) => "IfNotPresent".to_owned(),
+    }
+}
+
+/// A restart of `container` may not change what it runs unless its pull
+/// policy is `Always`: a node that already holds the tag starts the new pod
+/// from its cached, old image. `None` when the policy is `Always`.
+pub(crate) fn pull_policy_warning(container: &str, image: &str, policy: Option<&str>) -> Option<String> {
+    let policy = effective_pull_policy(image, policy);
+    (policy != "Always").then(|| {
+        format!(
+            "container {container:?} has imagePullPolicy {policy}: a node that already holds {image} starts the new pod from that cached image, not the pushed digest; set imagePullPolicy: Always"
+        )
+    })
 }
 
 pub fn digest_annotation(container: &str) -> String {
     format!("{DIGEST_PREFIX}{container}")
+}
+
+pub fn published_annotation(container: &str) -> String {
+    format!("{PUBLISHED_PREFIX}{container}")
 }
 
 /// The strategic merge patch `kubectl rollout restart` would send, plus a
@@ -149,6 +226,7 @@ pub fn restart_patch(
     resource_version: Option<&str>,
     containers: &[String],
     digest: &str,
+    published: jiff::Timestamp,
     now: jiff::Timestamp,
 ) -> Value {
     let mut annotations = serde_json::Map::new();
@@ -158,6 +236,10 @@ pub fn restart_patch(
     );
     for c in containers {
         annotations.insert(digest_annotation(c), Value::String(digest.into()));
+        annotations.insert(
+            published_annotation(c),
+            Value::String(published.to_string()),
+        );
     }
     let mut patch = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
     if let Some(rv) = resource_version {
@@ -185,6 +267,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
+        // `Always` everywhere: the pull-policy warnings have a table of
+        // their own.
         WorkloadView {
             resource_version: Some("7".into()),
             annotations: map(own),
@@ -193,14 +277,26 @@ mod tests {
                 .iter()
                 .map(|(n, i)| (n.to_string(), i.to_string()))
                 .collect(),
+            pull_policies: containers
+                .iter()
+                .map(|(n, _)| (n.to_string(), "Always".to_string()))
+                .collect(),
         }
     }
 
     fn restart(cs: &[&str]) -> Plan {
         Plan::Restart {
             containers: cs.iter().map(|c| c.to_string()).collect(),
+            warnings: Vec::new(),
         }
     }
+
+    /// The publish time of the push in the tables.
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    const AT: &str = "2026-11-26T12:00:00Z";
 
     #[test]
     fn plans_per_workload() {
@@ -281,8 +377,149 @@ mod tests {
             ),
         ];
         for (name, v, want) in table {
-            assert_eq!(plan(&v, KEY, D1), want, "{name}");
+            assert_eq!(plan(&v, KEY, D1, t(AT)), want, "{name}");
         }
+    }
+
+    #[test]
+    fn an_older_push_than_the_last_is_superseded() {
+        let app = "us-east1-docker.pkg.dev/p/r/app:v1";
+        let (digest_app, published_app) = ("digest.pushroll.io/app", "published.pushroll.io/app");
+        let (earlier, later) = ("2026-11-26T11:59:59.999Z", "2026-11-26T12:00:00.001Z");
+        let table: Vec<(&str, WorkloadView, Plan)> = vec![
+            (
+                "a newer push is on it",
+                view(
+                    &[("app", app)],
+                    &[(digest_app, D2), (published_app, later)],
+                    &[],
+                ),
+                Plan::Superseded,
+            ),
+            (
+                "an older push is on it",
+                view(
+                    &[("app", app)],
+                    &[(digest_app, D2), (published_app, earlier)],
+                    &[],
+                ),
+                restart(&["app"]),
+            ),
+            (
+                "the same time is not older (a redelivery: decided by the digest)",
+                view(
+                    &[("app", app)],
+                    &[(digest_app, D1), (published_app, AT)],
+                    &[],
+                ),
+                Plan::AlreadyCurrent,
+            ),
+            (
+                "the same time, another digest",
+                view(
+                    &[("app", app)],
+                    &[(digest_app, D2), (published_app, AT)],
+                    &[],
+                ),
+                restart(&["app"]),
+            ),
+            (
+                "no record: rolled before publish times were kept",
+                view(&[("app", app)], &[(digest_app, D2)], &[]),
+                restart(&["app"]),
+            ),
+            (
+                "an unreadable record is no record",
+                view(
+                    &[("app", app)],
+                    &[(digest_app, D2), (published_app, "yesterday")],
+                    &[],
+                ),
+                restart(&["app"]),
+            ),
+            (
+                "newer on one container only: the other still needs it",
+                view(
+                    &[("app", app), ("side", app)],
+                    &[
+                        (published_app, later),
+                        ("published.pushroll.io/side", earlier),
+                    ],
+                    &[],
+                ),
+                restart(&["app", "side"]),
+            ),
+            (
+                "newer on both",
+                view(
+                    &[("app", app), ("side", app)],
+                    &[
+                        (published_app, later),
+                        ("published.pushroll.io/side", later),
+                    ],
+                    &[],
+                ),
+                Plan::Superseded,
+            ),
+            (
+                "excluded beats superseded",
+                view(
+                    &[("app", app)],
+                    &[(published_app, later)],
+                    &[(OPT_OUT, "false")],
+                ),
+                Plan::Excluded,
+            ),
+        ];
+        for (name, v, want) in table {
+            assert_eq!(plan(&v, KEY, D1, t(AT)), want, "{name}");
+        }
+        assert_eq!(Plan::Superseded.result(false), RestartResult::Superseded);
+    }
+
+    #[test]
+    fn pull_policies_that_may_keep_the_old_image_are_warned_about() {
+        let table: &[(&str, Option<&str>, Option<&str>)] = &[
+            ("app:v1", None, Some("IfNotPresent")),
+            ("app:v1", Some("IfNotPresent"), Some("IfNotPresent")),
+            ("app:v1", Some("Never"), Some("Never")),
+            ("app:v1", Some("Always"), None),
+            ("app", None, None),
+            ("app:latest", None, None),
+            ("localhost:5000/app", None, None),
+            ("localhost:5000/app:v1", None, Some("IfNotPresent")),
+            ("app:latest", Some("IfNotPresent"), Some("IfNotPresent")),
+        ];
+        for &(image, policy, want) in table {
+            let got = pull_policy_warning("web", image, policy);
+            match want {
+                None => assert_eq!(got, None, "{image} {policy:?}"),
+                Some(p) => {
+                    let got = got.unwrap_or_else(|| panic!("{image} {policy:?}: no warning"));
+                    assert!(got.contains("\"web\"") && got.contains(p), "{got}");
+                    assert!(got.contains("imagePullPolicy: Always"), "{got}");
+                }
+            }
+        }
+        // In a plan: only the matching containers, each once.
+        let app = "us-east1-docker.pkg.dev/p/r/app:v1";
+        let mut v = view(
+            &[("app", app), ("side", "nginx:1"), ("init", app)],
+            &[],
+            &[],
+        );
+        v.pull_policies.clear();
+        v.pull_policies.insert("init".into(), "Always".into());
+        let Plan::Restart {
+            containers,
+            warnings,
+        } = plan(&v, KEY, D1, t(AT))
+        else {
+            panic!("a restart")
+        };
+        assert_eq!(containers, ["app", "init"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"app\""), "{warnings:?}");
     }
 
     #[test]
@@ -299,7 +536,14 @@ mod tests {
     #[test]
     fn patch_has_the_contract_annotations_and_guard() {
         let now: jiff::Timestamp = "2026-11-26T12:00:00.123Z".parse().unwrap();
-        let p = restart_patch(Some("42"), &["app".into(), "init".into()], D1, now);
+        let published = t("2026-11-26T11:59:58.5Z");
+        let p = restart_patch(
+            Some("42"),
+            &["app".into(), "init".into()],
+            D1,
+            published,
+            now,
+        );
         assert_eq!(
             p,
             json!({
@@ -308,10 +552,16 @@ mod tests {
                     "kubectl.kubernetes.io/restartedAt": "2026-11-26T12:00:00Z",
                     "digest.pushroll.io/app": D1,
                     "digest.pushroll.io/init": D1,
+                    "published.pushroll.io/app": "2026-11-26T11:59:58.5Z",
+                    "published.pushroll.io/init": "2026-11-26T11:59:58.5Z",
                 }}}}
             })
         );
-        assert!(restart_patch(None, &[], D1, now).get("metadata").is_none());
+        assert!(
+            restart_patch(None, &[], D1, published, now)
+                .get("metadata")
+                .is_none()
+        );
     }
 
     #[test]
@@ -341,10 +591,16 @@ mod tests {
             "spec": {"template": {
                 "metadata": {"annotations": {"digest.pushroll.io/db": "sha256:1", "n": 5}},
                 "spec": {"initContainers": [{"name": "migrate", "image": "app:v1"}],
-                         "containers": [{"name": "db", "image": "pg:16"}, {"name": "noimage"}]}}}
+                         "containers": [{"name": "db", "image": "pg:16", "imagePullPolicy": "Always"},
+                                        {"name": "noimage"}]}}}
         }))
         .unwrap();
         let view = workload_view(&obj);
+        assert_eq!(
+            view.pull_policies,
+            BTreeMap::from([("db".to_owned(), "Always".to_owned())]),
+            "only the policies the spec sets"
+        );
         assert_eq!(view.resource_version.as_deref(), Some("12"));
         assert_eq!(
             view.annotations

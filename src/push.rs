@@ -15,6 +15,7 @@ use crate::reference::{Reference, validate_digest};
 /// The header that marks an unwrapped (`noWrapper`) delivery.
 pub(crate) const HEADER_MESSAGE_ID: &str = "x-goog-pubsub-message-id";
 pub(crate) const HEADER_SUBSCRIPTION: &str = "x-goog-pubsub-subscription-name";
+pub(crate) const HEADER_PUBLISH_TIME: &str = "x-goog-pubsub-publish-time";
 
 /// How the request carried the notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ pub struct Delivery {
     pub subscription: Option<String>,
     /// The notification's `action` as sent, when there was one.
     pub action_name: Option<String>,
+    /// When Pub/Sub accepted the message (`publishTime`, or the unwrapped
+    /// form's header); `None` for a bare notification or an unreadable time.
+    pub published: Option<jiff::Timestamp>,
     pub action: Action,
 }
 
@@ -113,6 +117,7 @@ pub enum DecodeError {
 pub struct PushHeaders<'a> {
     pub message_id: Option<&'a str>,
     pub subscription: Option<&'a str>,
+    pub publish_time: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +133,9 @@ struct Message {
     #[serde(rename = "messageId")]
     message_id_camel: Option<String>,
     message_id: Option<String>,
+    #[serde(rename = "publishTime")]
+    publish_time_camel: Option<String>,
+    publish_time: Option<String>,
 }
 
 /// Artifact Registry's notification: `{"action":…, "digest":…, "tag":…}`.
@@ -157,11 +165,13 @@ pub fn decode(headers: PushHeaders<'_>, body: &[u8]) -> Result<Delivery, DecodeE
             None => (None, Action::Ignore(IgnoreReason::NoData)),
             Some(data) => from_data(&data),
         };
+        let published = message.publish_time_camel.or(message.publish_time);
         return Ok(Delivery {
             form: Form::Wrapped,
             message_id: message.message_id_camel.or(message.message_id),
             subscription: envelope.subscription,
             action_name,
+            published: published.as_deref().and_then(timestamp),
             action,
         });
     }
@@ -178,6 +188,7 @@ pub fn decode(headers: PushHeaders<'_>, body: &[u8]) -> Result<Delivery, DecodeE
             message_id: Some(id.to_owned()),
             subscription: headers.subscription.map(str::to_owned),
             action_name,
+            published: headers.publish_time.and_then(timestamp),
             action,
         });
     }
@@ -204,8 +215,15 @@ pub fn decode(headers: PushHeaders<'_>, body: &[u8]) -> Result<Delivery, DecodeE
         message_id: None,
         subscription: None,
         action_name,
+        published: None,
         action: interpret(notification),
     })
+}
+
+/// An RFC 3339 publish time; an unreadable one is as good as none (the
+/// time of receipt stands in for it).
+fn timestamp(s: &str) -> Option<jiff::Timestamp> {
+    s.parse().ok()
 }
 
 fn decode_base64(data: &str) -> Result<Vec<u8>, DecodeError> {
@@ -298,6 +316,7 @@ mod tests {
         let unwrapped = PushHeaders {
             message_id: Some("44"),
             subscription: Some("projects/p/subscriptions/raw"),
+            publish_time: None,
         };
         let none = PushHeaders::default();
         // (headers, body, form, message id, subscription)
@@ -340,6 +359,72 @@ mod tests {
             assert_eq!(d.subscription.as_deref(), sub);
             assert_eq!(d.action, restart(), "{body}");
             assert_eq!(d.action_name.as_deref(), Some("INSERT"));
+        }
+    }
+
+    #[test]
+    fn the_publish_time_comes_from_each_form() {
+        let t: jiff::Timestamp = "2026-11-26T22:47:29.798Z".parse().unwrap();
+        let data = STANDARD.encode(insert());
+        let envelope = |message: &str| format!(r#"{{"message":{{"data":"{data}",{message}}}}}"#);
+        let header = |time| PushHeaders {
+            message_id: Some("44"),
+            subscription: None,
+            publish_time: Some(time),
+        };
+        let none = PushHeaders::default();
+        let cases: Vec<(&str, PushHeaders, String, Option<jiff::Timestamp>)> = vec![
+            (
+                "publishTime",
+                none,
+                envelope(r#""publishTime":"2026-11-26T22:47:29.798Z""#),
+                Some(t),
+            ),
+            (
+                "publish_time",
+                none,
+                envelope(r#""publish_time":"2026-11-26T22:47:29.798Z""#),
+                Some(t),
+            ),
+            (
+                "both (as Pub/Sub sends them)",
+                none,
+                envelope(
+                    r#""publishTime":"2026-11-26T22:47:29.798Z","publish_time":"2026-11-26T22:47:29.798Z""#,
+                ),
+                Some(t),
+            ),
+            (
+                "none in the envelope",
+                none,
+                envelope(r#""messageId":"1""#),
+                None,
+            ),
+            (
+                "unreadable",
+                none,
+                envelope(r#""publishTime":"soon""#),
+                None,
+            ),
+            (
+                "unwrapped header",
+                header("2026-11-26T22:47:29.798Z"),
+                insert(),
+                Some(t),
+            ),
+            (
+                "unwrapped, unreadable header",
+                header("yesterday"),
+                insert(),
+                None,
+            ),
+            // A bare notification: the server stands in the time of receipt.
+            ("bare", none, insert(), None),
+        ];
+        for (case, headers, body, want) in cases {
+            let d = decode(headers, body.as_bytes()).unwrap();
+            assert_eq!(d.published, want, "{case}");
+            assert_eq!(d.action, restart(), "{case}");
         }
     }
 
@@ -423,6 +508,7 @@ mod tests {
                     PushHeaders {
                         message_id: Some("1"),
                         subscription: None,
+                        publish_time: None,
                     },
                     data.clone(),
                 ),
@@ -459,6 +545,7 @@ mod tests {
             let headers = PushHeaders {
                 message_id: Some("1"),
                 subscription: None,
+                publish_time: None,
             };
             let d = decode(headers, data.as_bytes()).unwrap();
             assert_eq!(
@@ -474,6 +561,7 @@ mod tests {
         let headers = PushHeaders {
             message_id: Some("1"),
             subscription: None,
+            publish_time: None,
         };
         let d = decode(headers, b"").unwrap();
         assert_eq!(d.action, Action::Ignore(IgnoreReason::NoData));

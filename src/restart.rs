@@ -26,6 +26,9 @@ pub struct WorkloadResult {
     /// Why, when the API server rejected the patch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Why the restart may not bring the pushed digest (the pull policy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A workload that could not be handled; a redelivery can finish it.
@@ -43,6 +46,9 @@ pub struct Push<'a> {
     pub image_key: &'a str,
     pub digest: &'a str,
     pub message_id: Option<&'a str>,
+    /// When the message was published: an older push than the one a
+    /// workload last rolled to is `superseded`.
+    pub published: jiff::Timestamp,
 }
 
 pub struct Restarter {
@@ -90,7 +96,11 @@ impl Restarter {
         let mut failed = Vec::new();
         for (w, outcome) in workloads.iter().zip(outcomes) {
             match outcome {
-                Ok(Handled { result, detail }) => {
+                Ok(Handled {
+                    result,
+                    detail,
+                    warnings,
+                }) => {
                     self.metrics
                         .restart
                         .handled(w.kind.as_str(), result.as_str());
@@ -100,6 +110,7 @@ impl Restarter {
                         name: w.name.clone(),
                         result,
                         detail,
+                        warnings,
                     });
                 }
                 Err(e) => {
@@ -141,18 +152,23 @@ impl Restarter {
                 Err(e) => return Err(e),
             };
             let view = workload_view(&obj);
-            let decision = plan(&view, push.image_key, push.digest);
-            let Plan::Restart { containers } = &decision else {
+            let decision = plan(&view, push.image_key, push.digest, push.published);
+            let Plan::Restart {
+                containers,
+                warnings,
+            } = &decision
+            else {
                 return Ok(decision.result(self.dry_run).into());
             };
             if self.dry_run {
-                return Ok(RestartResult::WouldRestart.into());
+                return Ok(Handled::warned(RestartResult::WouldRestart, warnings));
             }
             let now = jiff::Timestamp::now();
             let patch = restart_patch(
                 view.resource_version.as_deref(),
                 containers,
                 push.digest,
+                push.published,
                 now,
             );
             match kube
@@ -161,7 +177,11 @@ impl Restarter {
             {
                 Ok(patched) => {
                     record_restart(kube, w, &patched, push, containers, now).await;
-                    return Ok(RestartResult::Restarted.into());
+                    if !warnings.is_empty() {
+                        self.metrics.restart.pull_policy_warnings(warnings.len());
+                        warn_pull_policy(kube, w, &patched, warnings, now).await;
+                    }
+                    return Ok(Handled::warned(RestartResult::Restarted, warnings));
                 }
                 // Someone changed it since our GET (maybe a duplicate
                 // delivery restarting it): re-read and decide again.
@@ -210,8 +230,35 @@ impl Restarter {
         Handled {
             result: RestartResult::Rejected,
             detail: Some(detail),
+            warnings: Vec::new(),
         }
     }
+}
+
+/// The Warning Event `PushPullPolicy`: the restart happened, but nodes that
+/// cached the tag may start the old image. Lost, it is only logged.
+async fn warn_pull_policy(
+    kube: &Kube,
+    w: &WorkloadRef,
+    patched: &kube::api::DynamicObject,
+    warnings: &[String],
+    now: jiff::Timestamp,
+) {
+    // One nanosecond on: the restart's Event took the name of `now`.
+    let at = now
+        .checked_add(jiff::SignedDuration::from_nanos(1))
+        .unwrap_or(now);
+    let event = workload_event(
+        w.kind,
+        patched,
+        EventKind::PullPolicy,
+        warnings.join("; "),
+        at,
+    );
+    if let Err(e) = kube.create_event(&event).await {
+        tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushPullPolicy event");
+    }
+    tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, warnings = ?warnings, "restarted, but the pull policy may keep the old image");
 }
 
 /// The Event and the log line of a restart. The rollout has happened: a
@@ -242,6 +289,16 @@ async fn record_restart(
 struct Handled {
     result: RestartResult,
     detail: Option<String>,
+    warnings: Vec<String>,
+}
+
+impl Handled {
+    fn warned(result: RestartResult, warnings: &[String]) -> Handled {
+        Handled {
+            warnings: warnings.to_vec(),
+            ..result.into()
+        }
+    }
 }
 
 impl From<RestartResult> for Handled {
@@ -249,6 +306,7 @@ impl From<RestartResult> for Handled {
         Handled {
             result,
             detail: None,
+            warnings: Vec::new(),
         }
     }
 }

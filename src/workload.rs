@@ -192,6 +192,23 @@ pub(crate) fn containers_json(template: &serde_json::Value) -> Vec<(String, Stri
         .collect()
 }
 
+/// `imagePullPolicy` by container name, where a pod template read as JSON
+/// sets one.
+pub fn pull_policies_json(
+    template: &serde_json::Value,
+) -> std::collections::BTreeMap<String, String> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                c["imagePullPolicy"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

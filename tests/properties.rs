@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use pushroll::index::Index;
 use pushroll::plan::{
     DIGEST_PREFIX, OPT_OUT, Plan, RESTARTED_AT, WorkloadView, digest_annotation, plan,
-    restart_patch,
+    published_annotation, restart_patch,
 };
 use pushroll::push::{Action, Form, IgnoreReason, PushHeaders, decode};
 use pushroll::reference::{Reference, match_key};
@@ -260,7 +260,7 @@ proptest! {
         id in prop::option::of("\\PC{0,8}"),
         sub in prop::option::of("\\PC{0,8}"),
     ) {
-        let headers = PushHeaders { message_id: id.as_deref(), subscription: sub.as_deref() };
+        let headers = PushHeaders { message_id: id.as_deref(), subscription: sub.as_deref(), publish_time: None };
         let _ = decode(headers, &body);
     }
 
@@ -288,7 +288,7 @@ proptest! {
         prop_assert_eq!(wrapped.message_id.as_deref(), Some(id.as_str()));
         prop_assert_eq!(wrapped.subscription.as_deref(), Some("projects/p/subscriptions/s"));
         prop_assert_eq!(&wrapped.action, &want);
-        let headers = PushHeaders { message_id: Some(&id), subscription: Some("projects/p/subscriptions/u") };
+        let headers = PushHeaders { message_id: Some(&id), subscription: Some("projects/p/subscriptions/u"), publish_time: None };
         let unwrapped = decode(headers, data.as_bytes()).unwrap();
         prop_assert_eq!(unwrapped.form, Form::Unwrapped);
         prop_assert_eq!(unwrapped.message_id.as_deref(), Some(id.as_str()));
@@ -307,7 +307,7 @@ proptest! {
     fn any_data_in_a_delivery_is_well_formed(data in prop::collection::vec(any::<u8>(), 0..256)) {
         let body = json!({"message": {"data": b64(&data), "messageId": "1"}}).to_string();
         prop_assert!(decode(PushHeaders::default(), body.as_bytes()).is_ok());
-        let headers = PushHeaders { message_id: Some("1"), subscription: None };
+        let headers = PushHeaders { message_id: Some("1"), subscription: None, publish_time: None };
         prop_assert!(decode(headers, &data).is_ok());
     }
 
@@ -420,8 +420,14 @@ fn view() -> impl Strategy<Value = WorkloadView> {
                 annotations,
                 template_annotations,
                 containers,
+                pull_policies: BTreeMap::new(),
             },
         )
+}
+
+/// The publish time of the push in the plan properties.
+fn published() -> jiff::Timestamp {
+    "2026-11-26T22:47:29.798Z".parse().unwrap()
 }
 
 fn matching(v: &WorkloadView) -> Vec<String> {
@@ -441,7 +447,7 @@ proptest! {
 
     #[test]
     fn plan_decides_by_the_rules(v in view(), digest in prop_oneof![Just(D1), Just(D2)]) {
-        let decision = plan(&v, KEY, digest);
+        let decision = plan(&v, KEY, digest, published());
         let opted_out = |m: &BTreeMap<String, String>| m.get(OPT_OUT).map(String::as_str) == Some("false");
         let matching = matching(&v);
         let all_current = matching
@@ -458,7 +464,8 @@ proptest! {
             Plan::Excluded => {}
             Plan::NotFound => prop_assert!(matching.is_empty()),
             Plan::AlreadyCurrent => prop_assert!(!matching.is_empty() && all_current),
-            Plan::Restart { containers } => {
+            Plan::Superseded => prop_assert!(!matching.is_empty()),
+            Plan::Restart { containers, .. } => {
                 // Exactly the containers that run the image, and never when
                 // all of them already carry the digest.
                 prop_assert_eq!(containers, &matching);
@@ -472,19 +479,22 @@ proptest! {
     /// current (a redelivery restarts nothing).
     #[test]
     fn restart_patch_is_complete_and_idempotent(v in view(), digest in prop_oneof![Just(D1), Just(D2)], secs in 0i64..4_000_000_000) {
-        let Plan::Restart { containers } = plan(&v, KEY, digest) else {
+        let Plan::Restart { containers, .. } = plan(&v, KEY, digest, published()) else {
             return Ok(());
         };
         let now = jiff::Timestamp::from_second(secs).unwrap();
-        let patch = restart_patch(v.resource_version.as_deref(), &containers, digest, now);
+        let patch = restart_patch(v.resource_version.as_deref(), &containers, digest, published(), now);
         let ann = patch["spec"]["template"]["metadata"]["annotations"].as_object().unwrap();
         let at = ann[RESTARTED_AT].as_str().unwrap();
         prop_assert_eq!(at.parse::<jiff::Timestamp>().unwrap(), now);
         let digest_keys: Vec<&String> = ann.keys().filter(|k| k.starts_with(DIGEST_PREFIX)).collect();
         prop_assert_eq!(digest_keys.len(), containers.len());
-        prop_assert_eq!(ann.len(), containers.len() + 1);
+        // restartedAt, and a digest and a publish time per container.
+        prop_assert_eq!(ann.len(), 2 * containers.len() + 1);
         for c in &containers {
             prop_assert_eq!(ann[&digest_annotation(c)].as_str(), Some(digest));
+            let at = published().to_string();
+            prop_assert_eq!(ann[&published_annotation(c)].as_str(), Some(at.as_str()));
         }
         prop_assert_eq!(
             patch["metadata"]["resourceVersion"].as_str(),
@@ -494,7 +504,7 @@ proptest! {
         for (k, val) in ann {
             after.template_annotations.insert(k.clone(), val.as_str().unwrap().to_owned());
         }
-        prop_assert_eq!(plan(&after, KEY, digest), Plan::AlreadyCurrent);
+        prop_assert_eq!(plan(&after, KEY, digest, published()), Plan::AlreadyCurrent);
     }
 }
 

@@ -25,6 +25,8 @@ on_both!(
     graceful_shutdown_finishes_in_flight_pushes,
     an_abandoned_push_is_finished_and_logged,
     a_rejected_patch_is_acked_and_recorded,
+    an_older_push_never_rolls_a_workload_back,
+    a_pull_policy_that_can_keep_the_old_image_is_reported,
 );
 
 const IMAGE_TAG: &str = "v1";
@@ -324,8 +326,13 @@ async fn restarts_exactly_the_right_workloads(c: Cluster) {
             at.parse::<jiff::Timestamp>().is_ok(),
             "restartedAt {at:?} is RFC 3339"
         );
+        // The push was a bare notification: its receipt is its publish time.
+        let published = ann[format!("published.pushroll.io/{container}")]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        assert!(published.is_some(), "{kind}/{ns}/{name}: {ann}");
         let keys: Vec<&String> = ann.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 2, "{kind}/{ns}/{name}: {ann}");
+        assert_eq!(keys.len(), 3, "{kind}/{ns}/{name}: {ann}");
     }
     // On the real server the Deployment controller rolls a new revision.
     for ns in [prod, staging] {
@@ -381,7 +388,12 @@ async fn restarts_exactly_the_right_workloads(c: Cluster) {
                 .as_object()
                 .unwrap();
             assert!(ann.contains_key("kubectl.kubernetes.io/restartedAt"));
-            assert_eq!(ann.len(), 2, "{b}");
+            // restartedAt, and the container's digest and publish time.
+            assert_eq!(ann.len(), 3, "{b}");
+            assert!(
+                ann.keys().any(|k| k.starts_with("published.pushroll.io/")),
+                "{b}"
+            );
         }
         // Must-show 2: a hit makes no lookup call: only per-workload GET and
         // PATCH, plus the Events.
@@ -998,6 +1010,177 @@ async fn a_rejected_patch_is_acked_and_recorded(c: Cluster) {
     let (status, body) = post(&http(), &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "unchanged", "{body}");
+}
+
+/// Pushes arrive out of order (redeliveries, replays): one published
+/// before the push a workload last rolled to is `superseded` and patches
+/// nothing, however often it comes back; a newer one rolls as usual.
+async fn an_older_push_never_rolls_a_workload_back(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let p = f.start(&[]);
+    let client = http();
+    let t0: jiff::Timestamp = "2026-12-01T10:00:00.250Z".parse().unwrap();
+    let later = |secs: i64| {
+        t0.checked_add(jiff::SignedDuration::from_secs(secs))
+            .unwrap()
+    };
+    let old = wrapped_at(&insert(REPO, IMAGE_TAG, DIGEST), "m-old", "s", t0);
+    let new = wrapped_at(&insert(REPO, IMAGE_TAG, DIGEST2), "m-new", "s", later(60));
+    let (status, body) = post(&client, &p, new.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "restarted", "{body}");
+    let rolled = f.generations().await;
+    // The older push, delivered late, and redelivered ten times in a row.
+    for round in 1..=10 {
+        if let Some(fake) = f.c.fake_server() {
+            fake.clear_requests();
+        }
+        let (status, body) = post(&client, &p, old.clone()).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        assert_eq!(body["outcome"], "unchanged", "round {round}: {body}");
+        let r = results(&body);
+        for (kind, ns, name, _) in f.restarted() {
+            assert_eq!(
+                r[&format!("{kind}/{ns}/{name}")],
+                "superseded",
+                "round {round}: {body}"
+            );
+        }
+        assert_eq!(
+            f.generations().await,
+            rolled,
+            "round {round}: nothing rolled"
+        );
+        if let Some(fake) = f.c.fake_server() {
+            assert!(patches(&fake.requests()).is_empty(), "round {round}");
+        }
+    }
+    for (kind, ns, name, container) in f.restarted() {
+        let obj = f.c.get(kind, &ns, name).await.unwrap();
+        let ann = &obj["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            ann[format!("digest.pushroll.io/{container}")],
+            DIGEST2,
+            "{ann}"
+        );
+        assert_eq!(
+            ann[format!("published.pushroll.io/{container}")]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
+            Some(later(60)),
+            "{ann}"
+        );
+    }
+    // The newer push redelivered: current, not superseded.
+    let (_, body) = post(&client, &p, new).await;
+    for (kind, ns, name, _) in f.restarted() {
+        assert_eq!(
+            results(&body)[&format!("{kind}/{ns}/{name}")],
+            "already-current",
+            "{body}"
+        );
+    }
+    // A push newer still (the tag moved back to the first digest) rolls.
+    let newest = wrapped_at(
+        &insert(REPO, IMAGE_TAG, DIGEST),
+        "m-newest",
+        "s",
+        later(120),
+    );
+    let (status, body) = post(&client, &p, newest).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "restarted", "{body}");
+    let after = f.generations().await;
+    for (kind, ns, name, _) in f.restarted() {
+        let key = format!("{kind}/{ns}/{name}");
+        assert_eq!(after[&key], rolled[&key] + 1, "{key}");
+    }
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "pushroll_restarts_total{kind=\"Deployment\",result=\"superseded\"}"
+        ),
+        20.0,
+        "two Deployments, ten rounds: {m}"
+    );
+}
+
+/// A restart does not bring the pushed digest to a node that already holds
+/// the tag unless the pull policy is `Always`: the 200 body warns, a
+/// `PushPullPolicy` Warning Event and a metric record it, and the restart
+/// still happens. The fixture's containers set no policy, so Kubernetes'
+/// default for a `:v1` tag (`IfNotPresent`) applies; one is made `Always`.
+async fn a_pull_policy_that_can_keep_the_old_image_is_reported(c: Cluster) {
+    let f = Fixture::new(c).await;
+    let img = image();
+    f.c.merge_patch(
+        "Deployment",
+        &f.staging,
+        "web",
+        json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "image": img, "imagePullPolicy": "Always"}
+        ]}}}}),
+    )
+    .await;
+    let p = f.start(&[]);
+    let (status, body) = post(&http(), &p, insert(REPO, IMAGE_TAG, DIGEST)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "restarted", "{body}");
+    let entry = |ns: &str, name: &str| -> Value {
+        body["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["namespace"] == ns && w["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{ns}/{name} in {body}"))
+    };
+    for (ns, name, container) in [
+        (&f.prod, "web", "web"),
+        (&f.prod, "db", "migrate"),
+        (&f.prod, "agent", "agent"),
+    ] {
+        let e = entry(ns, name);
+        assert_eq!(e["result"], "restarted", "{e}");
+        let warnings = e["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no warnings: {e}"));
+        assert_eq!(warnings.len(), 1, "{e}");
+        let w = warnings[0].as_str().unwrap();
+        assert!(
+            w.contains(&format!("\"{container}\""))
+                && w.contains("IfNotPresent")
+                && w.contains("imagePullPolicy: Always"),
+            "{w}"
+        );
+    }
+    let always = entry(&f.staging, "web");
+    assert_eq!(always["result"], "restarted", "{always}");
+    assert!(
+        always.get("warnings").is_none(),
+        "Always is not warned about: {always}"
+    );
+    let recorded = events(&f.c, &f.prod, "PushPullPolicy").await;
+    let mut named: Vec<&str> = recorded
+        .iter()
+        .map(|e| e["involvedObject"]["name"].as_str().unwrap())
+        .collect();
+    named.sort();
+    assert_eq!(named, ["agent", "db", "web"], "{recorded:?}");
+    assert!(
+        recorded.iter().all(|e| e["type"] == "Warning"),
+        "{recorded:?}"
+    );
+    assert!(events(&f.c, &f.staging, "PushPullPolicy").await.is_empty());
+    // Each restarted workload also has its PushRestart Event.
+    assert_eq!(events(&f.c, &f.prod, "PushRestart").await.len(), 3);
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "pushroll_pull_policy_warnings_total"),
+        3.0,
+        "{m}"
+    );
 }
 
 /// `kubectl get events -n NS` against the cluster, or `None` without kubectl.

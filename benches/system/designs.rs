@@ -352,6 +352,7 @@ impl Trial<'_> {
                 image_key: key,
                 digest: &digest,
                 message_id: Some("bench"),
+                published: jiff::Timestamp::now(),
             };
             let (done, failed) = restarter.restart_all(&push, &found).await;
             samples.push(t.elapsed().as_nanos() as u64);

@@ -107,6 +107,7 @@ async fn restart_in_process(
                 image_key: key,
                 digest,
                 message_id: Some("bench"),
+                published: jiff::Timestamp::now(),
             },
             std::slice::from_ref(pushed),
         )
@@ -210,6 +211,7 @@ async fn bare_restart(fake: &mut Conn, workload: usize, digest: &str) -> [u64; 3
         obj.metadata.resource_version.as_deref(),
         &["app".to_string()],
         digest,
+        now,
         now,
     );
     let (t_patch, status, patched) = fake

@@ -14,6 +14,7 @@ fuzz_target!(|input: &[u8]| {
     let headers = PushHeaders {
         message_id: (flags & 1 != 0).then_some("1"),
         subscription: (flags & 2 != 0).then_some("projects/p/subscriptions/s"),
+        publish_time: (flags & 4 != 0).then_some("2026-11-26T22:47:29.798Z"),
     };
     if let Ok(delivery) = decode(headers, body)
         && let Action::Restart { image, digest } = &delivery.action

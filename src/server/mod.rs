@@ -22,7 +22,10 @@ use crate::auth::Authenticator;
 use crate::index::store::{IndexStore, Source};
 use crate::metrics::Metrics;
 use crate::plan::RestartResult;
-use crate::push::{Action, Delivery, HEADER_MESSAGE_ID, HEADER_SUBSCRIPTION, PushHeaders, decode};
+use crate::push::{
+    Action, Delivery, HEADER_MESSAGE_ID, HEADER_PUBLISH_TIME, HEADER_SUBSCRIPTION, PushHeaders,
+    decode,
+};
 use crate::restart::{Push, Restarter, WorkloadResult};
 use crate::server::error::{ApiError, plain_error};
 
@@ -209,6 +212,7 @@ async fn handle_push(
     let headers = PushHeaders {
         message_id: header_str(&parts.headers, HEADER_MESSAGE_ID),
         subscription: header_str(&parts.headers, HEADER_SUBSCRIPTION),
+        publish_time: header_str(&parts.headers, HEADER_PUBLISH_TIME),
     };
     let delivery = decode(headers, &body)?;
     seen.message_id.clone_from(&delivery.message_id);
@@ -244,6 +248,7 @@ pub(crate) async fn handle_delivery(
     let Delivery {
         message_id,
         action_name,
+        published,
         action,
         ..
     } = delivery;
@@ -269,6 +274,8 @@ pub(crate) async fn handle_delivery(
         image_key: &key,
         digest: &digest,
         message_id: message_id.as_deref(),
+        // A bare notification has no publish time: its receipt stands in.
+        published: published.unwrap_or_else(jiff::Timestamp::now),
     };
     let (done, failed) = state.restarter.restart_all(&push, &found.workloads).await;
     if !failed.is_empty() {
@@ -396,6 +403,7 @@ mod tests {
                 name: "w".into(),
                 result,
                 detail: None,
+                warnings: Vec::new(),
             })
             .collect()
     }
@@ -436,7 +444,7 @@ mod tests {
     #[test]
     fn the_outcome_says_what_happened() {
         use RestartResult::*;
-        let cases: [(bool, &[RestartResult], &str); 8] = [
+        let cases: [(bool, &[RestartResult], &str); 9] = [
             (false, &[], "no-match"),
             (true, &[], "no-match"),
             (true, &[WouldRestart, Excluded], "dry-run"),
@@ -445,6 +453,7 @@ mod tests {
             (false, &[Excluded, NotFound], "unchanged"),
             (false, &[Rejected], "unchanged"),
             (false, &[Rejected, Restarted], "restarted"),
+            (false, &[Superseded, AlreadyCurrent], "unchanged"),
         ];
         for (dry_run, of, want) in cases {
             assert_eq!(outcome(dry_run, &results(of)), want, "{of:?}");

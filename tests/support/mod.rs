@@ -45,12 +45,25 @@ pub fn insert(repo: &str, tag: &str, digest: &str) -> String {
 
 /// A wrapped Pub/Sub push envelope around `data`.
 pub fn wrapped(data: &str, message_id: &str, subscription: &str) -> String {
+    // Published now, as Pub/Sub stamps a message; a redelivery (the same
+    // string posted again) keeps its time, as Pub/Sub's does.
+    wrapped_at(data, message_id, subscription, jiff::Timestamp::now())
+}
+
+/// A wrapped delivery of a message published at `published`.
+pub fn wrapped_at(
+    data: &str,
+    message_id: &str,
+    subscription: &str,
+    published: jiff::Timestamp,
+) -> String {
+    let at = published.to_string();
     json!({
         "subscription": subscription,
         "message": {
             "data": base64::engine::general_purpose::STANDARD.encode(data),
             "messageId": message_id, "message_id": message_id,
-            "publishTime": "2026-11-26T22:47:29.798Z", "publish_time": "2026-11-26T22:47:29.798Z",
+            "publishTime": at, "publish_time": at,
             "attributes": {"source": "test"}
         }
     })
