@@ -201,7 +201,11 @@ fn effective_pull_policy(image: &str, policy: Option<&str>) -> String {
 /// A restart of `container` may not change what it runs unless its pull
 /// policy is `Always`: a node that already holds the tag starts the new pod
 /// from its cached, old image. `None` when the policy is `Always`.
-pub(crate) fn pull_policy_warning(container: &str, image: &str, policy: Option<&str>) -> Option<String> {
+pub(crate) fn pull_policy_warning(
+    container: &str,
+    image: &str,
+    policy: Option<&str>,
+) -> Option<String> {
     let policy = effective_pull_policy(image, policy);
     (policy != "Always").then(|| {
         format!(

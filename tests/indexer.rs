@@ -634,8 +634,17 @@ async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "restarted", "{body}");
     assert_eq!(body["source"], "configmap", "{body}");
+    let mut entries = body["workloads"].clone();
+    // `c.deploy` sets no pull policy, so `:v1` gets IfNotPresent: warned about.
+    let warnings = entries[0]
+        .as_object_mut()
+        .and_then(|w| w.remove("warnings"));
+    assert!(
+        warnings.is_some_and(|w| w.to_string().contains("IfNotPresent")),
+        "{body}"
+    );
     assert_eq!(
-        body["workloads"],
+        entries,
         json!([{"kind": "Deployment", "namespace": ns, "name": "web", "result": "restarted"}])
     );
     let web = c.get("Deployment", &ns, "web").await.unwrap();
