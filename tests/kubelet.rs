@@ -198,6 +198,7 @@ async fn deployments_roll_out_and_the_node_cache_decides_the_digest() {
         "3 replicas: first rollouts complete after {first:?}; restart → complete {restarts:?} (median {:?})",
         median(restarts.clone())
     );
+    k.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,6 +273,7 @@ async fn a_crashing_digest_exceeds_the_progress_deadline() {
         3,
         "{running:#?}"
     );
+    k.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,6 +354,7 @@ async fn a_statefulset_and_a_daemonset_roll_out_after_a_restart() {
     .await;
     let nodes: HashSet<_> = pods.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(nodes.len(), 2, "one per node: {pods:?}");
+    k.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,6 +390,7 @@ async fn each_node_runs_what_its_own_cache_holds() {
         k.log()
     );
     assert_eq!(k.cached(&k.nodes()[1], &image), Some(pushed));
+    k.stop().await;
 }
 
 #[test]
