@@ -6,6 +6,7 @@
 #[macro_use]
 pub mod cluster;
 pub mod indexer;
+pub mod kubelet;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
