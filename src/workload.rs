@@ -180,33 +180,32 @@ pub fn containers(template: &PodTemplateSpec) -> Vec<(String, String)> {
 /// path reads workloads untyped, so that no field it does not need can fail
 /// the read).
 pub(crate) fn containers_json(template: &serde_json::Value) -> Vec<(String, String)> {
-    ["initContainers", "containers"]
-        .iter()
-        .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
-        .filter_map(|c| {
-            Some((
-                c["name"].as_str()?.to_owned(),
-                c["image"].as_str()?.to_owned(),
-            ))
-        })
-        .collect()
+    field_by_container(template, "image").collect()
 }
 
 /// `imagePullPolicy` by container name, where a pod template read as JSON
 /// sets one.
-pub fn pull_policies_json(
+pub(crate) fn pull_policies_json(
     template: &serde_json::Value,
 ) -> std::collections::BTreeMap<String, String> {
+    field_by_container(template, "imagePullPolicy").collect()
+}
+
+/// `(container name, its string field)` of init containers, then
+/// containers, where both are strings.
+fn field_by_container<'t>(
+    template: &'t serde_json::Value,
+    field: &'t str,
+) -> impl Iterator<Item = (String, String)> + 't {
     ["initContainers", "containers"]
-        .iter()
+        .into_iter()
         .flat_map(|key| template["spec"][key].as_array().into_iter().flatten())
-        .filter_map(|c| {
+        .filter_map(move |c| {
             Some((
                 c["name"].as_str()?.to_owned(),
-                c["imagePullPolicy"].as_str()?.to_owned(),
+                c[field].as_str()?.to_owned(),
             ))
         })
-        .collect()
 }
 
 #[cfg(test)]
