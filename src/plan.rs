@@ -142,16 +142,19 @@ pub fn plan(
     }
     matching.sort();
     matching.dedup();
-    if superseded(view, &matching, published) {
-        return Plan::Superseded;
-    }
     let current = matching.iter().all(|c| {
         view.template_annotations
             .get(&digest_annotation(c))
             .is_some_and(|d| d == digest)
     });
+    // The digest first: duplicates of one push (concurrent bare
+    // notifications, each stamped with its own receipt) are current, not
+    // superseded by each other.
     if current {
         return Plan::AlreadyCurrent;
+    }
+    if superseded(view, &matching, published) {
+        return Plan::Superseded;
     }
     let warnings = view
         .containers
@@ -172,8 +175,8 @@ pub fn plan(
 }
 
 /// Whether every matching container was last rolled for a push published
-/// after `published` (an equal time is not older: a redelivery of the same
-/// message is decided by its digest instead).
+/// after `published` (an equal time is not older). Asked only when the
+/// workload does not already run the pushed digest.
 fn superseded(view: &WorkloadView, matching: &[String], published: jiff::Timestamp) -> bool {
     matching.iter().all(|c| {
         view.template_annotations
@@ -399,6 +402,15 @@ mod tests {
                     &[],
                 ),
                 Plan::Superseded,
+            ),
+            (
+                "a newer push of the same digest: current (a duplicate)",
+                view(
+                    &[("app", app)],
+                    &[(digest_app, D1), (published_app, later)],
+                    &[],
+                ),
+                Plan::AlreadyCurrent,
             ),
             (
                 "an older push is on it",
