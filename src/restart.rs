@@ -179,7 +179,7 @@ impl Restarter {
                     record_restart(kube, w, &patched, push, containers, now).await;
                     if !warnings.is_empty() {
                         self.metrics.restart.pull_policy_warnings(warnings.len());
-                        warn_pull_policy(kube, w, &patched, warnings, now).await;
+                        warn_pull_policy(kube, w, &patched, warnings).await;
                     }
                     return Ok(Handled::warned(RestartResult::Restarted, warnings));
                 }
@@ -242,18 +242,15 @@ async fn warn_pull_policy(
     w: &WorkloadRef,
     patched: &kube::api::DynamicObject,
     warnings: &[String],
-    now: jiff::Timestamp,
 ) {
-    // One nanosecond on: the restart's Event took the name of `now`.
-    let at = now
-        .checked_add(jiff::SignedDuration::from_nanos(1))
-        .unwrap_or(now);
+    // Its own time, after the restart's Event was created: Events are
+    // named by their time, so the two never share a name.
     let event = workload_event(
         w.kind,
         patched,
         EventKind::PullPolicy,
         warnings.join("; "),
-        at,
+        jiff::Timestamp::now(),
     );
     if let Err(e) = kube.create_event(&event).await {
         tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushPullPolicy event");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, ClusterConfig, NO_CLUSTER, bind};
+use super::{Cluster, ClusterConfig, NO_CLUSTER, bind, liveness};
 use crate::index::configmap::write;
 use crate::index::scan::scan;
 use crate::indexer::{self, WatchSettings, WatchState};
@@ -97,8 +97,7 @@ async fn watch(
 ) -> anyhow::Result<()> {
     let state = Arc::new(WatchState::default());
     let listener = bind(listen).await?;
-    let (live_state, stall_timeout) = (state.clone(), config.settings.stall_timeout);
-    let live: Check = Arc::new(move || live_state.is_live(stall_timeout));
+    let live = liveness(state.clone(), config.settings.stall_timeout);
     let router = server::probe_router(metrics.clone(), readiness(state.clone()), live);
     let http = tokio::spawn(server::conn::serve(
         listener,

@@ -18,8 +18,10 @@ use crate::index::Limits;
 use crate::index::configmap::ConfigMapRef;
 use crate::index::file::{FileWatch, IndexFile, memory_limit};
 use crate::index::store::{IndexStore, OnMiss, Scanner};
+use crate::indexer::WatchState;
 use crate::k8s::{self, Kube};
 use crate::metrics::Metrics;
+use crate::server::Check;
 
 /// How to reach the cluster and its index ConfigMap.
 #[derive(Debug, Clone)]
@@ -182,6 +184,12 @@ pub(crate) async fn open_index(
         let _ = store.refresh_configmap(true).await;
     }
     Ok(OpenIndex { store, file_watch })
+}
+
+/// `/healthz` of a process that runs the watch: live while no task of the
+/// watch is stalled past `stall_timeout`.
+pub(crate) fn liveness(state: Arc<WatchState>, stall_timeout: Duration) -> Check {
+    Arc::new(move || state.is_live(stall_timeout))
 }
 
 /// Binds the HTTP listener and says where.

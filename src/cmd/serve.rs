@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, OpenIndex, SourceConfig, bind, open_index};
+use super::{Cluster, OpenIndex, SourceConfig, bind, liveness, open_index};
 use crate::auth::{AuthConfig, Authenticator};
 use crate::index::file::FileWatch;
 use crate::index::store::IndexStore;
@@ -145,9 +145,7 @@ fn start_indexer(
         .clone()
         .config(namespaces, cluster.configmap.clone());
     let watch_state = Arc::new(WatchState::default());
-    let stall_timeout = watch_config.settings.stall_timeout;
-    let probe_state = watch_state.clone();
-    let live: Check = Arc::new(move || probe_state.is_live(stall_timeout));
+    let live = liveness(watch_state.clone(), watch_config.settings.stall_timeout);
     tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "indexer: watching workloads in this process");
     let sink = store.clone();
     let publish: indexer::Publish = Box::new(move |index| sink.set_watched(index));

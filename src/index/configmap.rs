@@ -126,13 +126,8 @@ impl Payload {
 /// default [`Limits`] (the indexer's comparison with what it last wrote:
 /// one it cannot read is simply written again).
 pub(crate) fn read_configmap(cm: &ConfigMap) -> Option<Index> {
-    read_configmap_with(cm, &Limits::default())
-}
-
-/// The index a ConfigMap holds, if it holds a readable one within `limits`.
-pub(crate) fn read_configmap_with(cm: &ConfigMap, limits: &Limits) -> Option<Index> {
     let (json, gz) = stored_bytes(cm);
-    crate::index::newest(json, gz, limits)
+    crate::index::newest(json, gz, &Limits::default())
         .ok()
         .flatten()
         .map(|(i, _)| i)
