@@ -74,7 +74,8 @@ pub(super) fn spawn_all(
 }
 
 /// Follows one kind of workload into the shared builder. The builder lock
-/// is held for one apply, delete or reset at a time, never across a wait.
+/// is held for one event at a time, never across a wait. A relist is
+/// collected in the builder, not here (see `IndexBuilder::begin_relist`).
 async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Arc<Shared>) {
     // One namespace: watch it alone; otherwise watch all and filter.
     let api: Api<W> = match namespaces.include.as_slice() {
@@ -82,7 +83,6 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
         _ => Api::all(kube.watch_client().clone()),
     };
     let resource = W::KIND.plural();
-    let mut listing: Vec<Observed> = Vec::new();
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -100,16 +100,15 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
         };
         let did_change = match event {
             watcher::Event::Init => {
-                listing.clear();
+                shared.builder.lock().await.begin_relist(W::KIND);
                 false
             }
             watcher::Event::InitApply(obj) => {
-                listing.push(Observed::of(&obj));
+                shared.builder.lock().await.relisted(&Observed::of(&obj));
                 false
             }
             watcher::Event::InitDone => {
-                let listed = std::mem::take(&mut listing);
-                let changed = shared.builder.lock().await.reset(W::KIND, &listed);
+                let changed = shared.builder.lock().await.finish_relist(W::KIND);
                 shared.listed.send_modify(|kinds| {
                     kinds.insert(W::KIND);
                 });
