@@ -19,7 +19,7 @@ use crate::index::store::OnMiss;
 use crate::indexer::WatchSettings;
 use crate::k8s::Pod;
 use crate::server::conn::ConnLimits;
-use crate::workload::NamespaceFilter;
+use crate::workload::{Mode, NamespaceFilter};
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
 pub(crate) const DEMO_INDEX: &str = include_str!("../examples/index.json");
@@ -355,6 +355,9 @@ pub struct ServeArgs {
     /// Resolve and report, patch nothing.
     #[arg(long, env = "PUSHROLL_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
     pub dry_run: Option<bool>,
+    /// How a push rolls a workload without a `pushroll.io/mode` annotation: `restart` (the pod template's annotations only, as `kubectl rollout restart`) or `pin` (also the matching containers' images, to `R:T@sha256:D`).
+    #[arg(long, env = "PUSHROLL_MODE", value_enum, default_value_t = Mode::Restart)]
+    pub mode: Mode,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -398,6 +401,7 @@ impl ServeArgs {
             listen: parse_listen(&listen)?,
             index: self.index.resolve(demo)?,
             dry_run: self.dry_run.unwrap_or(demo),
+            mode: self.mode,
             offline: demo,
             auth,
             namespaces: self.namespaces.filter(),

@@ -9,8 +9,7 @@ use tokio::sync::Semaphore;
 use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, RestartResult, plan, restart_patch, workload_view};
-use crate::workload::NamespaceFilter;
-use crate::workload::{Kind, WorkloadRef};
+use crate::workload::{Kind, Mode, NamespaceFilter, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and
 /// re-planned before the push is answered 503.
@@ -57,6 +56,8 @@ pub struct Restarter {
     kube: Option<Kube>,
     namespaces: NamespaceFilter,
     dry_run: bool,
+    /// Where a workload names no mode (`serve --mode`).
+    mode: Mode,
     /// Bounds API work across all pushes in flight (`--max-concurrent-restarts`).
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -67,6 +68,7 @@ impl Restarter {
         kube: Option<Kube>,
         namespaces: NamespaceFilter,
         dry_run: bool,
+        mode: Mode,
         max_concurrent: usize,
         metrics: Arc<Metrics>,
     ) -> Restarter {
@@ -74,6 +76,7 @@ impl Restarter {
             kube,
             namespaces,
             dry_run,
+            mode,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             metrics,
         }
@@ -152,9 +155,16 @@ impl Restarter {
                 Err(e) => return Err(e),
             };
             let view = workload_view(&obj);
-            let decision = plan(&view, push.image_key, push.digest, push.published);
+            let decision = plan(
+                &view,
+                push.image_key,
+                push.digest,
+                push.published,
+                self.mode,
+            );
             let Plan::Restart {
                 containers,
+                pins,
                 warnings,
             } = &decision
             else {
@@ -167,6 +177,7 @@ impl Restarter {
             let patch = restart_patch(
                 view.resource_version.as_deref(),
                 containers,
+                pins,
                 push.digest,
                 push.published,
                 now,
