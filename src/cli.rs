@@ -197,6 +197,9 @@ pub struct WatchArgs {
     /// A watch task that spends longer than this on one step (not waiting on the API server) is stalled: `/healthz` then fails, so the kubelet restarts the process. Above the slowest write (three API calls of --api-timeout each).
     #[arg(long, env = "PUSHROLL_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+    /// A rollout pushroll started that is not complete this long after its restartedAt is reported failed (PushRolloutFailed); older rollouts found at start are not reported.
+    #[arg(long, env = "PUSHROLL_ROLLOUT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub rollout_timeout: Duration,
 }
 
 impl WatchArgs {
@@ -212,6 +215,7 @@ impl WatchArgs {
             lease_duration: self.lease_duration,
             identity,
             stall_timeout: self.stall_timeout,
+            rollout_timeout: self.rollout_timeout,
         }
     }
 }

@@ -39,5 +39,6 @@ pub mod plan;
 pub mod push;
 pub mod reference;
 pub mod restart;
+pub mod rollout;
 pub mod server;
 pub mod workload;

@@ -490,7 +490,8 @@ mod tests {
         // (image, restart-mode key, pin-mode key, strip_pin)
         let tagged_pin = format!("nginx:1.27@{D}");
         let digest_only = format!("nginx@{D}");
-        let table: Vec<(&str, Option<&str>, Option<&str>, Option<&str>)> = vec![
+        type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let table: Vec<Row> = vec![
             (
                 "nginx:1.27",
                 Some("docker.io/library/nginx:1.27"),

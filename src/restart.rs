@@ -227,7 +227,7 @@ impl Restarter {
         tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, error = %detail, "restart rejected by the API server; not retried");
         let event = workload_event(
             w.kind,
-            obj,
+            &obj.metadata,
             EventKind::Rejected,
             format!(
                 "A push of {} ({}) was not rolled out: {detail}",
@@ -258,7 +258,7 @@ async fn warn_pull_policy(
     // named by their time, so the two never share a name.
     let event = workload_event(
         w.kind,
-        patched,
+        &patched.metadata,
         EventKind::PullPolicy,
         warnings.join("; "),
         jiff::Timestamp::now(),
