@@ -509,7 +509,11 @@ mod tests {
                 .collect()
         };
         // (name, annotations, digest and containers)
-        type Row<'a> = (&'a str, BTreeMap<String, String>, Option<(&'a str, Vec<&'a str>)>);
+        type Row<'a> = (
+            &'a str,
+            BTreeMap<String, String>,
+            Option<(&'a str, Vec<&'a str>)>,
+        );
         let table: Vec<Row> = vec![
             ("never pushed", map(&[(RESTARTED_AT, at)]), None),
             (
