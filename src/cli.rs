@@ -621,6 +621,24 @@ mod tests {
             "derived from the memory limit"
         );
         assert!(!c.dry_run && !c.offline);
+        assert_eq!(c.mode, Mode::Restart, "the contract's patch by default");
+        let watch = serve(&["--auth", "none", "--indexer"])
+            .unwrap()
+            .indexer
+            .unwrap();
+        assert_eq!(watch.rollout_timeout, Duration::from_secs(600));
+        let c = serve(&[
+            "--auth",
+            "none",
+            "--mode",
+            "pin",
+            "--indexer",
+            "--rollout-timeout",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::Pin);
+        assert_eq!(c.indexer.unwrap().rollout_timeout, Duration::from_secs(90));
         // The flags' defaults are those `index --watch` gets without flags.
         let d = ConnLimits::with_defaults(c.conn.max_header_bytes);
         assert_eq!(c.conn.header_read_timeout, d.header_read_timeout);
@@ -687,6 +705,11 @@ mod tests {
             ),
             (
                 &["--auth", "none", "--indexer", "--lease-duration", "soon"],
+                "invalid value",
+            ),
+            (&["--auth", "none", "--mode", "sideways"], "invalid value"),
+            (
+                &["--auth", "none", "--indexer", "--rollout-timeout", "soon"],
                 "invalid value",
             ),
         ];
