@@ -12,7 +12,7 @@
 //! Per rollout: the bench sends the patch serve would send (restartedAt,
 //! digest and publish time), then plays the Deployment controller and
 //! writes a complete status. The clock starts when that status write is
-//! answered and stops when the follower's Event create reaches the API
+//! sent and stops when the follower's Event create reaches the API
 //! server, and, for the baseline, when the bench's own watch sees the
 //! status. It also counts the follower's requests: one pods LIST per
 //! rollout and no watch beyond the indexer's three.
@@ -156,10 +156,12 @@ async fn main() {
         let mut obj = patched;
         obj.data["status"] = json!({"observedGeneration": generation, "replicas": 3,
             "updatedReplicas": 3, "readyReplicas": 3, "availableReplicas": 3});
+        // From the status write, sent: both the follower and the baseline
+        // see the change through the same API server watch.
+        let t0 = Instant::now();
         api.replace_status(&name, &PostParams::default(), &obj)
             .await
             .unwrap();
-        let t0 = Instant::now();
         let event = fake
             .wait_for_request(Duration::from_secs(30), |q| {
                 q.verb == "create"
