@@ -39,6 +39,23 @@ fn generation_seen(generation: Option<i64>, observed: Option<i64>) -> bool {
     observed.unwrap_or(0) >= generation.unwrap_or(0) && observed.is_some()
 }
 
+/// What StatefulSets and DaemonSets share before their own rules: only a
+/// `RollingUpdate` is rolled by the controller, and nothing is judged
+/// before the controller has seen the update.
+fn rolling_and_seen(
+    strategy: Option<&str>,
+    generation: Option<i64>,
+    observed: Option<i64>,
+) -> Option<Progress> {
+    if strategy.unwrap_or("RollingUpdate") != "RollingUpdate" {
+        return Some(Progress::Unfollowable(
+            "updateStrategy OnDelete: pods change only when deleted".into(),
+        ));
+    }
+    (!generation_seen(generation, observed))
+        .then(|| Progress::Waiting("the controller has not seen the update yet".into()))
+}
+
 impl Followed for Deployment {
     fn progress(&self) -> Progress {
         let (Some(spec), status) = (&self.spec, self.status.clone().unwrap_or_default()) else {
@@ -86,14 +103,13 @@ impl Followed for StatefulSet {
             return Progress::Waiting("no spec".into());
         };
         let strategy = spec.update_strategy.clone().unwrap_or_default();
-        if strategy.type_.as_deref().unwrap_or("RollingUpdate") != "RollingUpdate" {
-            return Progress::Unfollowable(
-                "updateStrategy OnDelete: pods change only when deleted".into(),
-            );
-        }
         let status = self.status.clone().unwrap_or_default();
-        if !generation_seen(self.metadata.generation, status.observed_generation) {
-            return Progress::Waiting("the controller has not seen the update yet".into());
+        if let Some(not_yet) = rolling_and_seen(
+            strategy.type_.as_deref(),
+            self.metadata.generation,
+            status.observed_generation,
+        ) {
+            return not_yet;
         }
         let want = spec.replicas.unwrap_or(1);
         let ready = status.ready_replicas.unwrap_or(0);
@@ -132,14 +148,13 @@ impl Followed for DaemonSet {
             return Progress::Waiting("no spec".into());
         };
         let strategy = spec.update_strategy.clone().unwrap_or_default();
-        if strategy.type_.as_deref().unwrap_or("RollingUpdate") != "RollingUpdate" {
-            return Progress::Unfollowable(
-                "updateStrategy OnDelete: pods change only when deleted".into(),
-            );
-        }
         let status = self.status.clone().unwrap_or_default();
-        if !generation_seen(self.metadata.generation, status.observed_generation) {
-            return Progress::Waiting("the controller has not seen the update yet".into());
+        if let Some(not_yet) = rolling_and_seen(
+            strategy.type_.as_deref(),
+            self.metadata.generation,
+            status.observed_generation,
+        ) {
+            return not_yet;
         }
         let desired = status.desired_number_scheduled;
         let updated = status.updated_number_scheduled.unwrap_or(0);

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::REPO;
-use support::cluster::Cluster;
 use support::kubelet::*;
 
 /// Far above the 1-3 s a rollout of a few pods takes here.
@@ -26,11 +25,9 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_roll_out_and_the_node_cache_decides_the_digest() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-cache", 3).await else {
         return;
     };
-    let ns = c.ns("kubelet-cache");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:stable");
     let (old, new) = (digest('a'), digest('b'));
     k.push(&image, &old);
@@ -141,11 +138,9 @@ async fn deployments_roll_out_and_the_node_cache_decides_the_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_digest_exceeds_the_progress_deadline() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-crash", 3).await else {
         return;
     };
-    let ns = c.ns("kubelet-crash");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:crash");
     let (good, bad) = (digest('c'), digest('d'));
     k.push(&image, &good);
@@ -216,11 +211,9 @@ async fn a_crashing_digest_exceeds_the_progress_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statefulset_and_a_daemonset_roll_out_after_a_restart() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-sets", 2).await else {
         return;
     };
-    let ns = c.ns("kubelet-sets");
-    let k = SimKubelet::start(&c, &[&ns], 2).await.unwrap();
     let image = format!("{REPO}:sets");
     let (old, new) = (digest('e'), digest('f'));
     k.push(&image, &old);
@@ -297,11 +290,9 @@ async fn a_statefulset_and_a_daemonset_roll_out_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_runs_what_its_own_cache_holds() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-warm", 2).await else {
         return;
     };
-    let ns = c.ns("kubelet-warm");
-    let k = SimKubelet::start(&c, &[&ns], 2).await.unwrap();
     let image = format!("{REPO}:warm");
     let (cached, pushed) = (digest('1'), digest('2'));
     // Only the first node holds the tag, from before the push.

@@ -117,11 +117,9 @@ fn rollouts(metrics: &str, kind: &str, result: &str) -> f64 {
 /// Event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_tag_is_reported_stale_and_always_is_not() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("stale", 3).await else {
         return;
     };
-    let ns = c.ns("stale");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:stable");
     let (old, new) = (digest('a'), digest('b'));
     k.push(&image, &old);
@@ -228,11 +226,9 @@ async fn a_cached_tag_is_reported_stale_and_always_is_not() {
 /// afterwards is `superseded`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_mode_runs_the_pushed_digest_and_never_goes_back() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("pin", 3).await else {
         return;
     };
-    let ns = c.ns("pin");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:stable");
     let (old, first, second) = (digest('a'), digest('c'), digest('d'));
     k.push(&image, &old);
@@ -326,11 +322,9 @@ async fn pin_mode_runs_the_pushed_digest_and_never_goes_back() {
 /// deadline; a StatefulSet and a DaemonSet are followed to the end too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_every_kind_are_followed_to_the_end() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kinds", 2).await else {
         return;
     };
-    let ns = c.ns("kinds");
-    let k = SimKubelet::start(&c, &[&ns], 2).await.unwrap();
     let image = format!("{REPO}:stable");
     let (old, bad, good) = (digest('a'), digest('e'), digest('f'));
     k.push(&image, &old);
@@ -422,11 +416,9 @@ async fn leading<'a>(
 /// rollouts finished reports none of them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_mid_rollout_is_replaced_and_reports_once() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("handover", 3).await else {
         return;
     };
-    let ns = c.ns("handover");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:stable");
     k.push(&image, &digest('a'));
     let mut w = pod_deployment(&ns, "web", &[("app", &image, "Always")]);

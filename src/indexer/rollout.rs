@@ -162,12 +162,7 @@ impl Rollouts {
                 Stage::Unfollowable
             }
         };
-        let job = self.take_job(&mut tracker, &key);
-        self.set_in_progress(&tracker);
-        drop(tracker);
-        if let Some(job) = job {
-            self.spawn_report(job);
-        }
+        self.report_ended(tracker, std::slice::from_ref(&key));
     }
 
     /// A workload deleted: its rollout ends with it, unreported.
@@ -191,6 +186,17 @@ impl Rollouts {
         }
         tracker.leader = leader;
         let keys: Vec<Key> = tracker.entries.keys().cloned().collect();
+        self.report_ended(tracker, &keys);
+        self.wake.notify_one();
+    }
+
+    /// Starts the reports of those of `keys` that ended (when this replica
+    /// leads), outside the lock.
+    fn report_ended(
+        self: &Arc<Self>,
+        mut tracker: std::sync::MutexGuard<'_, Tracker>,
+        keys: &[Key],
+    ) {
         let jobs: Vec<Job> = keys
             .iter()
             .filter_map(|k| self.take_job(&mut tracker, k))
@@ -200,7 +206,6 @@ impl Rollouts {
         for job in jobs {
             self.spawn_report(job);
         }
-        self.wake.notify_one();
     }
 
     /// The report to make now for `key`, if it ended and this replica leads.
@@ -289,15 +294,7 @@ impl Rollouts {
             next = Some(next.map_or(forget_at, |n| n.min(forget_at)));
             true
         });
-        let jobs: Vec<Job> = due
-            .iter()
-            .filter_map(|k| self.take_job(&mut tracker, k))
-            .collect();
-        self.set_in_progress(&tracker);
-        drop(tracker);
-        for job in jobs {
-            self.spawn_report(job);
-        }
+        self.report_ended(tracker, &due);
         next
     }
 

@@ -1024,3 +1024,13 @@ pub async fn assert_runs(
     }
     seen
 }
+
+/// The real API server with a simulated kubelet of `nodes` nodes serving a
+/// fresh namespace named after `base`; `None` (the test skips) without a
+/// real API server.
+pub async fn real_with_kubelet(base: &str, nodes: usize) -> Option<(Cluster, String, SimKubelet)> {
+    let c = Cluster::real().await?;
+    let ns = c.ns(base);
+    let k = SimKubelet::start(&c, &[&ns], nodes).await.unwrap();
+    Some((c, ns, k))
+}
