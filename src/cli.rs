@@ -19,7 +19,7 @@ use crate::index::store::OnMiss;
 use crate::indexer::WatchSettings;
 use crate::k8s::Pod;
 use crate::server::conn::ConnLimits;
-use crate::workload::NamespaceFilter;
+use crate::workload::{Mode, NamespaceFilter};
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
 pub(crate) const DEMO_INDEX: &str = include_str!("../examples/index.json");
@@ -197,6 +197,9 @@ pub struct WatchArgs {
     /// A watch task that spends longer than this on one step (not waiting on the API server) is stalled: `/healthz` then fails, so the kubelet restarts the process. Above the slowest write (three API calls of --api-timeout each).
     #[arg(long, env = "PUSHROLL_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+    /// A rollout pushroll started that is not complete this long after its restartedAt is reported failed (PushRolloutFailed); older rollouts found at start are not reported.
+    #[arg(long, env = "PUSHROLL_ROLLOUT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub rollout_timeout: Duration,
 }
 
 impl WatchArgs {
@@ -212,6 +215,7 @@ impl WatchArgs {
             lease_duration: self.lease_duration,
             identity,
             stall_timeout: self.stall_timeout,
+            rollout_timeout: self.rollout_timeout,
         }
     }
 }
@@ -355,6 +359,9 @@ pub struct ServeArgs {
     /// Resolve and report, patch nothing.
     #[arg(long, env = "PUSHROLL_DRY_RUN", num_args = 0..=1, default_missing_value = "true")]
     pub dry_run: Option<bool>,
+    /// How a push rolls a workload without a `pushroll.io/mode` annotation: `restart` (the pod template's annotations only, as `kubectl rollout restart`) or `pin` (also the matching containers' images, to `R:T@sha256:D`).
+    #[arg(long, env = "PUSHROLL_MODE", value_enum, default_value_t = Mode::Restart)]
+    pub mode: Mode,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -398,6 +405,7 @@ impl ServeArgs {
             listen: parse_listen(&listen)?,
             index: self.index.resolve(demo)?,
             dry_run: self.dry_run.unwrap_or(demo),
+            mode: self.mode,
             offline: demo,
             auth,
             namespaces: self.namespaces.filter(),
@@ -613,6 +621,24 @@ mod tests {
             "derived from the memory limit"
         );
         assert!(!c.dry_run && !c.offline);
+        assert_eq!(c.mode, Mode::Restart, "the contract's patch by default");
+        let watch = serve(&["--auth", "none", "--indexer"])
+            .unwrap()
+            .indexer
+            .unwrap();
+        assert_eq!(watch.rollout_timeout, Duration::from_secs(600));
+        let c = serve(&[
+            "--auth",
+            "none",
+            "--mode",
+            "pin",
+            "--indexer",
+            "--rollout-timeout",
+            "90s",
+        ])
+        .unwrap();
+        assert_eq!(c.mode, Mode::Pin);
+        assert_eq!(c.indexer.unwrap().rollout_timeout, Duration::from_secs(90));
         // The flags' defaults are those `index --watch` gets without flags.
         let d = ConnLimits::with_defaults(c.conn.max_header_bytes);
         assert_eq!(c.conn.header_read_timeout, d.header_read_timeout);
@@ -679,6 +705,11 @@ mod tests {
             ),
             (
                 &["--auth", "none", "--indexer", "--lease-duration", "soon"],
+                "invalid value",
+            ),
+            (&["--auth", "none", "--mode", "sideways"], "invalid value"),
+            (
+                &["--auth", "none", "--indexer", "--rollout-timeout", "soon"],
                 "invalid value",
             ),
         ];

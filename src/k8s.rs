@@ -236,6 +236,20 @@ impl Kube {
             .map(drop)
     }
 
+    /// The pods of one workload, by its selector (the follower's one call
+    /// per finished rollout).
+    pub(crate) async fn list_pods(
+        &self,
+        ns: &str,
+        selector: &str,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, KubeError> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
+        let params = ListParams::default().labels(selector);
+        self.call("list", "pods", || api.list(&params))
+            .await
+            .map(|list| list.items)
+    }
+
     pub(crate) async fn get_lease(&self, ns: &str, name: &str) -> Result<Lease, KubeError> {
         let api: Api<Lease> = Api::namespaced(self.client.clone(), ns);
         self.call("get", "leases", || api.get(name)).await
@@ -381,7 +395,7 @@ pub fn restart_event(
         Some(id) => format!("Restarted for a push of {image} ({digest}), Pub/Sub message {id}"),
         None => format!("Restarted for a push of {image} ({digest})"),
     };
-    workload_event(kind, obj, EventKind::Restart, message, now)
+    workload_event(kind, &obj.metadata, EventKind::Restart, message, now)
 }
 
 /// The Events pushroll records on workloads.
@@ -394,6 +408,13 @@ pub(crate) enum EventKind {
     /// `PushPullPolicy` (Warning): restarted, but a matching container's
     /// pull policy may keep the cached, old image.
     PullPolicy,
+    /// `PushRolloutComplete` (Normal): every replica updated and available.
+    RolloutComplete,
+    /// `PushRolloutFailed` (Warning): past its progress deadline or the
+    /// rollout timeout.
+    RolloutFailed,
+    /// `PushImageStale` (Warning): complete, but pods run another digest.
+    ImageStale,
 }
 
 impl EventKind {
@@ -402,25 +423,73 @@ impl EventKind {
             EventKind::Restart => ("PushRestart", "Normal"),
             EventKind::Rejected => ("PushRestartRejected", "Warning"),
             EventKind::PullPolicy => ("PushPullPolicy", "Warning"),
+            EventKind::RolloutComplete => ("PushRolloutComplete", "Normal"),
+            EventKind::RolloutFailed => ("PushRolloutFailed", "Warning"),
+            EventKind::ImageStale => ("PushImageStale", "Warning"),
         }
+    }
+
+    pub(crate) fn reason(self) -> &'static str {
+        self.reason_and_type().0
     }
 }
 
-/// A core/v1 Event about `obj`, as kubectl's recorder would write it.
+/// A core/v1 Event about the workload `meta`, as kubectl's recorder would
+/// write it.
 pub(crate) fn workload_event(
     kind: Kind,
-    obj: &DynamicObject,
+    meta: &ObjectMeta,
     what: EventKind,
     message: String,
     now: jiff::Timestamp,
 ) -> Event {
-    let ns = obj.metadata.namespace.clone().unwrap_or_default();
-    let name = obj.metadata.name.clone().unwrap_or_default();
+    // kubectl's recorder names events `<object>.<hex nanoseconds>`.
+    let name = format!(
+        "{}.{:x}",
+        meta.name.as_deref().unwrap_or_default(),
+        now.as_nanosecond()
+    );
+    named_event(kind, meta, what, name, message, now)
+}
+
+/// The Event of a rollout's end for `digest`: its name is derived from the
+/// workload, the reason and the digest, so that every replica, restart and
+/// leader that reports it writes the same object, and all but the first
+/// get 409 (at most once per workload and digest).
+pub(crate) fn rollout_event(
+    kind: Kind,
+    meta: &ObjectMeta,
+    what: EventKind,
+    digest: &str,
+    message: String,
+    now: jiff::Timestamp,
+) -> Event {
+    use sha2::Digest as _;
+    let workload = meta.name.as_deref().unwrap_or_default();
+    let hash = sha2::Sha256::digest(format!("{kind}/{workload}/{digest}").as_bytes());
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = format!("{}.{hex}", what.reason().to_ascii_lowercase());
+    // An Event name is a DNS subdomain of at most 253 characters.
+    let room = 253 - suffix.len() - 1;
+    let head = workload[..workload.len().min(room)].trim_end_matches(['.', '-']);
+    let name = format!("{head}.{suffix}");
+    named_event(kind, meta, what, name, message, now)
+}
+
+fn named_event(
+    kind: Kind,
+    meta: &ObjectMeta,
+    what: EventKind,
+    event_name: String,
+    message: String,
+    now: jiff::Timestamp,
+) -> Event {
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
     let (reason, type_) = what.reason_and_type();
     Event {
         metadata: ObjectMeta {
-            // kubectl's recorder names events `<object>.<hex nanoseconds>`.
-            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            name: Some(event_name),
             namespace: Some(ns.clone()),
             ..ObjectMeta::default()
         },
@@ -429,8 +498,8 @@ pub(crate) fn workload_event(
             kind: Some(kind.as_str().into()),
             name: Some(name),
             namespace: Some(ns),
-            uid: obj.metadata.uid.clone(),
-            resource_version: obj.metadata.resource_version.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
             ..ObjectReference::default()
         },
         reason: Some(reason.into()),

@@ -13,13 +13,15 @@
 //! | looked up | [`index::store`]: the mounted file ([`index::file`]), the ConfigMap ([`index::configmap`]), the scan ([`index::scan`]) |
 //! | turned into patches | [`plan`] (pure) |
 //! | carried out | [`restart`], through the Kubernetes edge [`k8s`] |
+//! | followed to its end | [`rollout`] (pure: kubectl's rules, stale pods), by the indexer's Lease holder |
 //!
 //! Beside the push path:
 //!
 //! * [`index`]: the index format and map; [`index::builder`] turns
 //!   workloads into it.
 //! * [`indexer`]: the watch that keeps the index ConfigMap current
-//!   ([`indexer::lease`]: the election among replicas).
+//!   ([`indexer::lease`]: the election among replicas), and follows every
+//!   rollout pushroll started (`indexer/rollout.rs`).
 //! * [`workload`]: the kinds, references, names, namespaces and containers
 //!   every layer shares.
 //! * [`metrics`]: every Prometheus metric, grouped by concern.
@@ -39,5 +41,6 @@ pub mod plan;
 pub mod push;
 pub mod reference;
 pub mod restart;
+pub mod rollout;
 pub mod server;
 pub mod workload;

@@ -38,6 +38,11 @@ struct RestartLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabels {
     verb: &'static str,
     resource: &'static str,
@@ -109,6 +114,7 @@ pub struct Metrics {
     pub(crate) lookup: LookupMetrics,
     pub(crate) index: IndexMetrics,
     pub(crate) restart: RestartMetrics,
+    pub(crate) rollout: RolloutMetrics,
     pub(crate) kube: KubeMetrics,
     pub(crate) auth: AuthMetrics,
     pub(crate) indexer: IndexerMetrics,
@@ -131,12 +137,14 @@ impl Metrics {
             IndexerMetrics::register(r),
             ConnMetrics::register(r),
         );
+        let rollout = RolloutMetrics::register(r);
         Arc::new(Metrics {
             registry,
             push,
             lookup,
             index,
             restart,
+            rollout,
             kube,
             auth,
             indexer,
@@ -369,6 +377,57 @@ impl RestartMetrics {
     /// `n` containers restarted with a pull policy that may keep the old image.
     pub(crate) fn pull_policy_warnings(&self, n: usize) {
         self.pull_policy_warnings.inc_by(n as u64);
+    }
+}
+
+/// The rollouts the indexer's Lease holder follows to their end.
+pub(crate) struct RolloutMetrics {
+    rollouts: Family<RestartLabels, Counter>,
+    duration: HistogramFamily<KindLabels>,
+    in_progress: IntGauge,
+}
+
+impl RolloutMetrics {
+    fn register(r: &mut Registry) -> RolloutMetrics {
+        RolloutMetrics {
+            rollouts: register(
+                r,
+                "rollouts",
+                "Rollouts pushroll started, by kind and how they ended: complete, failed (progress deadline or --rollout-timeout), stale (complete, but pods run another digest)",
+                Family::default(),
+            ),
+            duration: register_seconds(
+                r,
+                "rollout_duration",
+                "From restartedAt to the rollout's completion",
+                // 0.25 s .. ~68 min.
+                Family::new_with_constructor(
+                    (|| Histogram::new(exponential_buckets(0.25, 2.0, 15))) as fn() -> Histogram,
+                ),
+            ),
+            in_progress: register(
+                r,
+                "rollouts_in_progress",
+                "Rollouts being followed now (on the Lease holder)",
+                IntGauge::default(),
+            ),
+        }
+    }
+
+    /// A rollout recorded as ended; `took` when it completed.
+    pub(crate) fn ended(&self, kind: &'static str, result: &'static str, took: Option<Duration>) {
+        self.rollouts
+            .get_or_create(&RestartLabels { kind, result })
+            .inc();
+        if let Some(took) = took {
+            self.duration
+                .get_or_create(&KindLabels { kind })
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    pub(crate) fn in_progress(&self, n: usize) {
+        self.in_progress.set(n as i64);
     }
 }
 

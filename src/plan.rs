@@ -8,7 +8,8 @@ use kube::api::DynamicObject;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::reference::match_key;
+use crate::reference::{match_key, pin, pin_match_key};
+use crate::workload::Mode;
 
 /// `kubectl rollout restart` sets this on the pod template.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
@@ -62,6 +63,8 @@ pub struct WorkloadView {
     pub containers: Vec<(String, String)>,
     /// `imagePullPolicy` by container, where the spec sets one.
     pub pull_policies: BTreeMap<String, String>,
+    /// Which of `containers` are init containers.
+    pub init_containers: std::collections::BTreeSet<String>,
 }
 
 /// The parts of a workload object the planner needs.
@@ -83,6 +86,7 @@ pub(crate) fn workload_view(obj: &DynamicObject) -> WorkloadView {
         template_annotations: string_map(&template["metadata"]["annotations"]),
         containers,
         pull_policies: crate::workload::pull_policies_json(template),
+        init_containers: crate::workload::init_containers_json(template),
     }
 }
 
@@ -94,11 +98,23 @@ pub enum Plan {
     AlreadyCurrent,
     Superseded,
     /// Patch the template; `containers` are the ones that run the image.
-    /// `warnings` name those whose pull policy may keep the old image.
+    /// `pins` (pin mode) set their images to the pushed digest. `warnings`
+    /// name those whose pull policy may keep the old image (restart mode).
     Restart {
         containers: Vec<String>,
+        pins: Vec<Pin>,
         warnings: Vec<String>,
     },
+}
+
+/// A container's image pinned to the pushed digest (pin mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub container: String,
+    /// Init containers are patched under `initContainers`.
+    pub init: bool,
+    /// `R:T@sha256:D`, the reference as the spec writes it.
+    pub image: String,
 }
 
 impl Plan {
@@ -116,12 +132,14 @@ impl Plan {
 }
 
 /// Decides what a push of `image_key` (normalized, tagged) at `digest`,
-/// published at `published`, does to one workload.
+/// published at `published`, does to one workload; `default_mode` applies
+/// where the workload names none (`serve --mode`).
 pub fn plan(
     view: &WorkloadView,
     image_key: &str,
     digest: &str,
     published: jiff::Timestamp,
+    default_mode: Mode,
 ) -> Plan {
     let opted_out = |m: &BTreeMap<String, String>| {
         m.get(OPT_OUT)
@@ -130,10 +148,15 @@ pub fn plan(
     if opted_out(&view.annotations) || opted_out(&view.template_annotations) {
         return Plan::Excluded;
     }
+    let mode = Mode::of(&view.annotations, &view.template_annotations, default_mode);
+    let key_of = match mode {
+        Mode::Restart => match_key,
+        Mode::Pin => pin_match_key,
+    };
     let mut matching: Vec<String> = view
         .containers
         .iter()
-        .filter(|(_, image)| match_key(image).as_deref() == Some(image_key))
+        .filter(|(_, image)| key_of(image).as_deref() == Some(image_key))
         .map(|(name, _)| name.clone())
         .collect();
     if matching.is_empty() {
@@ -156,20 +179,41 @@ pub fn plan(
     if superseded(view, &matching, published) {
         return Plan::Superseded;
     }
-    let warnings = view
+    let rolled = view
         .containers
         .iter()
-        .filter(|(name, _)| matching.contains(name))
-        .filter_map(|(name, image)| {
-            pull_policy_warning(
-                name,
-                image,
-                view.pull_policies.get(name).map(String::as_str),
-            )
-        })
-        .collect();
+        .filter(|(name, _)| matching.contains(name));
+    let (pins, warnings) = match mode {
+        // A digest reference runs exactly that digest: no pull policy can
+        // keep the old image.
+        Mode::Pin => (
+            rolled
+                .filter_map(|(name, image)| {
+                    Some(Pin {
+                        container: name.clone(),
+                        init: view.init_containers.contains(name),
+                        image: pin(image, digest)?,
+                    })
+                })
+                .collect(),
+            Vec::new(),
+        ),
+        Mode::Restart => (
+            Vec::new(),
+            rolled
+                .filter_map(|(name, image)| {
+                    pull_policy_warning(
+                        name,
+                        image,
+                        view.pull_policies.get(name).map(String::as_str),
+                    )
+                })
+                .collect(),
+        ),
+    };
     Plan::Restart {
         containers: matching,
+        pins,
         warnings,
     }
 }
@@ -212,7 +256,7 @@ pub(crate) fn pull_policy_warning(
     let policy = effective_pull_policy(image, policy);
     (policy != "Always").then(|| {
         format!(
-            "container {container:?} has imagePullPolicy {policy}: a node that already holds {image} starts the new pod from that cached image, not the pushed digest; set imagePullPolicy: Always"
+            "container {container:?} has imagePullPolicy {policy}: a node that already holds {image} starts the new pod from that cached image, not the pushed digest; set imagePullPolicy: Always, or pushroll.io/mode: pin to run exactly the pushed digest"
         )
     })
 }
@@ -226,12 +270,15 @@ pub fn published_annotation(container: &str) -> String {
 }
 
 /// The strategic merge patch `kubectl rollout restart` would send, plus a
-/// digest per container. `resource_version` makes the API server refuse
-/// (409) a patch based on a stale read, so that two concurrent deliveries of
-/// one push roll the workload once: the loser re-reads and finds it current.
+/// digest and publish time per container and, in pin mode, the pinned
+/// images (lists of containers merge by name). `resource_version` makes the
+/// API server refuse (409) a patch based on a stale read, so that two
+/// concurrent deliveries of one push roll the workload once: the loser
+/// re-reads and finds it current.
 pub fn restart_patch(
     resource_version: Option<&str>,
     containers: &[String],
+    pins: &[Pin],
     digest: &str,
     published: jiff::Timestamp,
     now: jiff::Timestamp,
@@ -249,6 +296,16 @@ pub fn restart_patch(
         );
     }
     let mut patch = json!({"spec": {"template": {"metadata": {"annotations": annotations}}}});
+    for (field, init) in [("containers", false), ("initContainers", true)] {
+        let images: Vec<Value> = pins
+            .iter()
+            .filter(|p| p.init == init)
+            .map(|p| json!({"name": p.container, "image": p.image}))
+            .collect();
+        if !images.is_empty() {
+            patch["spec"]["template"]["spec"][field] = Value::Array(images);
+        }
+    }
     if let Some(rv) = resource_version {
         patch["metadata"] = json!({ "resourceVersion": rv });
     }
@@ -258,7 +315,7 @@ pub fn restart_patch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::NamespaceFilter;
+    use crate::workload::{MODE_ANNOTATION as MODE, NamespaceFilter};
 
     const KEY: &str = "us-east1-docker.pkg.dev/p/r/app:v1";
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -288,12 +345,35 @@ mod tests {
                 .iter()
                 .map(|(n, _)| (n.to_string(), "Always".to_string()))
                 .collect(),
+            init_containers: containers
+                .iter()
+                .filter(|(n, _)| n.starts_with("init"))
+                .map(|(n, _)| n.to_string())
+                .collect(),
         }
     }
 
     fn restart(cs: &[&str]) -> Plan {
         Plan::Restart {
             containers: cs.iter().map(|c| c.to_string()).collect(),
+            pins: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A pin-mode restart: `(container, pinned image)`; init containers are
+    /// those named `init…`.
+    fn pinned(cs: &[(&str, &str)]) -> Plan {
+        Plan::Restart {
+            containers: cs.iter().map(|(c, _)| c.to_string()).collect(),
+            pins: cs
+                .iter()
+                .map(|(c, image)| Pin {
+                    container: c.to_string(),
+                    init: c.starts_with("init"),
+                    image: image.to_string(),
+                })
+                .collect(),
             warnings: Vec::new(),
         }
     }
@@ -384,7 +464,88 @@ mod tests {
             ),
         ];
         for (name, v, want) in table {
-            assert_eq!(plan(&v, KEY, D1, t(AT)), want, "{name}");
+            assert_eq!(plan(&v, KEY, D1, t(AT), Mode::Restart), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn pin_mode_plans_pin_the_reference_as_written() {
+        let app = "us-east1-docker.pkg.dev/p/r/app:v1";
+        let on_d1 = format!("{app}@{D1}");
+        let on_d2 = format!("{app}@{D2}");
+        let digest_only = format!("us-east1-docker.pkg.dev/p/r/app@{D2}");
+        let mode_pin = [(MODE, "pin")];
+        let mode_restart = [(MODE, "restart")];
+        let digest_app = "digest.pushroll.io/app";
+        // (name, view, default mode, plan)
+        let table: Vec<(&str, WorkloadView, Mode, Plan)> = vec![
+            (
+                "annotated pin, unpinned image",
+                view(&[("app", app)], &[], &mode_pin),
+                Mode::Restart,
+                pinned(&[("app", &on_d1)]),
+            ),
+            (
+                "template annotation",
+                view(&[("app", app)], &mode_pin, &[]),
+                Mode::Restart,
+                pinned(&[("app", &on_d1)]),
+            ),
+            (
+                "the default mode",
+                view(&[("app", app)], &[], &[]),
+                Mode::Pin,
+                pinned(&[("app", &on_d1)]),
+            ),
+            (
+                "the workload says restart over a pin default",
+                view(&[("app", app)], &[], &mode_restart),
+                Mode::Pin,
+                restart(&["app"]),
+            ),
+            (
+                "re-pins the previous pin",
+                view(&[("app", &on_d2)], &[(digest_app, D2)], &mode_pin),
+                Mode::Restart,
+                pinned(&[("app", &on_d1)]),
+            ),
+            (
+                "a pin in restart mode never matches",
+                view(&[("app", &on_d2)], &[], &[]),
+                Mode::Restart,
+                Plan::NotFound,
+            ),
+            (
+                "digest-only never matches, even in pin mode",
+                view(&[("app", &digest_only)], &[], &mode_pin),
+                Mode::Restart,
+                Plan::NotFound,
+            ),
+            (
+                "current by its digest record",
+                view(&[("app", &on_d1)], &[(digest_app, D1)], &mode_pin),
+                Mode::Restart,
+                Plan::AlreadyCurrent,
+            ),
+            (
+                "init container under its own list",
+                view(&[("init", app), ("app", &on_d2)], &[], &mode_pin),
+                Mode::Restart,
+                pinned(&[("app", &on_d1), ("init", &on_d1)]),
+            ),
+            (
+                "other images untouched",
+                view(&[("app", app), ("side", "nginx:1.27")], &[], &mode_pin),
+                Mode::Restart,
+                pinned(&[("app", &on_d1)]),
+            ),
+        ];
+        for (name, v, default, want) in table {
+            let mut got = plan(&v, KEY, D1, t(AT), default);
+            if let Plan::Restart { pins, .. } = &mut got {
+                pins.sort_by(|a, b| a.container.cmp(&b.container));
+            }
+            assert_eq!(got, want, "{name}");
         }
     }
 
@@ -488,7 +649,7 @@ mod tests {
             ),
         ];
         for (name, v, want) in table {
-            assert_eq!(plan(&v, KEY, D1, t(AT)), want, "{name}");
+            assert_eq!(plan(&v, KEY, D1, t(AT), Mode::Restart), want, "{name}");
         }
         assert_eq!(Plan::Superseded.result(false), RestartResult::Superseded);
     }
@@ -514,6 +675,7 @@ mod tests {
                     let got = got.unwrap_or_else(|| panic!("{image} {policy:?}: no warning"));
                     assert!(got.contains("\"web\"") && got.contains(p), "{got}");
                     assert!(got.contains("imagePullPolicy: Always"), "{got}");
+                    assert!(got.contains("pushroll.io/mode: pin"), "{got}");
                 }
             }
         }
@@ -529,13 +691,21 @@ mod tests {
         let Plan::Restart {
             containers,
             warnings,
-        } = plan(&v, KEY, D1, t(AT))
+            ..
+        } = plan(&v, KEY, D1, t(AT), Mode::Restart)
         else {
             panic!("a restart")
         };
         assert_eq!(containers, ["app", "init"]);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("\"app\""), "{warnings:?}");
+        // Pin mode: a digest reference is never kept from cache, no warning.
+        v.annotations.insert(MODE.into(), "pin".into());
+        let Plan::Restart { warnings, pins, .. } = plan(&v, KEY, D1, t(AT), Mode::Restart) else {
+            panic!("a restart")
+        };
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(pins.len(), 2);
     }
 
     #[test]
@@ -556,6 +726,7 @@ mod tests {
         let p = restart_patch(
             Some("42"),
             &["app".into(), "init".into()],
+            &[],
             D1,
             published,
             now,
@@ -574,9 +745,37 @@ mod tests {
             })
         );
         assert!(
-            restart_patch(None, &[], D1, published, now)
+            restart_patch(None, &[], &[], D1, published, now)
                 .get("metadata")
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_pin_patch_sets_images_by_container_name() {
+        let now: jiff::Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
+        let image = format!("nginx:1.27@{D1}");
+        let pins = [
+            Pin {
+                container: "web".into(),
+                init: false,
+                image: image.clone(),
+            },
+            Pin {
+                container: "setup".into(),
+                init: true,
+                image: image.clone(),
+            },
+        ];
+        let p = restart_patch(None, &["setup".into(), "web".into()], &pins, D1, now, now);
+        assert_eq!(
+            p["spec"]["template"]["spec"],
+            json!({"containers": [{"name": "web", "image": image}],
+                   "initContainers": [{"name": "setup", "image": image}]})
+        );
+        assert_eq!(
+            p["spec"]["template"]["metadata"]["annotations"]["digest.pushroll.io/web"],
+            D1
         );
     }
 

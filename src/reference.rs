@@ -123,6 +123,42 @@ pub fn match_key(s: &str) -> Option<String> {
         .map(|r| r.tagged())
 }
 
+/// Parses `s` and returns its normalized tagged form for a workload in
+/// `pin` mode: there a tagged reference pinned by digest (`R:T@sha256:…`,
+/// which the previous pin wrote) still matches a push of `R:T`, so that the
+/// next push re-pins it. A digest-only reference (`R@sha256:…`) names no
+/// tag and never matches.
+pub fn pin_match_key(s: &str) -> Option<String> {
+    Reference::parse(s)
+        .ok()
+        .filter(|r| r.tag.is_some() || !r.is_pinned())
+        .map(|r| r.tagged())
+}
+
+/// `R:T` of a tagged reference pinned by digest, exactly as written
+/// (`nginx:1.27@sha256:…` gives `nginx:1.27`); `None` for anything else.
+pub fn strip_pin(s: &str) -> Option<&str> {
+    let r = Reference::parse(s).ok()?;
+    (r.tag.is_some() && r.is_pinned()).then(|| s.split_once('@').map_or(s, |(rest, _)| rest))
+}
+
+/// The reference `as_written` in a pod spec, pinned to `digest`: the
+/// registry, path and tag kept as the spec writes them (no normalization, so
+/// a GitOps diff shows only the digest), any digest replaced, and `:latest`
+/// written out when no tag was, because a digest-only reference could never
+/// match a later push. `None` when `as_written` or `digest` is invalid.
+pub fn pin(as_written: &str, digest: &str) -> Option<String> {
+    let r = Reference::parse(as_written).ok()?;
+    validate_digest(digest).ok()?;
+    let named = as_written
+        .split_once('@')
+        .map_or(as_written, |(rest, _)| rest);
+    Some(match r.tag {
+        Some(_) => format!("{named}@{digest}"),
+        None => format!("{named}:{DEFAULT_TAG}@{digest}"),
+    })
+}
+
 fn normalize_name(name: &str) -> Result<String, ReferenceError> {
     if name.is_empty() {
         return Err(ReferenceError::InvalidFormat);
@@ -385,6 +421,96 @@ mod tests {
         ];
         for (input, want) in table {
             assert_eq!(Reference::parse(input).as_ref(), Err(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn pins_keep_the_reference_as_written() {
+        const E: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        // (as written, pushed digest, pinned image)
+        let table: Vec<(String, &str, Option<String>)> = vec![
+            (
+                "us-east1-docker.pkg.dev/p/r/app:v1".into(),
+                D,
+                Some(format!("us-east1-docker.pkg.dev/p/r/app:v1@{D}")),
+            ),
+            // The previous pin's digest is replaced, the tag kept.
+            (
+                format!("us-east1-docker.pkg.dev/p/r/app:v1@{E}"),
+                D,
+                Some(format!("us-east1-docker.pkg.dev/p/r/app:v1@{D}")),
+            ),
+            // A registry port is not a tag.
+            (
+                "localhost:5000/team/app:v2".into(),
+                D,
+                Some(format!("localhost:5000/team/app:v2@{D}")),
+            ),
+            (
+                "localhost:5000/team/app".into(),
+                D,
+                Some(format!("localhost:5000/team/app:latest@{D}")),
+            ),
+            // Docker Hub short names stay short (the spec's text, not the
+            // normalized form, so a GitOps diff shows only the digest).
+            ("nginx:1.27".into(), D, Some(format!("nginx:1.27@{D}"))),
+            ("nginx".into(), D, Some(format!("nginx:latest@{D}"))),
+            (
+                "bitnami/redis:7".into(),
+                D,
+                Some(format!("bitnami/redis:7@{D}")),
+            ),
+            // A digest-only reference gets the default tag it stood for.
+            (format!("nginx@{E}"), D, Some(format!("nginx:latest@{D}"))),
+            ("Nginx:1".into(), D, None),
+            ("nginx:1".into(), "sha256:short", None),
+        ];
+        for (written, digest, want) in &table {
+            let got = pin(written, digest);
+            assert_eq!(&got, want, "{written}");
+            // A pin matches the next push of the same tag in pin mode, and
+            // strips back to what was written (or its tagged form).
+            if let Some(pinned) = &got {
+                assert_eq!(
+                    pin_match_key(pinned),
+                    match_key(written.split('@').next().unwrap()),
+                    "{written}"
+                );
+                assert!(
+                    match_key(pinned).is_none(),
+                    "restart mode never matches a pin: {pinned}"
+                );
+                assert!(strip_pin(pinned).is_some(), "{pinned}");
+            }
+        }
+    }
+
+    #[test]
+    fn pin_mode_matches_tagged_pins_only() {
+        // (image, restart-mode key, pin-mode key, strip_pin)
+        let tagged_pin = format!("nginx:1.27@{D}");
+        let digest_only = format!("nginx@{D}");
+        type Row<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+        let table: Vec<Row> = vec![
+            (
+                "nginx:1.27",
+                Some("docker.io/library/nginx:1.27"),
+                Some("docker.io/library/nginx:1.27"),
+                None,
+            ),
+            (
+                &tagged_pin,
+                None,
+                Some("docker.io/library/nginx:1.27"),
+                Some("nginx:1.27"),
+            ),
+            (&digest_only, None, None, None),
+            ("Bad", None, None, None),
+        ];
+        for (image, restart, pin_key, stripped) in table {
+            assert_eq!(match_key(image).as_deref(), restart, "{image}");
+            assert_eq!(pin_match_key(image).as_deref(), pin_key, "{image}");
+            assert_eq!(strip_pin(image), stripped, "{image}");
         }
     }
 

@@ -9,8 +9,7 @@ use tokio::sync::Semaphore;
 use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, RestartResult, plan, restart_patch, workload_view};
-use crate::workload::NamespaceFilter;
-use crate::workload::{Kind, WorkloadRef};
+use crate::workload::{Kind, Mode, NamespaceFilter, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and
 /// re-planned before the push is answered 503.
@@ -57,6 +56,8 @@ pub struct Restarter {
     kube: Option<Kube>,
     namespaces: NamespaceFilter,
     dry_run: bool,
+    /// Where a workload names no mode (`serve --mode`).
+    mode: Mode,
     /// Bounds API work across all pushes in flight (`--max-concurrent-restarts`).
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -67,6 +68,7 @@ impl Restarter {
         kube: Option<Kube>,
         namespaces: NamespaceFilter,
         dry_run: bool,
+        mode: Mode,
         max_concurrent: usize,
         metrics: Arc<Metrics>,
     ) -> Restarter {
@@ -74,6 +76,7 @@ impl Restarter {
             kube,
             namespaces,
             dry_run,
+            mode,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             metrics,
         }
@@ -152,9 +155,16 @@ impl Restarter {
                 Err(e) => return Err(e),
             };
             let view = workload_view(&obj);
-            let decision = plan(&view, push.image_key, push.digest, push.published);
+            let decision = plan(
+                &view,
+                push.image_key,
+                push.digest,
+                push.published,
+                self.mode,
+            );
             let Plan::Restart {
                 containers,
+                pins,
                 warnings,
             } = &decision
             else {
@@ -167,6 +177,7 @@ impl Restarter {
             let patch = restart_patch(
                 view.resource_version.as_deref(),
                 containers,
+                pins,
                 push.digest,
                 push.published,
                 now,
@@ -216,7 +227,7 @@ impl Restarter {
         tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, error = %detail, "restart rejected by the API server; not retried");
         let event = workload_event(
             w.kind,
-            obj,
+            &obj.metadata,
             EventKind::Rejected,
             format!(
                 "A push of {} ({}) was not rolled out: {detail}",
@@ -247,7 +258,7 @@ async fn warn_pull_policy(
     // named by their time, so the two never share a name.
     let event = workload_event(
         w.kind,
-        patched,
+        &patched.metadata,
         EventKind::PullPolicy,
         warnings.join("; "),
         jiff::Timestamp::now(),

@@ -3,6 +3,7 @@
 //! workload, the namespaces it may touch, and the containers of a pod
 //! template.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
@@ -53,6 +54,53 @@ pub struct WorkloadRef {
     /// The containers (and init containers) that run the image, when known.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,
+}
+
+/// `pushroll.io/mode` on a workload or its pod template.
+pub const MODE_ANNOTATION: &str = "pushroll.io/mode";
+
+/// How a push rolls a workload (`pushroll.io/mode`, `serve --mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Mode {
+    /// Restart the pods, as `kubectl rollout restart` does; the image
+    /// field is untouched, so the pull policy decides what runs.
+    #[default]
+    Restart,
+    /// Also set each matching container's image to `R:T@sha256:D`, so
+    /// every node runs exactly the pushed digest.
+    Pin,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Restart => "restart",
+            Mode::Pin => "pin",
+        }
+    }
+
+    /// The workload's own annotation, else its template's, else `default`.
+    /// A value that is neither mode is ignored (`default` applies), never an
+    /// error: a typo must not stop a push.
+    pub fn of<'a>(
+        workload: impl Into<Option<&'a BTreeMap<String, String>>>,
+        template: impl Into<Option<&'a BTreeMap<String, String>>>,
+        default: Mode,
+    ) -> Mode {
+        let read = |m: Option<&BTreeMap<String, String>>| match m?
+            .get(MODE_ANNOTATION)?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "restart" => Some(Mode::Restart),
+            "pin" => Some(Mode::Pin),
+            _ => None,
+        };
+        read(workload.into())
+            .or_else(|| read(template.into()))
+            .unwrap_or(default)
+    }
 }
 
 /// Which namespaces are indexed or restarted (`--namespace`,
@@ -191,6 +239,19 @@ pub(crate) fn pull_policies_json(
     field_by_container(template, "imagePullPolicy").collect()
 }
 
+/// The names of a pod template's init containers (read as JSON): a pin
+/// patches them under `initContainers`, the others under `containers`.
+pub(crate) fn init_containers_json(
+    template: &serde_json::Value,
+) -> std::collections::BTreeSet<String> {
+    template["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some(c["name"].as_str()?.to_owned()))
+        .collect()
+}
+
 /// `(container name, its string field)` of init containers, then
 /// containers, where both are strings.
 fn field_by_container<'t>(
@@ -212,6 +273,27 @@ fn field_by_container<'t>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_mode_comes_from_the_workload_then_its_template_then_the_default() {
+        let m = |v: &str| BTreeMap::from([(MODE_ANNOTATION.to_owned(), v.to_owned())]);
+        let none = BTreeMap::new();
+        // (workload, template, default, mode)
+        let table = [
+            (&none, &none, Mode::Restart, Mode::Restart),
+            (&none, &none, Mode::Pin, Mode::Pin),
+            (&m("pin"), &none, Mode::Restart, Mode::Pin),
+            (&none, &m("pin"), Mode::Restart, Mode::Pin),
+            (&m(" Pin "), &none, Mode::Restart, Mode::Pin),
+            (&m("restart"), &m("pin"), Mode::Pin, Mode::Restart),
+            (&m("pinned"), &m("pin"), Mode::Restart, Mode::Pin),
+            (&m("bogus"), &none, Mode::Pin, Mode::Pin),
+            (&m(""), &none, Mode::Restart, Mode::Restart),
+        ];
+        for (i, (workload, template, default, want)) in table.into_iter().enumerate() {
+            assert_eq!(Mode::of(workload, template, default), want, "row {i}");
+        }
+    }
 
     #[test]
     fn typed_and_json_templates_give_the_same_containers() {

@@ -665,6 +665,9 @@ fn expected(workloads: &str, home: &str, cm: &str, lease: &str) -> [BTreeSet<Gra
         indexer.insert(g(workloads, "apps", res, "list", None));
         indexer.insert(g(workloads, "apps", res, "watch", None));
     }
+    // The rollout follower: one pods LIST per finished rollout, its Events.
+    indexer.insert(g(workloads, "", "pods", "list", None));
+    indexer.insert(g(workloads, "", "events", "create", None));
     serve.insert(g(workloads, "", "events", "create", None));
     serve.insert(g(home, "", "configmaps", "get", Some(cm)));
     indexer.insert(g(home, "", "configmaps", "get", Some(cm)));

@@ -180,29 +180,6 @@ async fn watch_keeps_the_configmap_current(c: Cluster) {
     assert_eq!(metric(&after, "pushroll_indexer_leader"), 1.0);
 }
 
-/// Waits until exactly one of two replicas leads and has written; returns
-/// (leader, follower).
-async fn leader_and_follower<'a>(
-    a: &'a mut Pushroll,
-    b: &'a mut Pushroll,
-) -> (&'a mut Pushroll, &'a mut Pushroll) {
-    let a_leads = eventually(Duration::from_secs(30), || async {
-        let (ma, mb) = (a.metrics().await, b.metrics().await);
-        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
-        match (
-            metric(&ma, "pushroll_indexer_leader"),
-            metric(&mb, "pushroll_indexer_leader"),
-        ) {
-            (1.0, 0.0) if written(&ma) >= 1.0 => Some(true),
-            (0.0, 1.0) if written(&mb) >= 1.0 => Some(false),
-            _ => None,
-        }
-    })
-    .await
-    .expect("one replica leads and writes");
-    if a_leads { (a, b) } else { (b, a) }
-}
-
 async fn only_the_leader_writes(c: Cluster) {
     let (ns, cm_ns) = (c.ns("lease"), c.ns("pushroll"));
     c.ensure_namespace(&cm_ns).await;
@@ -561,43 +538,6 @@ fn start_watch_all(c: &Cluster) -> Pushroll {
         &kubeconfig_env(c),
     )
 }
-
-/// Starts `serve --indexer` (no token check) whose watch covers `ns` and
-/// whose Lease and ConfigMap are in `cm_ns`; `file` is the index file.
-fn start_serve_indexer(
-    c: &Cluster,
-    cm_ns: &str,
-    ns: &str,
-    file: &std::path::Path,
-    pod: &str,
-) -> Pushroll {
-    let cm = format!("{cm_ns}/pushroll-index");
-    let mut env = kubeconfig_env(c);
-    env.push(("POD_NAME", pod.to_owned()));
-    let args = [
-        "--index-file",
-        file.to_str().unwrap(),
-        "--index-configmap",
-        &cm,
-        "--namespace",
-        ns,
-        "--debounce",
-        "200ms",
-        "--lease-duration",
-        "3s",
-    ];
-    Pushroll::start_env(&[SERVE_INDEXER, &args].concat(), &env)
-}
-
-/// `serve --indexer` on a free loopback port, tokens unchecked.
-const SERVE_INDEXER: &[&str] = &[
-    "serve",
-    "--indexer",
-    "--listen",
-    "127.0.0.1:0",
-    "--auth",
-    "none",
-];
 
 /// Every `pushroll_index_reloads_total{result="configmap-…"}`: the GETs of
 /// the index ConfigMap that lookups made.

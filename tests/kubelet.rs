@@ -13,77 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::REPO;
-use support::cluster::Cluster;
 use support::kubelet::*;
 
 /// Far above the 1-3 s a rollout of a few pods takes here.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn digest(c: char) -> String {
-    format!("sha256:{}", c.to_string().repeat(64))
-}
-
-/// A workload of `kind` whose pods run `containers` (name, image, pull policy).
-fn workload(kind: &str, ns: &str, name: &str, containers: &[(&str, &str, &str)]) -> Value {
-    let containers: Vec<Value> = containers
-        .iter()
-        .map(|(n, i, p)| json!({"name": n, "image": i, "imagePullPolicy": p}))
-        .collect();
-    let mut w = json!({
-        "apiVersion": "apps/v1", "kind": kind,
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": containers, "terminationGracePeriodSeconds": 30}
-            }
-        }
-    });
-    if kind == "StatefulSet" {
-        w["spec"]["serviceName"] = json!(name);
-    }
-    w
-}
-
-fn deployment(ns: &str, name: &str, containers: &[(&str, &str, &str)]) -> Value {
-    let mut w = workload("Deployment", ns, name, containers);
-    w["spec"]["replicas"] = json!(3);
-    w
-}
-
-/// Asserts that every container of `kind/name`'s live pods is ready and
-/// runs `digest` of `REPO`; returns the pods' names and nodes.
-async fn assert_runs(
-    k: &SimKubelet,
-    kind: &str,
-    ns: &str,
-    name: &str,
-    pods: usize,
-    digest: &str,
-    why: &str,
-) -> Vec<(String, String)> {
-    let running = k.running(kind, ns, name).await;
-    let mut seen: Vec<(String, String)> = running
-        .iter()
-        .map(|r| (r.pod.clone(), r.node.clone()))
-        .collect();
-    seen.dedup();
-    assert_eq!(seen.len(), pods, "{kind} {name}: live pods {running:#?}");
-    for r in &running {
-        assert!(
-            r.digest == digest && r.image_id == format!("{REPO}@{digest}") && r.ready,
-            "{kind} {name}: {why}: pod {} container {} on {} runs {} (ready: {}), expected {digest}\nkubelet:\n{}",
-            r.pod,
-            r.container,
-            r.node,
-            r.image_id,
-            r.ready,
-            k.log()
-        );
-    }
-    seen
-}
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -92,11 +25,9 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_roll_out_and_the_node_cache_decides_the_digest() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-cache", 3).await else {
         return;
     };
-    let ns = c.ns("kubelet-cache");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:stable");
     let (old, new) = (digest('a'), digest('b'));
     k.push(&image, &old);
@@ -105,11 +36,15 @@ async fn deployments_roll_out_and_the_node_cache_decides_the_digest() {
     // fix by policy (Always), and the fix by pinning (IfNotPresent, the
     // image later pinned, with an Always sidecar: the policy does not matter).
     let started = Instant::now();
-    c.create(deployment(&ns, "trap", &[("app", &image, "IfNotPresent")]))
+    c.create(pod_deployment(
+        &ns,
+        "trap",
+        &[("app", &image, "IfNotPresent")],
+    ))
+    .await;
+    c.create(pod_deployment(&ns, "always", &[("app", &image, "Always")]))
         .await;
-    c.create(deployment(&ns, "always", &[("app", &image, "Always")]))
-        .await;
-    c.create(deployment(
+    c.create(pod_deployment(
         &ns,
         "pinned",
         &[
@@ -203,15 +138,13 @@ async fn deployments_roll_out_and_the_node_cache_decides_the_digest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_digest_exceeds_the_progress_deadline() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-crash", 3).await else {
         return;
     };
-    let ns = c.ns("kubelet-crash");
-    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
     let image = format!("{REPO}:crash");
     let (good, bad) = (digest('c'), digest('d'));
     k.push(&image, &good);
-    let mut d = deployment(&ns, "web", &[("app", &image, "Always")]);
+    let mut d = pod_deployment(&ns, "web", &[("app", &image, "Always")]);
     d["spec"]["progressDeadlineSeconds"] = json!(10);
     c.create(d).await;
     k.wait_rollout("Deployment", &ns, "web", LIMIT).await;
@@ -278,18 +211,16 @@ async fn a_crashing_digest_exceeds_the_progress_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statefulset_and_a_daemonset_roll_out_after_a_restart() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-sets", 2).await else {
         return;
     };
-    let ns = c.ns("kubelet-sets");
-    let k = SimKubelet::start(&c, &[&ns], 2).await.unwrap();
     let image = format!("{REPO}:sets");
     let (old, new) = (digest('e'), digest('f'));
     k.push(&image, &old);
-    let mut sts = workload("StatefulSet", &ns, "db", &[("app", &image, "Always")]);
+    let mut sts = pod_workload("StatefulSet", &ns, "db", &[("app", &image, "Always")]);
     sts["spec"]["replicas"] = json!(2);
     c.create(sts).await;
-    let mut ds = workload("DaemonSet", &ns, "agent", &[("app", &image, "Always")]);
+    let mut ds = pod_workload("DaemonSet", &ns, "agent", &[("app", &image, "Always")]);
     // Only this kubelet's nodes: the server is shared.
     ds["spec"]["template"]["spec"]["nodeSelector"] = k.node_selector();
     c.create(ds).await;
@@ -359,17 +290,15 @@ async fn a_statefulset_and_a_daemonset_roll_out_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_runs_what_its_own_cache_holds() {
-    let Some(c) = Cluster::real().await else {
+    let Some((c, ns, k)) = real_with_kubelet("kubelet-warm", 2).await else {
         return;
     };
-    let ns = c.ns("kubelet-warm");
-    let k = SimKubelet::start(&c, &[&ns], 2).await.unwrap();
     let image = format!("{REPO}:warm");
     let (cached, pushed) = (digest('1'), digest('2'));
     // Only the first node holds the tag, from before the push.
     k.prewarm(&k.nodes()[0], &image, &cached);
     k.push(&image, &pushed);
-    let mut d = deployment(&ns, "web", &[("app", &image, "IfNotPresent")]);
+    let mut d = pod_deployment(&ns, "web", &[("app", &image, "IfNotPresent")]);
     d["spec"]["replicas"] = json!(2);
     c.create(d).await;
     k.wait_rollout("Deployment", &ns, "web", LIMIT).await;

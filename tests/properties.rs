@@ -16,7 +16,7 @@ use pushroll::plan::{
 };
 use pushroll::push::{Action, Form, IgnoreReason, PushHeaders, decode};
 use pushroll::reference::{Reference, match_key};
-use pushroll::workload::{Kind, WorkloadRef};
+use pushroll::workload::{Kind, Mode, WorkloadRef};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- strategies
@@ -421,6 +421,7 @@ fn view() -> impl Strategy<Value = WorkloadView> {
                 template_annotations,
                 containers,
                 pull_policies: BTreeMap::new(),
+                init_containers: Default::default(),
             },
         )
 }
@@ -447,7 +448,7 @@ proptest! {
 
     #[test]
     fn plan_decides_by_the_rules(v in view(), digest in prop_oneof![Just(D1), Just(D2)]) {
-        let decision = plan(&v, KEY, digest, published());
+        let decision = plan(&v, KEY, digest, published(), Mode::Restart);
         let opted_out = |m: &BTreeMap<String, String>| m.get(OPT_OUT).map(String::as_str) == Some("false");
         let matching = matching(&v);
         let all_current = matching
@@ -479,11 +480,11 @@ proptest! {
     /// current (a redelivery restarts nothing).
     #[test]
     fn restart_patch_is_complete_and_idempotent(v in view(), digest in prop_oneof![Just(D1), Just(D2)], secs in 0i64..4_000_000_000) {
-        let Plan::Restart { containers, .. } = plan(&v, KEY, digest, published()) else {
+        let Plan::Restart { containers, .. } = plan(&v, KEY, digest, published(), Mode::Restart) else {
             return Ok(());
         };
         let now = jiff::Timestamp::from_second(secs).unwrap();
-        let patch = restart_patch(v.resource_version.as_deref(), &containers, digest, published(), now);
+        let patch = restart_patch(v.resource_version.as_deref(), &containers, &[], digest, published(), now);
         let ann = patch["spec"]["template"]["metadata"]["annotations"].as_object().unwrap();
         let at = ann[RESTARTED_AT].as_str().unwrap();
         prop_assert_eq!(at.parse::<jiff::Timestamp>().unwrap(), now);
@@ -504,7 +505,7 @@ proptest! {
         for (k, val) in ann {
             after.template_annotations.insert(k.clone(), val.as_str().unwrap().to_owned());
         }
-        prop_assert_eq!(plan(&after, KEY, digest, published()), Plan::AlreadyCurrent);
+        prop_assert_eq!(plan(&after, KEY, digest, published(), Mode::Restart), Plan::AlreadyCurrent);
     }
 }
 

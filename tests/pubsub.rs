@@ -628,29 +628,39 @@ async fn api_server_down_for_ten_seconds_during_a_burst() {
     emu.create_push_subscription("outage", SUB, TOPIC, &format!("{}/push", tap.url), None, 10)
         .await;
     let mut ids = Vec::new();
-    for (i, w) in ws.iter().enumerate() {
-        ids.push(
+    let publish = |i: usize| {
+        let (emu, w) = (&emu, &ws[i]);
+        async move {
             emu.publish(
                 "outage",
                 TOPIC,
                 &insert(&w.repo, "v1", &digest(i as u64, 0)),
                 json!({}),
             )
-            .await,
-        );
+            .await
+        }
+    };
+    // The first few are acked; the rest of the burst is published into the
+    // outage (published all at once, the emulator can deliver all 30 before
+    // the outage begins).
+    const BEFORE: usize = 3;
+    for i in 0..BEFORE {
+        ids.push(publish(i).await);
     }
-    // Down after the first few acks: the rest of the burst hits the outage.
     let acked = |log: &[tap::Delivery]| {
         log.iter()
             .filter(|d| matches!(d.answer, Some((200, _, _))))
             .count()
     };
     assert!(
-        tap.wait_until(Duration::from_secs(30), |log| acked(log) >= 3)
+        tap.wait_until(Duration::from_secs(30), |log| acked(log) >= BEFORE)
             .await
     );
     rig.fake.set_down(true);
     let down_at = Instant::now();
+    for i in BEFORE..ws.len() {
+        ids.push(publish(i).await);
+    }
     let refused = |log: &[tap::Delivery]| {
         log.iter()
             .filter(|d| matches!(d.answer, Some((503, _, _))))

@@ -27,7 +27,7 @@ fn roles_without(file: &str, resource: &str, verb: &str) -> Vec<Value> {
     let mut objects = deploy_objects(file);
     for obj in &mut objects {
         if let Some(rules) = obj.get_mut("rules").and_then(Value::as_array_mut) {
-            for rule in rules {
+            for rule in &mut *rules {
                 let on = rule["resources"]
                     .as_array()
                     .unwrap()
@@ -37,6 +37,8 @@ fn roles_without(file: &str, resource: &str, verb: &str) -> Vec<Value> {
                     rule["verbs"].as_array_mut().unwrap().retain(|v| v != verb);
                 }
             }
+            // A rule left with no verb is invalid (422): drop it.
+            rules.retain(|rule| !rule["verbs"].as_array().unwrap().is_empty());
         }
     }
     objects
@@ -181,4 +183,83 @@ async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
         .await
         .expect("the Lease exists");
     assert!(lease["spec"]["holderIdentity"].is_string(), "{lease}");
+
+    // The rollout follower, under the same roles: a rollout pushroll
+    // started (its annotations, as serve writes them) on a workload of no
+    // replicas completes at once; the follower lists its pods and records
+    // the Event. Without `list` on pods, it retries, logging the missing
+    // permission, until the rule is back.
+    let rolled = |digest: &str| {
+        let now = jiff::Timestamp::now().to_string();
+        json!({"spec": {"replicas": 0, "template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": now,
+            "digest.pushroll.io/web": digest,
+            "published.pushroll.io/web": now,
+        }}}}})
+    };
+    c.merge_patch("Deployment", &ns, "web", rolled(DIGEST))
+        .await;
+    assert!(
+        follower_reported(c, &ns, DIGEST).await,
+        "the follower reported under its own RBAC:\n{}",
+        p.logs().join("\n")
+    );
+    apply_all(c, &roles_without("rbac-indexer.yaml", "pods", "list")).await;
+    // The authorizer sees the change a moment later: a fresh digest per
+    // attempt until the follower is refused.
+    let attempt = std::sync::atomic::AtomicU32::new(3);
+    let refused = eventually(Duration::from_secs(30), || async {
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let digest = format!("sha256:{n:064x}");
+        c.merge_patch("Deployment", &ns, "web", rolled(&digest))
+            .await;
+        play_controller(c, &ns).await;
+        p.log_line(Duration::from_secs(3), |l| {
+            l.contains("could not report") && l.contains("cannot list resource")
+        })
+        .await
+        .map(|_| digest)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the follower is refused without pods list:\n{}",
+            p.logs().join("\n")
+        )
+    });
+    apply_all(c, &deploy_objects("rbac-indexer.yaml")).await;
+    // Its retries go through once the rule is back.
+    assert!(
+        follower_reported(c, &ns, &refused).await,
+        "reported once the rule is back:\n{}",
+        p.logs().join("\n")
+    );
+}
+
+/// On the fake, which has no controllers: the status the Deployment
+/// controller writes for a workload of no replicas (complete at once).
+async fn play_controller(c: &Cluster, ns: &str) {
+    if c.backend == support::cluster::Backend::Fake {
+        c.put_status(
+            "Deployment",
+            ns,
+            "web",
+            |w| json!({"observedGeneration": w["metadata"]["generation"], "replicas": 0}),
+        )
+        .await;
+    }
+}
+
+/// Whether the follower records `PushRolloutComplete` for `digest` on
+/// `ns/web` within 30 s.
+async fn follower_reported(c: &Cluster, ns: &str, digest: &str) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        play_controller(c, ns).await;
+        c.list("Event", ns).await.into_iter().find(|e| {
+            e["reason"] == "PushRolloutComplete"
+                && e["message"].as_str().unwrap_or_default().contains(digest)
+        })
+    })
+    .await
+    .is_some()
 }

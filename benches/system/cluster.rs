@@ -116,6 +116,7 @@ impl Cluster {
             ),
             NamespaceFilter::default(),
             false,
+            pushroll::workload::Mode::Restart,
             8,
             metrics,
         )

@@ -210,6 +210,7 @@ async fn bare_restart(fake: &mut Conn, workload: usize, digest: &str) -> [u64; 3
     let patch = pushroll::plan::restart_patch(
         obj.metadata.resource_version.as_deref(),
         &["app".to_string()],
+        &[],
         digest,
         now,
         now,

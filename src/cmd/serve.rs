@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::restart::Restarter;
 use crate::server::conn::ConnLimits;
 use crate::server::{self, AppState, Check};
-use crate::workload::NamespaceFilter;
+use crate::workload::{Mode, NamespaceFilter};
 
 /// Everything `serve` needs, as plain data.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub index: SourceConfig,
     pub dry_run: bool,
+    /// `--mode`: how a push rolls a workload that names no mode.
+    pub mode: Mode,
     /// Run without any cluster (`--demo`).
     pub offline: bool,
     pub auth: AuthConfig,
@@ -81,6 +83,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         cluster.map(|c| c.kube),
         config.namespaces.clone(),
         config.dry_run,
+        config.mode,
         config.max_concurrent_restarts,
         metrics.clone(),
     );

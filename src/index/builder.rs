@@ -9,8 +9,9 @@ use kube::ResourceExt as _;
 
 use crate::index::intern::Interner;
 use crate::index::{Entry, Index};
-use crate::reference::match_key;
-use crate::workload::{Kind, NamespaceFilter, Workload, containers};
+use crate::plan::digest_annotation;
+use crate::reference::{match_key, strip_pin};
+use crate::workload::{Kind, Mode, NamespaceFilter, Workload, containers};
 
 /// One workload as a list or watch saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,32 @@ pub struct Observed {
 
 impl Observed {
     pub fn of<W: Workload>(w: &W) -> Observed {
-        let containers = w.template().map(containers).unwrap_or_default();
+        let template = w.template();
+        let mut containers = template.map(containers).unwrap_or_default();
+        let template_annotations = template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref());
+        let annotated_pin = Mode::of(
+            w.meta().annotations.as_ref(),
+            template_annotations,
+            Mode::Restart,
+        ) == Mode::Pin;
+        for (name, image) in &mut containers {
+            // A pinned `R:T@sha256:D` is indexed under `R:T` when the
+            // workload is in pin mode, or when pushroll pinned it (its
+            // digest record names D), so that the next push re-pins it
+            // whatever `serve --mode` says. A pin someone else wrote, on a
+            // workload not in pin mode, is theirs: it never matches.
+            let Some(tagged) = strip_pin(image) else {
+                continue;
+            };
+            let ours = template_annotations
+                .and_then(|a| a.get(&digest_annotation(name)))
+                .is_some_and(|d| image.ends_with(&format!("@{d}")));
+            if annotated_pin || ours {
+                *image = tagged.to_owned();
+            }
+        }
         Observed {
             kind: W::KIND,
             namespace: w.namespace().unwrap_or_default(),
@@ -245,6 +271,7 @@ impl IndexBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const D: &str = "sha256:6ec128e26cd5e5b3d5ad4ad0b3b1e0b5c5a4a2a8e1f3f6f9d0a7b4c1e2d3f4a5";
 
@@ -438,6 +465,74 @@ mod tests {
         )));
         assert!(b.apply(&e(Kind::DaemonSet, "default", "proxy", &[("p", "app:v1")])));
         assert_eq!(b.workload_count(), 1);
+    }
+
+    #[test]
+    fn pins_are_indexed_under_their_tag_in_pin_mode_or_when_ours() {
+        const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        const E: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+        let pinned = format!("app:v1@{D}");
+        // (workload annotations, template annotations, image, indexed as)
+        let table: Vec<(serde_json::Value, serde_json::Value, String, &str)> = vec![
+            (json!({}), json!({}), pinned.clone(), pinned.as_str()),
+            (
+                json!({"pushroll.io/mode": "pin"}),
+                json!({}),
+                pinned.clone(),
+                "app:v1",
+            ),
+            (
+                json!({}),
+                json!({"pushroll.io/mode": "pin"}),
+                pinned.clone(),
+                "app:v1",
+            ),
+            // pushroll pinned it (restart mode named on the workload or not):
+            (
+                json!({}),
+                json!({"digest.pushroll.io/c": D}),
+                pinned.clone(),
+                "app:v1",
+            ),
+            // someone else's pin to another digest is theirs
+            (
+                json!({}),
+                json!({"digest.pushroll.io/c": E}),
+                pinned.clone(),
+                pinned.as_str(),
+            ),
+            // a digest-only reference names no tag
+            (
+                json!({"pushroll.io/mode": "pin"}),
+                json!({}),
+                format!("app@{D}"),
+                "",
+            ),
+            (json!({}), json!({}), "app:v1".into(), "app:v1"),
+        ];
+        for (own, template, image, want) in table {
+            let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(json!({
+                "metadata": {"name": "web", "namespace": "prod", "annotations": own},
+                "spec": {"selector": {}, "template": {
+                    "metadata": {"annotations": template},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}}
+            }))
+            .unwrap();
+            let entry = Observed::of(&d);
+            let mut b = IndexBuilder::default();
+            b.apply(&entry);
+            let index = b.build(None);
+            let key = match_key(want);
+            assert_eq!(
+                key.as_deref().map(|k| names(&index, k)),
+                key.as_ref()
+                    .map(|_| vec!["Deployment/prod/web:c".to_owned()]),
+                "{image} {own} {template}"
+            );
+            if want.is_empty() || want.contains('@') {
+                assert_eq!(b.workload_count(), 0, "{image}: never matches");
+            }
+        }
     }
 
     #[test]

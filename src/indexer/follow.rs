@@ -12,10 +12,12 @@ use tokio::task::JoinSet;
 
 use super::WatchState;
 use super::progress::Task;
+use super::rollout::Rollouts;
 use crate::index::builder::{IndexBuilder, Observed};
 use crate::k8s::Kube;
 use crate::metrics::Metrics;
-use crate::workload::{Kind, NamespaceFilter, Workload};
+use crate::rollout::Followed;
+use crate::workload::{Kind, NamespaceFilter};
 
 /// What the followers share with the loop that builds and writes.
 pub(super) struct Shared {
@@ -28,6 +30,8 @@ pub(super) struct Shared {
     pub(super) listed: tokio::sync::watch::Sender<BTreeSet<Kind>>,
     pub(super) state: Arc<WatchState>,
     pub(super) metrics: Arc<Metrics>,
+    /// Every workload seen also goes to the rollout follower.
+    pub(super) rollouts: Arc<Rollouts>,
 }
 
 impl Shared {
@@ -35,6 +39,7 @@ impl Shared {
         namespaces: NamespaceFilter,
         state: Arc<WatchState>,
         metrics: Arc<Metrics>,
+        rollouts: Arc<Rollouts>,
     ) -> (Arc<Shared>, tokio::sync::watch::Receiver<BTreeSet<Kind>>) {
         let (listed, listed_rx) = tokio::sync::watch::channel(BTreeSet::new());
         let shared = Shared {
@@ -43,6 +48,7 @@ impl Shared {
             listed,
             state,
             metrics,
+            rollouts,
         };
         (Arc::new(shared), listed_rx)
     }
@@ -83,7 +89,7 @@ pub(super) fn spawn_all(
 /// Follows one kind of workload into the shared builder. The builder lock
 /// is held for one event at a time, never across a wait. A relist is
 /// collected in the builder, not here (see `IndexBuilder::begin_relist`).
-async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Arc<Shared>) {
+async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Arc<Shared>) {
     // One namespace: watch it alone; otherwise watch all and filter.
     let api: Api<W> = match namespaces.include.as_slice() {
         [one] => Api::namespaced(kube.watch_client().clone(), one),
@@ -111,6 +117,7 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
                 false
             }
             watcher::Event::InitApply(obj) => {
+                shared.rollouts.observe(&obj);
                 shared.builder.lock().await.relisted(&Observed::of(&obj));
                 false
             }
@@ -122,12 +129,15 @@ async fn follow<W: Workload>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
                 shared.metrics.indexer.watch_list(resource);
                 changed
             }
-            watcher::Event::Apply(obj) => shared.builder.lock().await.apply(&Observed::of(&obj)),
-            watcher::Event::Delete(obj) => shared.builder.lock().await.delete(
-                W::KIND,
-                &obj.namespace().unwrap_or_default(),
-                &obj.name_any(),
-            ),
+            watcher::Event::Apply(obj) => {
+                shared.rollouts.observe(&obj);
+                shared.builder.lock().await.apply(&Observed::of(&obj))
+            }
+            watcher::Event::Delete(obj) => {
+                let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+                shared.rollouts.forget(W::KIND, &ns, &name);
+                shared.builder.lock().await.delete(W::KIND, &ns, &name)
+            }
         };
         shared.metrics.indexer.watch_event(resource, did_change);
         if did_change {
@@ -154,8 +164,9 @@ mod tests {
         let kube =
             crate::k8s::connect_with(config, Duration::from_secs(5), metrics.clone()).unwrap();
         let state = Arc::new(WatchState::default());
+        let rollouts = Rollouts::new(kube.clone(), metrics.clone(), Duration::from_secs(600));
         let (shared, mut listed_rx) =
-            Shared::new(NamespaceFilter::default(), state.clone(), metrics);
+            Shared::new(NamespaceFilter::default(), state.clone(), metrics, rollouts);
         // Freeze: hold the lock the follower needs for its first list.
         let frozen = shared.builder.lock().await;
         let task = tokio::spawn(follow::<Deployment>(

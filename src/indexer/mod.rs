@@ -8,6 +8,7 @@
 mod follow;
 pub mod lease;
 pub mod progress;
+mod rollout;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use self::follow::Shared;
 use self::lease::{Election, lease_is_ours, read_lease};
 use self::progress::{Progress, Task};
+use self::rollout::Rollouts;
 use crate::index::Index;
 use crate::index::configmap::{ConfigMapRef, WriteError, write};
 use crate::k8s::Kube;
@@ -38,6 +40,8 @@ pub struct WatchSettings {
     /// A task of the watch that spends longer than this on one step is
     /// stalled, and `/healthz` fails (see [`Progress`]).
     pub stall_timeout: Duration,
+    /// A followed rollout not complete by then is reported failed.
+    pub rollout_timeout: Duration,
 }
 
 impl WatchSettings {
@@ -102,9 +106,19 @@ pub async fn watch(
     publish: Option<Publish>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (shared, mut listed) =
-        Shared::new(config.namespaces.clone(), state.clone(), metrics.clone());
+    let rollouts = Rollouts::new(
+        kube.clone(),
+        metrics.clone(),
+        config.settings.rollout_timeout,
+    );
+    let (shared, mut listed) = Shared::new(
+        config.namespaces.clone(),
+        state.clone(),
+        metrics.clone(),
+        rollouts.clone(),
+    );
     let mut followers = follow::spawn_all(&kube, &config.namespaces, &shared);
+    let timer = tokio::spawn(rollouts.run(shutdown.child_token()));
     let mut election = Election::start(&kube, &config).await?;
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
@@ -127,7 +141,9 @@ pub async fn watch(
         dirty: true,
         built: None,
     };
-    writer.run(&mut election, &mut followers, &shutdown).await?;
+    let result = writer.run(&mut election, &mut followers, &shutdown).await;
+    timer.abort();
+    result?;
     election.release().await;
     followers.abort_all();
     Ok(())
@@ -215,6 +231,7 @@ impl Writer {
         }
         tracing::info!(identity = %self.config.settings.identity, leader, "leadership changed");
         self.metrics.indexer.set_leader(leader);
+        self.shared.rollouts.set_leader(leader);
         if leader {
             // A new leader makes sure the ConfigMap holds what it sees, as
             // of now (a fresh generatedAt).

@@ -59,6 +59,7 @@ fn resource(kind: &str) -> (ApiResource, bool) {
         "ReplicaSet" => ("apps", "v1", "replicasets", true),
         "ConfigMap" => ("", "v1", "configmaps", true),
         "Event" => ("", "v1", "events", true),
+        "Pod" => ("", "v1", "pods", true),
         "Namespace" => ("", "v1", "namespaces", false),
         "ServiceAccount" => ("", "v1", "serviceaccounts", true),
         "Lease" => ("coordination.k8s.io", "v1", "leases", true),
@@ -277,6 +278,30 @@ impl Cluster {
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap();
+    }
+
+    /// Replaces `kind/name`'s status with what `status` makes of the
+    /// object, as its controller would (the fake has no controllers).
+    pub async fn put_status(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        status: impl Fn(&Value) -> Value,
+    ) {
+        let api = self.api(kind, Some(ns));
+        let mut obj = self
+            .get(kind, ns, name)
+            .await
+            .unwrap_or_else(|| panic!("no {kind} {ns}/{name}"));
+        obj["status"] = status(&obj);
+        api.replace_status(
+            name,
+            &PostParams::default(),
+            &serde_json::from_value::<DynamicObject>(obj).unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("status of {kind} {ns}/{name}: {e}"));
     }
 
     /// Writes (creates or replaces) the index ConfigMap.

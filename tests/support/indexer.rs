@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::cluster::Cluster;
-use super::{Pushroll, eventually};
+use super::{Pushroll, eventually, metric};
 
 pub fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
     vec![("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())]
@@ -86,3 +86,75 @@ pub async fn configmap_lists(c: &Cluster, ns: &str, image: &str, limit: Duration
     .await
     .is_some()
 }
+
+/// Waits until exactly one of two replicas leads and has written; returns
+/// (leader, follower).
+pub async fn leader_and_follower<'a>(
+    a: &'a mut Pushroll,
+    b: &'a mut Pushroll,
+) -> (&'a mut Pushroll, &'a mut Pushroll) {
+    let a_leads = eventually(Duration::from_secs(30), || async {
+        let (ma, mb) = (a.metrics().await, b.metrics().await);
+        let written = |m: &str| metric(m, "pushroll_index_writes_total{result=\"written\"}");
+        match (
+            metric(&ma, "pushroll_indexer_leader"),
+            metric(&mb, "pushroll_indexer_leader"),
+        ) {
+            (1.0, 0.0) if written(&ma) >= 1.0 => Some(true),
+            (0.0, 1.0) if written(&mb) >= 1.0 => Some(false),
+            _ => None,
+        }
+    })
+    .await
+    .expect("one replica leads and writes");
+    if a_leads { (a, b) } else { (b, a) }
+}
+
+/// Starts `serve --indexer` (no token check) whose watch covers `ns` and
+/// whose Lease and ConfigMap are in `cm_ns`; `file` is the index file.
+pub fn start_serve_indexer(
+    c: &Cluster,
+    cm_ns: &str,
+    ns: &str,
+    file: &std::path::Path,
+    pod: &str,
+) -> Pushroll {
+    start_serve_indexer_with(c, cm_ns, ns, file, pod, &[])
+}
+
+/// The same, with `extra` flags.
+pub fn start_serve_indexer_with(
+    c: &Cluster,
+    cm_ns: &str,
+    ns: &str,
+    file: &std::path::Path,
+    pod: &str,
+    extra: &[&str],
+) -> Pushroll {
+    let cm = format!("{cm_ns}/pushroll-index");
+    let mut env = kubeconfig_env(c);
+    env.push(("POD_NAME", pod.to_owned()));
+    let args = [
+        "--index-file",
+        file.to_str().unwrap(),
+        "--index-configmap",
+        &cm,
+        "--namespace",
+        ns,
+        "--debounce",
+        "200ms",
+        "--lease-duration",
+        "3s",
+    ];
+    Pushroll::start_env(&[SERVE_INDEXER, &args, extra].concat(), &env)
+}
+
+/// `serve --indexer` on a free loopback port, tokens unchecked.
+pub const SERVE_INDEXER: &[&str] = &[
+    "serve",
+    "--indexer",
+    "--listen",
+    "127.0.0.1:0",
+    "--auth",
+    "none",
+];

@@ -28,6 +28,7 @@ use kube::api::{
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
+use super::REPO;
 use super::cluster::{Backend, Cluster};
 
 /// The label every simulated Node carries, with the kubelet's id as value:
@@ -956,4 +957,80 @@ pub async fn restart(client: &kube::Client, kind: &str, ns: &str, name: &str) {
     api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
         .unwrap_or_else(|e| panic!("restarting {kind} {ns}/{name}: {e}"));
+}
+
+pub fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+/// A workload of `kind` whose pods run `containers` (name, image, pull policy).
+pub fn pod_workload(kind: &str, ns: &str, name: &str, containers: &[(&str, &str, &str)]) -> Value {
+    let containers: Vec<Value> = containers
+        .iter()
+        .map(|(n, i, p)| json!({"name": n, "image": i, "imagePullPolicy": p}))
+        .collect();
+    let mut w = json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": containers, "terminationGracePeriodSeconds": 30}
+            }
+        }
+    });
+    if kind == "StatefulSet" {
+        w["spec"]["serviceName"] = json!(name);
+    }
+    w
+}
+
+pub fn pod_deployment(ns: &str, name: &str, containers: &[(&str, &str, &str)]) -> Value {
+    let mut w = pod_workload("Deployment", ns, name, containers);
+    w["spec"]["replicas"] = json!(3);
+    w
+}
+
+/// Asserts that every container of `kind/name`'s live pods is ready and
+/// runs `digest` of `REPO`; returns the pods' names and nodes.
+pub async fn assert_runs(
+    k: &SimKubelet,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    pods: usize,
+    digest: &str,
+    why: &str,
+) -> Vec<(String, String)> {
+    let running = k.running(kind, ns, name).await;
+    let mut seen: Vec<(String, String)> = running
+        .iter()
+        .map(|r| (r.pod.clone(), r.node.clone()))
+        .collect();
+    seen.dedup();
+    assert_eq!(seen.len(), pods, "{kind} {name}: live pods {running:#?}");
+    for r in &running {
+        assert!(
+            r.digest == digest && r.image_id == format!("{REPO}@{digest}") && r.ready,
+            "{kind} {name}: {why}: pod {} container {} on {} runs {} (ready: {}), expected {digest}\nkubelet:\n{}",
+            r.pod,
+            r.container,
+            r.node,
+            r.image_id,
+            r.ready,
+            k.log()
+        );
+    }
+    seen
+}
+
+/// The real API server with a simulated kubelet of `nodes` nodes serving a
+/// fresh namespace named after `base`; `None` (the test skips) without a
+/// real API server.
+pub async fn real_with_kubelet(base: &str, nodes: usize) -> Option<(Cluster, String, SimKubelet)> {
+    let c = Cluster::real().await?;
+    let ns = c.ns(base);
+    let k = SimKubelet::start(&c, &[&ns], nodes).await.unwrap();
+    Some((c, ns, k))
 }

@@ -110,6 +110,21 @@ pub static RESOURCES: &[ResourceInfo] = &[
         has_status: false,
         create_on_update: false,
     },
+    // Pods: what the rollout follower lists (by label selector) to see
+    // which digest each runs; tests write them, nothing schedules them.
+    ResourceInfo {
+        group: "",
+        version: "v1",
+        resource: "pods",
+        kind: "Pod",
+        singular: "pod",
+        namespaced: true,
+        short_names: &["po"],
+        categories: ALL,
+        has_generation: false,
+        has_status: true,
+        create_on_update: false,
+    },
     ResourceInfo {
         group: "",
         version: "v1",

@@ -1,0 +1,468 @@
+//! The rollout follower: every rollout pushroll started, followed to its
+//! end from the workload watches the indexer already has (no polling, no
+//! watch of its own), and reported by the Lease holder with an Event, a
+//! metric and a log line. Judging is pure (`crate::rollout`); this holds
+//! the little state the follower needs and makes its API calls.
+//!
+//! Every replica tracks, only the leader reports: a replica that takes over
+//! mid-rollout already knows where each rollout stands. Reports are Events
+//! with deterministic names (create, 409 = already reported), so a leader
+//! change, a restart or a redelivered watch event never reports twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt as _;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::k8s::{EventKind, Kube, KubeError, rollout_event};
+use crate::metrics::Metrics;
+use crate::rollout::{Followed, Progress, Pushed, StalePod, pushed, selector_query, stale_pods};
+use crate::workload::Kind;
+
+/// Reports made at once (each is one pods LIST and one or two Events).
+const CONCURRENT_REPORTS: usize = 4;
+/// Entries that ended stay this long past their timeout, so that watch
+/// events repeating them cost nothing.
+const KEEP_ENDED: Duration = Duration::from_secs(60);
+
+type Key = (Kind, String, String);
+
+/// How a rollout ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ending {
+    /// At `at`, when the watch showed it complete.
+    Complete {
+        at: jiff::Timestamp,
+    },
+    Failed {
+        why: String,
+        at: jiff::Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    Following,
+    /// Ended; reported when this replica leads.
+    Ended(Ending),
+    Reporting,
+    Reported,
+    /// Not rolled by its controller (`OnDelete`): nothing to follow.
+    Unfollowable,
+}
+
+/// One followed rollout: a few fields, not the object.
+#[derive(Debug, Clone)]
+struct Entry {
+    pushed: Pushed,
+    uid: Option<String>,
+    selector: Option<String>,
+    stage: Stage,
+}
+
+impl Entry {
+    fn deadline(&self, timeout: Duration) -> jiff::Timestamp {
+        self.pushed.restarted_at + jiff::SignedDuration::try_from(timeout).unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Tracker {
+    leader: bool,
+    entries: HashMap<Key, Entry>,
+}
+
+pub(super) struct Rollouts {
+    tracker: Mutex<Tracker>,
+    /// A new deadline, or leadership: the timer looks again.
+    wake: Notify,
+    kube: Kube,
+    metrics: Arc<Metrics>,
+    timeout: Duration,
+    reports: Arc<Semaphore>,
+}
+
+/// What a report needs, copied out of the tracker.
+struct Job {
+    key: Key,
+    entry: Entry,
+    ending: Ending,
+}
+
+impl Rollouts {
+    pub(super) fn new(kube: Kube, metrics: Arc<Metrics>, timeout: Duration) -> Arc<Rollouts> {
+        Arc::new(Rollouts {
+            tracker: Mutex::new(Tracker::default()),
+            wake: Notify::new(),
+            kube,
+            metrics,
+            timeout,
+            reports: Arc::new(Semaphore::new(CONCURRENT_REPORTS)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        // A panic while holding it leaves plain data behind: keep going.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A workload as a list or watch saw it.
+    pub(super) fn observe<W: Followed>(self: &Arc<Self>, obj: &W) {
+        let key = (W::KIND, obj.namespace().unwrap_or_default(), obj.name_any());
+        let Some(pushed) = obj
+            .template()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(pushed)
+        else {
+            // Never rolled by pushroll (most workloads): nothing is kept.
+            let mut tracker = self.lock();
+            if tracker.entries.remove(&key).is_some() {
+                self.set_in_progress(&tracker);
+            }
+            return;
+        };
+        let now = jiff::Timestamp::now();
+        let progress = obj.progress();
+        let mut tracker = self.lock();
+        let known = tracker
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.pushed == pushed);
+        if !known {
+            let entry = Entry {
+                pushed,
+                uid: obj.uid(),
+                selector: obj.selector().and_then(selector_query),
+                stage: Stage::Following,
+            };
+            // Past its timeout when first seen (an indexer starting late):
+            // not ours to report again.
+            if entry.deadline(self.timeout) < now {
+                tracker.entries.remove(&key);
+                return;
+            }
+            tracker.entries.insert(key.clone(), entry);
+            self.wake.notify_one();
+        }
+        let entry = tracker.entries.get_mut(&key).expect("inserted above");
+        if entry.stage != Stage::Following {
+            return;
+        }
+        entry.stage = match progress {
+            Progress::Waiting(_) => Stage::Following,
+            Progress::Complete => Stage::Ended(Ending::Complete { at: now }),
+            Progress::Failed(why) => Stage::Ended(Ending::Failed { why, at: now }),
+            Progress::Unfollowable(why) => {
+                tracing::info!(kind = %key.0, namespace = %key.1, name = %key.2, why, "rollout not followed");
+                Stage::Unfollowable
+            }
+        };
+        self.report_ended(tracker, std::slice::from_ref(&key));
+    }
+
+    /// A workload deleted: its rollout ends with it, unreported.
+    pub(super) fn forget(&self, kind: Kind, namespace: &str, name: &str) {
+        let mut tracker = self.lock();
+        if tracker
+            .entries
+            .remove(&(kind, namespace.to_owned(), name.to_owned()))
+            .is_some()
+        {
+            self.set_in_progress(&tracker);
+        }
+    }
+
+    /// Leadership as the election says; a new leader reports what ended
+    /// while nobody did.
+    pub(super) fn set_leader(self: &Arc<Self>, leader: bool) {
+        let mut tracker = self.lock();
+        if tracker.leader == leader {
+            return;
+        }
+        tracker.leader = leader;
+        let keys: Vec<Key> = tracker.entries.keys().cloned().collect();
+        self.report_ended(tracker, &keys);
+        self.wake.notify_one();
+    }
+
+    /// Starts the reports of those of `keys` that ended (when this replica
+    /// leads), outside the lock.
+    fn report_ended(
+        self: &Arc<Self>,
+        mut tracker: std::sync::MutexGuard<'_, Tracker>,
+        keys: &[Key],
+    ) {
+        let jobs: Vec<Job> = keys
+            .iter()
+            .filter_map(|k| self.take_job(&mut tracker, k))
+            .collect();
+        self.set_in_progress(&tracker);
+        drop(tracker);
+        for job in jobs {
+            self.spawn_report(job);
+        }
+    }
+
+    /// The report to make now for `key`, if it ended and this replica leads.
+    fn take_job(&self, tracker: &mut Tracker, key: &Key) -> Option<Job> {
+        if !tracker.leader {
+            return None;
+        }
+        let entry = tracker.entries.get_mut(key)?;
+        let Stage::Ended(ending) = &entry.stage else {
+            return None;
+        };
+        let ending = ending.clone();
+        entry.stage = Stage::Reporting;
+        Some(Job {
+            key: key.clone(),
+            entry: entry.clone(),
+            ending,
+        })
+    }
+
+    fn set_in_progress(&self, tracker: &Tracker) {
+        let n = if tracker.leader {
+            tracker
+                .entries
+                .values()
+                .filter(|e| {
+                    matches!(
+                        e.stage,
+                        Stage::Following | Stage::Ended(_) | Stage::Reporting
+                    )
+                })
+                .count()
+        } else {
+            0
+        };
+        self.metrics.rollout.in_progress(n);
+    }
+
+    /// The one timer: sleeps until the next rollout's timeout, fails what
+    /// is past it, forgets what ended long ago.
+    pub(super) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = self.tick(jiff::Timestamp::now());
+            let sleep = next.map_or(Duration::from_secs(3600), |d| {
+                let left = d.duration_since(jiff::Timestamp::now());
+                Duration::try_from(left).unwrap_or_default() + Duration::from_millis(5)
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// One pass at `now`; returns the next time one is due.
+    fn tick(self: &Arc<Self>, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let keep = jiff::SignedDuration::try_from(KEEP_ENDED).unwrap_or_default();
+        let mut tracker = self.lock();
+        let mut next: Option<jiff::Timestamp> = None;
+        let mut due = Vec::new();
+        tracker.entries.retain(|key, entry| {
+            let deadline = entry.deadline(self.timeout);
+            match &entry.stage {
+                Stage::Following if deadline <= now => {
+                    entry.stage = Stage::Ended(Ending::Failed {
+                        why: format!(
+                            "not complete within --rollout-timeout ({})",
+                            humantime::format_duration(self.timeout)
+                        ),
+                        at: now,
+                    });
+                    due.push(key.clone());
+                }
+                Stage::Following => {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    return true;
+                }
+                Stage::Reporting => return true,
+                _ => {}
+            }
+            let forget_at = deadline + keep;
+            if forget_at <= now {
+                return false;
+            }
+            next = Some(next.map_or(forget_at, |n| n.min(forget_at)));
+            true
+        });
+        self.report_ended(tracker, &due);
+        next
+    }
+
+    fn spawn_report(self: &Arc<Self>, job: Job) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = this.reports.clone().acquire_owned().await;
+            this.report_until_done(job).await;
+        });
+    }
+
+    /// Retries with backoff while this replica leads and the rollout is
+    /// still the one tracked: every step is safe to repeat.
+    async fn report_until_done(self: &Arc<Self>, job: Job) {
+        let mut delays = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(30))
+                .without_max_times(),
+        );
+        loop {
+            match self.report(&job).await {
+                Ok(()) => {
+                    self.finish(&job, Stage::Reported);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(kind = %job.key.0, namespace = %job.key.1, name = %job.key.2, error = %e, "could not report the rollout's end; retrying");
+                }
+            }
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
+            let tracker = self.lock();
+            let current = tracker
+                .entries
+                .get(&job.key)
+                .is_some_and(|e| e.pushed == job.entry.pushed && e.stage == Stage::Reporting);
+            if !tracker.leader || !current {
+                drop(tracker);
+                // Another leader reports it (the same Event names).
+                self.finish(&job, Stage::Ended(job.ending.clone()));
+                return;
+            }
+        }
+    }
+
+    fn finish(&self, job: &Job, stage: Stage) {
+        let mut tracker = self.lock();
+        if let Some(e) = tracker.entries.get_mut(&job.key)
+            && e.pushed == job.entry.pushed
+            && e.stage == Stage::Reporting
+        {
+            e.stage = stage;
+        }
+        self.set_in_progress(&tracker);
+    }
+
+    /// The report: for a completion, one LIST of the pods first (what they
+    /// run), then the Events. Metrics and the log line count only Events
+    /// this call created, so a rollout is counted once.
+    async fn report(&self, job: &Job) -> Result<(), KubeError> {
+        let (kind, ns, name) = &job.key;
+        let pushed = &job.entry.pushed;
+        let meta = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: job.entry.uid.clone(),
+            ..ObjectMeta::default()
+        };
+        let now = jiff::Timestamp::now();
+        let event = |what, message| rollout_event(*kind, &meta, what, &pushed.digest, message, now);
+        match &job.ending {
+            Ending::Complete { at } => {
+                let took = since(pushed.restarted_at, *at);
+                let stale = match &job.entry.selector {
+                    Some(selector) => {
+                        let pods = self.kube.list_pods(ns, selector).await?;
+                        stale_pods(&pods, &pushed.containers, &pushed.digest)
+                    }
+                    None => Vec::new(),
+                };
+                let message = format!(
+                    "Rollout of {} complete after {}",
+                    pushed.digest,
+                    humantime::format_duration(round(took))
+                );
+                let first = created(
+                    self.kube
+                        .create_event(&event(EventKind::RolloutComplete, message))
+                        .await,
+                )?;
+                if !stale.is_empty() {
+                    created(
+                        self.kube
+                            .create_event(&event(
+                                EventKind::ImageStale,
+                                stale_message(pushed, &stale),
+                            ))
+                            .await,
+                    )?;
+                }
+                if first {
+                    let result = if stale.is_empty() {
+                        "complete"
+                    } else {
+                        "stale"
+                    };
+                    self.metrics
+                        .rollout
+                        .ended(kind.as_str(), result, Some(took));
+                    tracing::info!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result, duration_seconds = took.as_secs_f64(), stale_pods = stale.len(), "rollout finished");
+                } else {
+                    tracing::debug!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, "rollout already reported");
+                }
+            }
+            Ending::Failed { why, at } => {
+                let took = since(pushed.restarted_at, *at);
+                let message = format!("Rollout of {} failed: {why}", pushed.digest);
+                let first = created(
+                    self.kube
+                        .create_event(&event(EventKind::RolloutFailed, message))
+                        .await,
+                )?;
+                if first {
+                    self.metrics.rollout.ended(kind.as_str(), "failed", None);
+                    tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result = "failed", duration_seconds = took.as_secs_f64(), why, "rollout finished");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the Event was created now (`false`: it already existed).
+fn created(result: Result<(), KubeError>) -> Result<bool, KubeError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(KubeError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn since(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or_default()
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64 / 100 * 100)
+}
+
+/// Names every stale pod (a bounded number), its node and what it runs.
+fn stale_message(pushed: &Pushed, stale: &[StalePod]) -> String {
+    const SHOWN: usize = 10;
+    let mut pods: Vec<String> = stale
+        .iter()
+        .take(SHOWN)
+        .map(|s| {
+            format!(
+                "{} on {} runs {} in {}",
+                s.pod, s.node, s.digest, s.container
+            )
+        })
+        .collect();
+    if stale.len() > SHOWN {
+        pods.push(format!("and {} more", stale.len() - SHOWN));
+    }
+    format!(
+        "Rollout complete, but pods do not run the pushed digest {} (a cached image: see imagePullPolicy, or pushroll.io/mode: pin): {}",
+        pushed.digest,
+        pods.join("; ")
+    )
+}
