@@ -1,6 +1,7 @@
 //! The index core without I/O: workloads in, image→workloads out. The scan
 //! (`pushroll index`), the watch (`index --watch`) and `serve --on-miss
-//! scan` all feed it the same way: `apply`, `delete`, `reset`.
+//! scan` all feed it the same way: `apply`, `delete`, `reset` (a watch's
+//! relist: `begin_relist`, `relisted`, `finish_relist`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
