@@ -9,14 +9,19 @@
 # Deployment created afterwards (bounded below by --debounce, 2 s).
 # Prints medians over RUNS (default 3) and serve/index ratios.
 #
+# BEFORE=DIR also measures DIR/pushroll (e.g. a build of an older commit),
+# alternating with this tree's run by run, and adds a before/after table.
+#
 #   cargo build --release --locked -p pushroll -p fake-apiserver
 #   scripts/measure-indexer.sh [N] [RUNS]
+#   BEFORE=/tmp/old scripts/measure-indexer.sh 50000 3
 #
 # Needs curl and python3 (to write the objects); not part of CI.
 set -euo pipefail
 N=${1:-20000}
 RUNS=${2:-3}
 B=$(cd "$(dirname "$0")/.." && pwd)/target/release
+BEFORE=${BEFORE:-}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 now() { date +%s.%N; }
@@ -38,10 +43,10 @@ push() {
     curl -s -d "{\"action\":\"INSERT\",\"tag\":\"us-east1-docker.pkg.dev/p/r/$1:v1\",\"digest\":\"sha256:$(printf '1%.0s' {1..64})\"}" \
         "http://127.0.0.1:$2/push"
 }
-# one MODE RUN: prints "ready written rss_kib hwm_kib found"
+# one BIN MODE RUN: prints "ready written rss_kib hwm_kib found"
 one() {
-    local mode=$1 run=$2 port=$((18080 + run)) dir="$W/$1-$2"
-    mkdir -p "$dir"
+    local bin=$1 mode=$2 run=$3 port=$((18080 + $3)) dir
+    dir=$(mktemp -d "$W/$mode-$run-XXXX")
     "$B/fake-apiserver" --load "$W/objects.json" --kubeconfig "$dir/kc" --history 100000 > "$dir/url" 2> "$dir/fake.err" &
     local fake=$!
     until [ -s "$dir/kc" ] && [ -s "$dir/url" ]; do sleep 0.05; done
@@ -52,7 +57,7 @@ one() {
         args=(index --watch)
     fi
     t0=$(now)
-    KUBECONFIG="$dir/kc" POD_NAME="$mode-$run" "$B/pushroll" --log-format json "${args[@]}" \
+    KUBECONFIG="$dir/kc" POD_NAME="$mode-$run" "$bin" --log-format json "${args[@]}" \
         --listen "127.0.0.1:$port" --index-configmap pushroll/pushroll-index 2> "$dir/err" &
     pid=$!
     until curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; do sleep 0.01; done
@@ -78,7 +83,10 @@ one() {
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for mode in index serve; do
-    for run in $(seq 1 "$RUNS"); do one "$mode" "$run" >> "$W/$mode.txt"; done
+    for run in $(seq 1 "$RUNS"); do
+        [ -z "$BEFORE" ] || one "$BEFORE/pushroll" "$mode" "$run" >> "$W/before-$mode.txt"
+        one "$B/pushroll" "$mode" "$run" >> "$W/$mode.txt"
+    done
 done
 col() { awk -v c="$2" '{print $c}' "$W/$1.txt" | median; }
 printf '%s Deployments, %s runs each, medians\n' "$N" "$RUNS"
@@ -94,3 +102,18 @@ for c in "1 start → ready (s)" "2 start → first write (s)" "3 VmRSS at first
     printf '| %s | %s | %s | %.2f |\n' "$label" "$a" "$b" "$(echo "scale=4; $b / $a" | bc)"
 done
 printf '| a Deployment created after ready → found by a push (s) | — | %.3f | |\n' "$(col serve 5)"
+[ -n "$BEFORE" ] || exit 0
+printf '\n%s/pushroll (before) against %s/pushroll (after), same runs, medians\n' "$BEFORE" "$B"
+printf '| | before | after | after/before |\n| --- | --- | --- | --- |\n'
+for mode in index serve; do
+    for c in "3 VmRSS at first write (MiB)" "4 VmHWM (MiB)" "2 start → first write (s)"; do
+        i=${c%% *}; label=${c#* }
+        a=$(col "before-$mode" "$i"); b=$(col "$mode" "$i")
+        if [ "$i" -ge 3 ]; then
+            a=$(echo "scale=1; $a / 1024" | bc); b=$(echo "scale=1; $b / 1024" | bc)
+        else
+            a=$(printf '%.3f' "$a"); b=$(printf '%.3f' "$b")
+        fi
+        printf '| %s: %s | %s | %s | %.2f |\n' "$mode" "$label" "$a" "$b" "$(echo "scale=4; $b / $a" | bc)"
+    done
+done

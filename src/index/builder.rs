@@ -1,15 +1,18 @@
 //! The index core without I/O: workloads in, image→workloads out. The scan
 //! (`pushroll index`), the watch (`index --watch`) and `serve --on-miss
-//! scan` all feed it the same way: `apply`, `delete`, `reset`.
+//! scan` all feed it the same way: `apply`, `delete`, `reset` (a watch's
+//! relist: `begin_relist`, `relisted`, `finish_relist`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use kube::ResourceExt as _;
 
-use crate::index::Index;
+use crate::index::intern::Interner;
+use crate::index::{Entry, Index};
 use crate::plan::digest_annotation;
 use crate::reference::{match_key, strip_pin};
-use crate::workload::{Kind, Mode, NamespaceFilter, Workload, WorkloadRef, containers};
+use crate::workload::{Kind, Mode, NamespaceFilter, Workload, containers};
 
 /// One workload as a list or watch saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,39 +61,91 @@ impl Observed {
     }
 }
 
-type WorkloadKey = (Kind, String, String);
+/// One image a workload runs, and the names of its containers that run
+/// it (sorted).
+type ImageUse = (Arc<str>, Arc<[Arc<str>]>);
 
-/// Normalized image key → the containers that run it.
-type Images = BTreeMap<String, Vec<String>>;
+/// What the index keeps of a workload: its matchable images, sorted by key.
+/// Interned, like every string in it: workloads deployed from one template
+/// share one copy.
+type Images = Arc<[ImageUse]>;
+
+/// One kind's workloads, by namespace and name.
+type Table = HashMap<(Arc<str>, Arc<str>), Images>;
 
 /// The incremental index.
-#[derive(Debug, Default, Clone)]
+///
+/// It holds every workload of a cluster for as long as the indexer runs, so
+/// it is kept small: each string (namespace, name, image key, container
+/// name), each container list and each image set is held once and shared,
+/// also with the [`Index`]es built from it; one table per kind, so that a
+/// relist replaces its kind's table without copying the others.
+#[derive(Debug, Default)]
 pub struct IndexBuilder {
     namespaces: NamespaceFilter,
-    workloads: HashMap<WorkloadKey, Images>,
+    /// By [`slot`].
+    tables: [Table; 3],
+    /// The table of a relist in progress ([`begin_relist`](Self::begin_relist)),
+    /// by [`slot`].
+    relists: [Option<Table>; 3],
+    strings: Interner<str>,
+    lists: Interner<[Arc<str>]>,
+    sets: Interner<[ImageUse]>,
+    /// Workloads removed or replaced since the interners were last pruned.
+    dropped: usize,
 }
+
+/// Where a kind's table is: its place in [`Kind::ALL`].
+fn slot(kind: Kind) -> usize {
+    Kind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind is in Kind::ALL")
+}
+
+/// Dropped workloads between two prunes of the interners, at least (and at
+/// least as many as the builder holds, so that pruning costs O(1) per drop).
+const PRUNE_AFTER: usize = 1024;
 
 impl IndexBuilder {
     pub fn new(namespaces: NamespaceFilter) -> IndexBuilder {
         IndexBuilder {
             namespaces,
-            workloads: HashMap::new(),
+            ..IndexBuilder::default()
         }
     }
 
     /// What of a workload the index keeps: matchable images only (pinned and
-    /// invalid references can never match a push).
-    fn images_of(entry: &Observed) -> Images {
-        let mut images = Images::new();
+    /// invalid references can never match a push). `None` when none is.
+    fn images_of(&mut self, entry: &Observed) -> Option<Images> {
+        let mut images: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for (container, image) in &entry.containers {
             if let Some(key) = match_key(image) {
-                let containers = images.entry(key).or_default();
-                if !containers.contains(container) {
-                    containers.push(container.clone());
-                }
+                images.entry(key).or_default().push(container);
             }
         }
-        images
+        if images.is_empty() {
+            return None;
+        }
+        let uses: Vec<ImageUse> = images
+            .into_iter()
+            .map(|(key, mut containers)| {
+                containers.sort_unstable();
+                containers.dedup();
+                let names: Vec<Arc<str>> =
+                    containers.iter().map(|c| self.strings.intern(c)).collect();
+                (self.strings.intern(&key), self.lists.intern(&names))
+            })
+            .collect();
+        Some(self.sets.intern(&uses))
+    }
+
+    /// The table key of `entry`.
+    fn key(&mut self, entry: &Observed) -> (Arc<str>, Arc<str>) {
+        (
+            self.strings.intern(&entry.namespace),
+            self.strings.intern(&entry.name),
+        )
     }
 
     /// Adds or updates a workload; returns whether the index changed.
@@ -98,71 +153,119 @@ impl IndexBuilder {
         if !self.namespaces.allows(&entry.namespace) {
             return false;
         }
-        let key = (entry.kind, entry.namespace.clone(), entry.name.clone());
-        let images = Self::images_of(entry);
-        if images.is_empty() {
-            return self.workloads.remove(&key).is_some();
-        }
-        if self.workloads.get(&key) == Some(&images) {
+        let Some(images) = self.images_of(entry) else {
+            return self.delete(entry.kind, &entry.namespace, &entry.name);
+        };
+        let key = self.key(entry);
+        let table = &mut self.tables[slot(entry.kind)];
+        if table.get(&key) == Some(&images) {
             return false;
         }
-        self.workloads.insert(key, images);
+        let replaced = table.insert(key, images).is_some();
+        self.note_dropped(usize::from(replaced));
         true
     }
 
     /// Removes a workload; returns whether the index changed.
     pub fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
-        self.workloads
-            .remove(&(kind, namespace.to_owned(), name.to_owned()))
-            .is_some()
+        let (Some(namespace), Some(name)) = (self.strings.get(namespace), self.strings.get(name))
+        else {
+            return false;
+        };
+        let removed = self.tables[slot(kind)].remove(&(namespace, name)).is_some();
+        self.note_dropped(usize::from(removed));
+        removed
+    }
+
+    /// Starts a relist of `kind`: [`relisted`](Self::relisted) collects
+    /// what it lists, [`finish_relist`](Self::finish_relist) makes that the
+    /// kind's content. The index does not change meanwhile. Collecting here,
+    /// rather than in a list of [`Observed`] to [`reset`](Self::reset)
+    /// with, holds each listed workload in its compact, shared form.
+    pub fn begin_relist(&mut self, kind: Kind) {
+        self.relists[slot(kind)] = Some(Table::new());
+    }
+
+    /// One workload of the relist of its kind in progress.
+    pub fn relisted(&mut self, entry: &Observed) {
+        if !self.namespaces.allows(&entry.namespace) {
+            return;
+        }
+        if let Some(images) = self.images_of(entry) {
+            let key = self.key(entry);
+            self.relists[slot(entry.kind)]
+                .get_or_insert_with(Table::new)
+                .insert(key, images);
+        }
+    }
+
+    /// Replaces every workload of `kind` with those of its relist; returns
+    /// whether the index changed.
+    pub fn finish_relist(&mut self, kind: Kind) -> bool {
+        let mut listed = self.relists[slot(kind)].take().unwrap_or_default();
+        listed.shrink_to_fit();
+        let before = std::mem::replace(&mut self.tables[slot(kind)], listed);
+        let changed = before != self.tables[slot(kind)];
+        self.note_dropped(before.len());
+        changed
     }
 
     /// Replaces every workload of `kind` (after a relist); returns whether
     /// the index changed.
     pub fn reset(&mut self, kind: Kind, entries: &[Observed]) -> bool {
-        let before: HashMap<WorkloadKey, Images> = self
-            .workloads
-            .iter()
-            .filter(|((k, _, _), _)| *k == kind)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.workloads.retain(|(k, _, _), _| *k != kind);
+        self.begin_relist(kind);
         for entry in entries.iter().filter(|e| e.kind == kind) {
-            self.apply(entry);
+            self.relisted(entry);
         }
-        let after = self
-            .workloads
-            .iter()
-            .filter(|((k, _, _), _)| *k == kind)
-            .count();
-        after != before.len() || before.iter().any(|(k, v)| self.workloads.get(k) != Some(v))
+        self.finish_relist(kind)
+    }
+
+    /// Counts workloads dropped; now and then (see [`PRUNE_AFTER`]),
+    /// forgets the values nothing holds any more: what a relist replaced,
+    /// or a cluster's churn of image tags over days. Sets first: they hold
+    /// lists and strings.
+    fn note_dropped(&mut self, dropped: usize) {
+        self.dropped += dropped;
+        if self.dropped >= self.workload_count().max(PRUNE_AFTER) {
+            self.sets.prune();
+            self.lists.prune();
+            self.strings.prune();
+            self.dropped = 0;
+        }
     }
 
     pub(crate) fn workload_count(&self) -> usize {
-        self.workloads.len()
+        self.tables.iter().map(HashMap::len).sum()
     }
 
-    /// The index as of now.
+    /// The index as of now. It shares the builder's strings: building
+    /// copies none.
     pub fn build(&self, generated_at: Option<jiff::Timestamp>) -> Index {
-        let entries = self
-            .workloads
-            .iter()
-            .flat_map(|((kind, ns, name), images)| {
-                images.iter().map(move |(image, containers)| {
-                    let mut containers = containers.clone();
-                    containers.sort();
-                    (
-                        image.clone(),
-                        WorkloadRef {
-                            kind: *kind,
-                            namespace: ns.clone(),
-                            name: name.clone(),
-                            containers,
-                        },
-                    )
-                })
-            });
-        Index::from_entries(generated_at, entries)
+        // Counted first, so that each key's entries are allocated once, at
+        // their size.
+        let mut counts: HashMap<&Arc<str>, usize> = HashMap::new();
+        for images in self.tables.iter().flat_map(HashMap::values) {
+            for (image, _) in images.iter() {
+                *counts.entry(image).or_default() += 1;
+            }
+        }
+        let mut images: HashMap<Arc<str>, Vec<Entry>> = counts
+            .into_iter()
+            .map(|(image, n)| (image.clone(), Vec::with_capacity(n)))
+            .collect();
+        for (kind, table) in Kind::ALL.into_iter().zip(&self.tables) {
+            for ((namespace, name), uses) in table {
+                for (image, containers) in uses.iter() {
+                    images.get_mut(image).expect("counted").push(Entry {
+                        kind,
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        containers: containers.clone(),
+                    });
+                }
+            }
+        }
+        Index::from_images(generated_at, images)
     }
 }
 
@@ -323,6 +426,29 @@ mod tests {
         }
         // An invalid image is skipped, not fatal.
         assert!(!b.apply(&e(Kind::Deployment, "c", "bad", &[("x", "Not An Image")])));
+    }
+
+    #[test]
+    fn values_nothing_holds_are_forgotten() {
+        let mut b = IndexBuilder::new(NamespaceFilter::default());
+        // A workload whose tag changes, over and over.
+        for i in 0..5 * PRUNE_AFTER {
+            let image = format!("app:v{i}");
+            assert!(b.apply(&e(Kind::Deployment, "a", "web", &[("app", &image)])));
+        }
+        assert!(b.strings.len() <= PRUNE_AFTER + 3, "{}", b.strings.len());
+        assert!(b.sets.len() <= PRUNE_AFTER + 1, "{}", b.sets.len());
+        let last = format!("docker.io/library/app:v{}", 5 * PRUNE_AFTER - 1);
+        assert_eq!(names(&b.build(None), &last), ["Deployment/a/web:app"]);
+        // A relist replaces a table; an index built before it keeps its
+        // strings.
+        let before = b.build(None);
+        assert!(b.reset(
+            Kind::Deployment,
+            &[e(Kind::Deployment, "b", "api", &[("c", "x:1")])]
+        ));
+        assert_eq!(names(&before, &last), ["Deployment/a/web:app"]);
+        assert_eq!(b.workload_count(), 1);
     }
 
     #[test]

@@ -12,19 +12,23 @@
 pub mod builder;
 pub mod configmap;
 pub mod file;
+mod intern;
 mod parse;
 pub mod scan;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash as _, Hasher as _};
-use std::io::Read as _;
+use std::io::{Read as _, Write};
+use std::sync::Arc;
 
 use serde::Serialize;
+use serde::ser::{SerializeStruct as _, Serializer};
 
+use self::intern::Sharing;
 use self::parse::read;
-use crate::workload::InvalidName;
 use crate::workload::WorkloadRef;
+use crate::workload::{InvalidName, Kind};
 
 /// The bound on an index's JSON when the process has no memory limit
 /// (`--max-index-bytes` overrides it): about 80,000 workloads.
@@ -94,7 +98,57 @@ pub(crate) fn content_hash(json: Option<&[u8]>, gz: Option<&[u8]>) -> u64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Index {
     pub generated_at: Option<jiff::Timestamp>,
-    images: HashMap<String, Vec<WorkloadRef>>,
+    /// Each key's entries sorted, at their exact capacity.
+    images: HashMap<Arc<str>, Vec<Entry>>,
+}
+
+/// One workload under an image key: a [`WorkloadRef`] whose strings are
+/// shared, between the keys the workload appears under and with the
+/// builder the index came from (the same namespace, name and container
+/// list are held once, not once per key and once more per index).
+/// Ordered as [`WorkloadRef`] is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) containers: Arc<[Arc<str>]>,
+}
+
+impl Entry {
+    fn to_ref(&self) -> WorkloadRef {
+        WorkloadRef {
+            kind: self.kind,
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+            containers: self.containers.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// As [`WorkloadRef`] serializes.
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut out = s.serialize_struct("WorkloadRef", 4)?;
+        out.serialize_field("kind", &self.kind)?;
+        out.serialize_field("namespace", &*self.namespace)?;
+        out.serialize_field("name", &*self.name)?;
+        if self.containers.is_empty() {
+            out.skip_field("containers")?;
+        } else {
+            out.serialize_field("containers", &Names(&self.containers))?;
+        }
+        out.end()
+    }
+}
+
+/// Shared strings as a JSON array of strings.
+struct Names<'a>(&'a [Arc<str>]);
+
+impl Serialize for Names<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|n| &**n))
+    }
 }
 
 /// Why an index file was not loaded (the last good index stays in use).
@@ -118,7 +172,7 @@ struct FileOut<'a> {
     version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     generated_at: Option<jiff::Timestamp>,
-    images: BTreeMap<&'a str, &'a [WorkloadRef]>,
+    images: BTreeMap<&'a str, &'a [Entry]>,
 }
 
 /// What loading skipped, so that it can be logged (and counted) once.
@@ -214,14 +268,34 @@ impl Index {
         generated_at: Option<jiff::Timestamp>,
         entries: impl IntoIterator<Item = (String, WorkloadRef)>,
     ) -> Index {
-        let mut images: HashMap<String, Vec<WorkloadRef>> = HashMap::new();
+        let mut grouped: HashMap<String, Vec<WorkloadRef>> = HashMap::new();
         for (key, w) in entries {
-            images.entry(key).or_default().push(w);
+            grouped.entry(key).or_default().push(w);
         }
-        for workloads in images.values_mut() {
-            workloads.sort();
-            workloads.dedup();
+        let mut sharing = Sharing::default();
+        let images = grouped
+            .into_iter()
+            .map(|(key, mut workloads)| {
+                workloads.sort();
+                workloads.dedup();
+                let entries = workloads.iter().map(|w| sharing.entry(w)).collect();
+                (sharing.key(&key), entries)
+            })
+            .collect();
+        Index::from_images(generated_at, images)
+    }
+
+    /// An index of `images` whose entries are unique per key, in any
+    /// order: sorted here, and trimmed to their length.
+    pub(crate) fn from_images(
+        generated_at: Option<jiff::Timestamp>,
+        mut images: HashMap<Arc<str>, Vec<Entry>>,
+    ) -> Index {
+        for entries in images.values_mut() {
+            entries.sort_unstable();
+            entries.shrink_to_fit();
         }
+        images.shrink_to_fit();
         Index {
             generated_at,
             images,
@@ -229,8 +303,10 @@ impl Index {
     }
 
     /// The workloads that run `key` (a normalized tagged reference).
-    pub fn lookup(&self, key: &str) -> &[WorkloadRef] {
-        self.images.get(key).map_or(&[], Vec::as_slice)
+    pub fn lookup(&self, key: &str) -> Vec<WorkloadRef> {
+        self.images.get(key).map_or_else(Vec::new, |entries| {
+            entries.iter().map(Entry::to_ref).collect()
+        })
     }
 
     /// Whether two indexes map the same images to the same workloads,
@@ -250,16 +326,26 @@ impl Index {
 
     /// The version 1 JSON, keys sorted, so equal indexes serialize alike.
     pub fn to_json(&self) -> Vec<u8> {
-        let out = FileOut {
+        let mut json = Vec::new();
+        self.write_json(&mut json)
+            .expect("writing to memory cannot fail");
+        json
+    }
+
+    /// [`to_json`](Index::to_json) into `out`, as it is serialized: the
+    /// ConfigMap's gzip is compressed from it without the whole JSON (at
+    /// 50,000 workloads, 16 MiB) ever being held.
+    pub fn write_json(&self, out: impl Write) -> std::io::Result<()> {
+        let file = FileOut {
             version: 1,
             generated_at: self.generated_at,
             images: self
                 .images
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .map(|(k, v)| (&**k, v.as_slice()))
                 .collect(),
         };
-        serde_json::to_vec(&out).expect("serializing plain data cannot fail")
+        serde_json::to_writer(out, &file).map_err(std::io::Error::from)
     }
 }
 

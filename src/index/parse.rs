@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{Index, IndexError, Limits, LoadReport};
+use super::intern::Sharing;
+use super::{Entry, Index, IndexError, Limits, LoadReport};
 use crate::reference::Reference;
 use crate::workload::{Kind, WorkloadRef, check_names};
 
@@ -38,7 +40,8 @@ fn heap(len: usize) -> u64 {
     }
 }
 
-/// The estimated memory one entry takes in the index.
+/// The estimated memory one entry takes in the index: as read, before
+/// its strings are shared with the other entries', so an upper bound.
 fn entry_cost(w: &WorkloadRef) -> u64 {
     size_of::<WorkloadRef>() as u64
         + heap(w.namespace.len())
@@ -55,11 +58,23 @@ struct Builder<'l> {
     cost: u64,
     /// Set when a charge went over: the parse error that follows is that.
     over: bool,
-    images: HashMap<String, Vec<WorkloadRef>>,
+    images: HashMap<Arc<str>, Vec<Entry>>,
+    sharing: Sharing,
     report: LoadReport,
 }
 
 impl Builder<'_> {
+    fn new(limits: &Limits) -> Builder<'_> {
+        Builder {
+            limits,
+            cost: 0,
+            over: false,
+            images: HashMap::new(),
+            sharing: Sharing::default(),
+            report: LoadReport::default(),
+        }
+    }
+
     fn charge<E: de::Error>(&mut self, bytes: u64) -> Result<(), E> {
         self.cost = self.cost.saturating_add(bytes);
         if self.cost > self.limits.max_memory() {
@@ -71,18 +86,13 @@ impl Builder<'_> {
 
     /// Files `entries` under `key`; the key's bytes and the entries
     /// (`cost` in all) are charged already.
-    fn add<E: de::Error>(
-        &mut self,
-        key: String,
-        entries: Vec<WorkloadRef>,
-        cost: u64,
-    ) -> Result<(), E> {
+    fn add<E: de::Error>(&mut self, key: String, entries: Vec<Entry>, cost: u64) -> Result<(), E> {
         let skipped = match Reference::parse(&key) {
             Ok(r) if r.is_pinned() => &mut self.report.pinned_keys,
             Ok(r) => {
                 // The normalized key replaces the one read.
                 self.cost -= heap(key.len());
-                match self.images.entry(r.tagged()) {
+                match self.images.entry(Arc::from(r.tagged())) {
                     MapEntry::Occupied(mut o) => o.get_mut().extend(entries),
                     MapEntry::Vacant(v) => {
                         // The key, and its slot in a table that may double.
@@ -182,14 +192,14 @@ impl<'de> Visitor<'de> for Images<'_, '_> {
 struct Entries<'b, 'l>(&'b mut Builder<'l>);
 
 impl<'de> DeserializeSeed<'de> for Entries<'_, '_> {
-    type Value = (Vec<WorkloadRef>, u64);
+    type Value = (Vec<Entry>, u64);
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> Visitor<'de> for Entries<'_, '_> {
-    type Value = (Vec<WorkloadRef>, u64);
+    type Value = (Vec<Entry>, u64);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of workloads")
     }
@@ -213,7 +223,7 @@ impl<'de> Visitor<'de> for Entries<'_, '_> {
             let bytes = entry_cost(&w);
             self.0.charge(bytes)?;
             cost += bytes;
-            out.push(w);
+            out.push(self.0.sharing.entry(&w));
         }
         // Most images have one workload: not 4 slots of 80 bytes each.
         out.shrink_to_fit();
@@ -226,13 +236,7 @@ pub(super) fn read<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
     limits: &Limits,
 ) -> Result<(Index, LoadReport), IndexError> {
-    let mut builder = Builder {
-        limits,
-        cost: 0,
-        over: false,
-        images: HashMap::new(),
-        report: LoadReport::default(),
-    };
+    let mut builder = Builder::new(limits);
     let head = (&mut builder)
         .deserialize(&mut *de)
         .and_then(|head| de.end().map(|()| head));
@@ -251,27 +255,32 @@ pub(super) fn read<'de, R: serde_json::de::Read<'de>>(
     {
         return Err(IndexError::Version(v));
     }
-    let mut images = builder.images;
+    let Builder {
+        mut images,
+        mut sharing,
+        report,
+        ..
+    } = builder;
     // Keys that normalize alike are merged; keep one entry per workload.
     for workloads in images.values_mut() {
         workloads.sort();
         workloads.dedup_by(|a, b| {
             let same = a.kind == b.kind && a.namespace == b.namespace && a.name == b.name;
             if same {
-                b.containers.append(&mut a.containers);
-                b.containers.sort();
-                b.containers.dedup();
+                let mut merged: Vec<&str> = b
+                    .containers
+                    .iter()
+                    .chain(a.containers.iter())
+                    .map(|c| &**c)
+                    .collect();
+                merged.sort();
+                merged.dedup();
+                b.containers = sharing.names(&merged);
             }
             same
         });
     }
-    Ok((
-        Index {
-            generated_at,
-            images,
-        },
-        builder.report,
-    ))
+    Ok((Index::from_images(generated_at, images), report))
 }
 
 #[cfg(test)]
@@ -294,13 +303,8 @@ mod tests {
             )
         });
         let json = Index::from_entries(None, entries).to_json();
-        let mut builder = Builder {
-            limits: &Limits::new(u64::MAX / 2),
-            cost: 0,
-            over: false,
-            images: HashMap::new(),
-            report: LoadReport::default(),
-        };
+        let limits = Limits::new(u64::MAX / 2);
+        let mut builder = Builder::new(&limits);
         (&mut builder)
             .deserialize(&mut serde_json::Deserializer::from_slice(&json))
             .unwrap();

@@ -216,7 +216,7 @@ impl IndexStore {
         // it answers hits and misses alike, with no API call.
         if let Some(index) = self.watched.load().as_deref() {
             return Ok(Found {
-                workloads: index.lookup(key).to_vec(),
+                workloads: index.lookup(key),
                 source: Source::Configmap,
             });
         }
@@ -284,10 +284,7 @@ impl IndexStore {
     fn in_memory(&self, key: &str) -> Option<Found> {
         let (index, source) = self.newest()?;
         let workloads = index.lookup(key);
-        (!workloads.is_empty()).then(|| Found {
-            workloads: workloads.to_vec(),
-            source,
-        })
+        (!workloads.is_empty()).then_some(Found { workloads, source })
     }
 
     /// Fetches the index ConfigMap unless that was done less than
