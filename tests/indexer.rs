@@ -684,17 +684,15 @@ async fn serve_indexer_runs_with_the_single_overlays_rbac() {
     let file = missing.path().join("index.json");
     let p = Pushroll::start_env(
         &[
-            "serve",
-            "--indexer",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--index-file",
-            file.to_str().unwrap(),
-            "--debounce",
-            "200ms",
-        ],
+            SERVE_INDEXER,
+            &[
+                "--index-file",
+                file.to_str().unwrap(),
+                "--debounce",
+                "200ms",
+            ],
+        ]
+        .concat(),
         &[
             ("KUBECONFIG", kubeconfig.to_string_lossy().into_owned()),
             ("POD_NAMESPACE", "pushroll".to_owned()),

@@ -12,6 +12,13 @@ pub fn kubeconfig_env(c: &Cluster) -> Vec<(&'static str, String)> {
     vec![("KUBECONFIG", c.kubeconfig.to_string_lossy().into_owned())]
 }
 
+/// [`kubeconfig_env`], running as the pod `pod` (the Lease holder's name).
+fn pod_env(c: &Cluster, pod: &str) -> Vec<(&'static str, String)> {
+    let mut env = kubeconfig_env(c);
+    env.push(("POD_NAME", pod.to_owned()));
+    env
+}
+
 /// The ConfigMap's index `images`, or `None` when it has none yet.
 pub async fn configmap_images(c: &Cluster, ns: &str) -> Option<Value> {
     let cm = c.get("ConfigMap", ns, "pushroll-index").await?;
@@ -49,8 +56,7 @@ pub fn start_watch_with(
     extra: &[&str],
 ) -> Pushroll {
     let cm = format!("{cm_ns}/pushroll-index");
-    let mut env = kubeconfig_env(c);
-    env.push(("POD_NAME", pod.to_owned()));
+    let env = pod_env(c, pod);
     let args = [
         "index",
         "--watch",
@@ -132,8 +138,7 @@ pub fn start_serve_indexer_with(
     extra: &[&str],
 ) -> Pushroll {
     let cm = format!("{cm_ns}/pushroll-index");
-    let mut env = kubeconfig_env(c);
-    env.push(("POD_NAME", pod.to_owned()));
+    let env = pod_env(c, pod);
     let args = [
         "--index-file",
         file.to_str().unwrap(),
