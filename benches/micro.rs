@@ -14,6 +14,9 @@
 //!   key, and `key_from_jwk` the key preparation, to show where the time
 //!   goes.
 //!
+//! * `policy/*`: what the policies add to a push's decision per workload
+//!   (see [`policy`]).
+//!
 //! `cargo bench --bench micro`; `cargo test --benches` runs each once.
 //! After criterion's own output, a table of medians is printed.
 
@@ -127,11 +130,77 @@ fn token(c: &mut Criterion) {
     shutdown.cancel();
 }
 
+/// What a policy costs a push, per workload: `plan` (the decision before
+/// policies, the baseline) against `decide` with no policy annotation, and
+/// with an approval given, a window (two zones) and an interval, all
+/// passing (every check runs); `window_next_open` parses a window and
+/// finds its next opening from outside it.
+fn policy(c: &mut Criterion) {
+    use pushroll::plan::{WorkloadView, plan};
+    use pushroll::policy::{Facts, Settings, decide};
+    use pushroll::workload::Mode;
+    let image = "us-east1-docker.pkg.dev/p/r/app:v1";
+    let digest = format!("sha256:{}", "b".repeat(64));
+    let now: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+    let view = |own: &[(&str, &str)]| WorkloadView {
+        resource_version: Some("7".into()),
+        annotations: own
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        template_annotations: [(
+            "kubectl.kubernetes.io/restartedAt".to_owned(),
+            "2026-12-01T08:00:00Z".to_owned(),
+        )]
+        .into(),
+        containers: vec![("app".into(), image.into())],
+        pull_policies: [("app".to_owned(), "Always".to_owned())].into(),
+        init_containers: Default::default(),
+    };
+    let window = "Mon-Fri 09:00-17:00 Europe/Berlin; Sat,Sun 10:00-12:00 America/New_York";
+    let plain = view(&[]);
+    let guarded = view(&[
+        ("pushroll.io/approval", "required"),
+        ("pushroll.io/approve", &digest),
+        ("pushroll.io/window", window),
+        ("pushroll.io/min-interval", "15m"),
+    ]);
+    let facts = Facts {
+        image_key: image,
+        digest: &digest,
+        published: now,
+        message_id: Some("1"),
+    };
+    let settings = Settings::default();
+    assert_eq!(
+        decide(&guarded, &facts, settings, now).result(false),
+        pushroll::plan::RestartResult::Restarted
+    );
+    let mut group = c.benchmark_group("policy");
+    group.bench_function("plan", |b| {
+        b.iter(|| black_box(plan(black_box(&plain), image, &digest, now, Mode::Restart)))
+    });
+    group.bench_function("decide_none", |b| {
+        b.iter(|| black_box(decide(black_box(&plain), &facts, settings, now)))
+    });
+    group.bench_function("decide_all_pass", |b| {
+        b.iter(|| black_box(decide(black_box(&guarded), &facts, settings, now)))
+    });
+    let saturday: jiff::Timestamp = "2026-12-05T20:00:00Z".parse().unwrap();
+    group.bench_function("window_next_open", |b| {
+        b.iter(|| {
+            let w: pushroll::policy::window::Windows = black_box(window).parse().unwrap();
+            black_box(w.next_open(saturday))
+        })
+    });
+    group.finish();
+}
+
 /// Prints the median of every benchmark run, from criterion's estimates.
 fn print_medians() {
     let dir = common::target_dir().join("criterion");
     let mut rows = Vec::new();
-    for group in ["lookup", "token"] {
+    for group in ["lookup", "token", "policy"] {
         let Ok(entries) = walk(&dir.join(group)) else {
             continue;
         };
@@ -205,6 +274,7 @@ fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     lookup(&mut c, if measuring { &SIZES } else { &SIZES[..2] });
     token(&mut c);
+    policy(&mut c);
     c.final_summary();
     if measuring {
         print_medians();

@@ -11,15 +11,17 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{AuthConfig, AuthMode};
+use crate::cmd::approve::ApproveConfig;
 use crate::cmd::index::{IndexConfig, IndexMode, Output};
 use crate::cmd::lookup::LookupConfig;
+use crate::cmd::pending::PendingConfig;
 use crate::cmd::serve::ServeConfig;
 use crate::cmd::{ClusterConfig, SourceConfig};
 use crate::index::store::OnMiss;
 use crate::indexer::WatchSettings;
 use crate::k8s::Pod;
 use crate::server::conn::ConnLimits;
-use crate::workload::{Mode, NamespaceFilter};
+use crate::workload::{Kind, Mode, NamespaceFilter};
 
 /// The demo's index, compiled in so `serve --demo` works from any directory.
 pub(crate) const DEMO_INDEX: &str = include_str!("../examples/index.json");
@@ -48,6 +50,10 @@ pub enum Command {
     Index(IndexArgs),
     /// Print the workloads that a push of IMAGE would restart.
     Lookup(LookupArgs),
+    /// Approve the push waiting on a workload (`pushroll.io/approval: required`).
+    Approve(ApproveArgs),
+    /// List the pushes waiting on workloads (approval, window, interval).
+    Pending(PendingArgs),
 }
 
 // ---- flag groups shared by several subcommands ----
@@ -362,6 +368,9 @@ pub struct ServeArgs {
     /// How a push rolls a workload without a `pushroll.io/mode` annotation: `restart` (the pod template's annotations only, as `kubectl rollout restart`) or `pin` (also the matching containers' images, to `R:T@sha256:D`).
     #[arg(long, env = "PUSHROLL_MODE", value_enum, default_value_t = Mode::Restart)]
     pub mode: Mode,
+    /// Restart only workloads annotated `pushroll.io/restart: "true"`; the others are `excluded`.
+    #[arg(long, env = "PUSHROLL_OPT_IN")]
+    pub opt_in: bool,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -406,6 +415,7 @@ impl ServeArgs {
             index: self.index.resolve(demo)?,
             dry_run: self.dry_run.unwrap_or(demo),
             mode: self.mode,
+            opt_in: self.opt_in,
             offline: demo,
             auth,
             namespaces: self.namespaces.filter(),
@@ -480,6 +490,84 @@ impl LookupArgs {
             json: self.json,
         })
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The workload: `deployment/NAME`, `statefulset/NAME` or `daemonset/NAME` (kubectl's short names `deploy`, `sts`, `ds` work too).
+    #[arg(value_parser = parse_workload)]
+    pub workload: (Kind, String),
+    /// The workload's namespace; default: the kubeconfig's.
+    #[arg(short = 'n', long, env = "PUSHROLL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The digest to approve; default: the one waiting. Given while nothing waits, it approves that digest ahead of its push.
+    #[arg(long, env = "PUSHROLL_DIGEST")]
+    pub digest: Option<String>,
+    /// Timeout of each API call.
+    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub api_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// Only this namespace; default: every namespace.
+    #[arg(short = 'n', long, env = "PUSHROLL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// `table` or `json` (one array of records with their workloads).
+    #[arg(short = 'o', long, env = "PUSHROLL_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Timeout of each API call.
+    #[arg(long, env = "PUSHROLL_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub api_timeout: Duration,
+}
+
+impl ApproveArgs {
+    pub fn resolve(&self) -> ApproveConfig {
+        ApproveConfig {
+            kind: self.workload.0,
+            name: self.workload.1.clone(),
+            namespace: self.namespace.clone(),
+            digest: self.digest.clone(),
+            api_timeout: self.api_timeout,
+        }
+    }
+}
+
+impl PendingArgs {
+    pub fn resolve(&self) -> PendingConfig {
+        PendingConfig {
+            namespace: self.namespace.clone(),
+            json: self.output == OutputFormat::Json,
+            api_timeout: self.api_timeout,
+        }
+    }
+}
+
+/// `KIND/NAME` as kubectl writes it (singular, plural or short kind).
+pub fn parse_workload(s: &str) -> Result<(Kind, String), String> {
+    let (kind, name) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not KIND/NAME (e.g. deployment/api)"))?;
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "deployment" | "deployments" | "deploy" => Kind::Deployment,
+        "statefulset" | "statefulsets" | "sts" => Kind::StatefulSet,
+        "daemonset" | "daemonsets" | "ds" => Kind::DaemonSet,
+        other => {
+            return Err(format!(
+                "{other:?} is not deployment, statefulset or daemonset"
+            ));
+        }
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{s:?} is not KIND/NAME (e.g. deployment/api)"));
+    }
+    Ok((kind, name.to_owned()))
 }
 
 /// `NAME` or `NAMESPACE/NAME`.

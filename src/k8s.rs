@@ -217,14 +217,81 @@ impl Kube {
         name: &str,
         patch: &Value,
     ) -> Result<DynamicObject, KubeError> {
+        self.send_patch(kind, ns, name, &Patch::Strategic(patch))
+            .await
+    }
+
+    /// A JSON patch (RFC 6902) under pushroll's field manager: the undo,
+    /// which replaces the pod template whole.
+    pub(crate) async fn json_patch_workload(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        patch: &Value,
+    ) -> Result<DynamicObject, KubeError> {
+        let ops: json_patch::Patch =
+            serde_json::from_value(patch.clone()).map_err(|e| KubeError::Rejected {
+                code: 400,
+                message: format!("not a JSON patch: {e}"),
+            })?;
+        self.send_patch(kind, ns, name, &Patch::<&Value>::Json(ops))
+            .await
+    }
+
+    async fn send_patch(
+        &self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        patch: &Patch<&Value>,
+    ) -> Result<DynamicObject, KubeError> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
         let api = self.workloads(kind, ns);
-        let patch = Patch::Strategic(patch);
-        self.call("patch", kind.plural(), || api.patch(name, &params, &patch))
+        self.call("patch", kind.plural(), || api.patch(name, &params, patch))
             .await
+    }
+
+    /// A Deployment's ReplicaSets (its revisions), by its selector.
+    pub(crate) async fn list_replica_sets(
+        &self,
+        ns: &str,
+        selector: &str,
+    ) -> Result<Vec<k8s_openapi::api::apps::v1::ReplicaSet>, KubeError> {
+        self.list_selected("replicasets", ns, selector).await
+    }
+
+    /// A StatefulSet's or DaemonSet's ControllerRevisions, by its selector.
+    pub(crate) async fn list_controller_revisions(
+        &self,
+        ns: &str,
+        selector: &str,
+    ) -> Result<Vec<k8s_openapi::api::apps::v1::ControllerRevision>, KubeError> {
+        self.list_selected("controllerrevisions", ns, selector)
+            .await
+    }
+
+    /// One LIST of `resource` in `ns` by a label selector.
+    async fn list_selected<K>(
+        &self,
+        resource: &'static str,
+        ns: &str,
+        selector: &str,
+    ) -> Result<Vec<K>, KubeError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let params = ListParams::default().labels(selector);
+        self.call("list", resource, || api.list(&params))
+            .await
+            .map(|list| list.items)
     }
 
     pub(crate) async fn create_event(&self, event: &Event) -> Result<(), KubeError> {
@@ -243,11 +310,7 @@ impl Kube {
         ns: &str,
         selector: &str,
     ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, KubeError> {
-        let api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), ns);
-        let params = ListParams::default().labels(selector);
-        self.call("list", "pods", || api.list(&params))
-            .await
-            .map(|list| list.items)
+        self.list_selected("pods", ns, selector).await
     }
 
     pub(crate) async fn get_lease(&self, ns: &str, name: &str) -> Result<Lease, KubeError> {
@@ -415,6 +478,17 @@ pub(crate) enum EventKind {
     RolloutFailed,
     /// `PushImageStale` (Warning): complete, but pods run another digest.
     ImageStale,
+    /// `PushDeferred` (Normal): the push waits (`pushroll.io/pending`): why,
+    /// and until when.
+    Deferred,
+    /// `PushApproved` (Normal): an approved push rolled.
+    Approved,
+    /// `PushPolicyInvalid` (Warning): a policy annotation does not parse;
+    /// pushes wait.
+    PolicyInvalid,
+    /// `PushRolloutUndone` (Normal): a failed rollout's previous template
+    /// was put back.
+    RolloutUndone,
 }
 
 impl EventKind {
@@ -426,6 +500,10 @@ impl EventKind {
             EventKind::RolloutComplete => ("PushRolloutComplete", "Normal"),
             EventKind::RolloutFailed => ("PushRolloutFailed", "Warning"),
             EventKind::ImageStale => ("PushImageStale", "Warning"),
+            EventKind::Deferred => ("PushDeferred", "Normal"),
+            EventKind::Approved => ("PushApproved", "Normal"),
+            EventKind::PolicyInvalid => ("PushPolicyInvalid", "Warning"),
+            EventKind::RolloutUndone => ("PushRolloutUndone", "Normal"),
         }
     }
 

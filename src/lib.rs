@@ -12,16 +12,19 @@
 //! | parsed | [`push`] (image references: [`reference`](mod@reference)) |
 //! | looked up | [`index::store`]: the mounted file ([`index::file`]), the ConfigMap ([`index::configmap`]), the scan ([`index::scan`]) |
 //! | turned into patches | [`plan`] (pure) |
+//! | held or let through by the workload's rules | [`policy`] (pure: opt-in, approval, [`policy::window`], interval, refused digests; the waiting push [`policy::pending`]) |
 //! | carried out | [`restart`], through the Kubernetes edge [`k8s`] |
 //! | followed to its end | [`rollout`] (pure: kubectl's rules, stale pods), by the indexer's Lease holder |
+//! | waiting, carried out later; undone on failure | by the indexer's Lease holder (`indexer/pending.rs`, `indexer/undo.rs`; planned in [`policy::undo`]) |
 //!
 //! Beside the push path:
 //!
 //! * [`index`]: the index format and map; [`index::builder`] turns
 //!   workloads into it.
 //! * [`indexer`]: the watch that keeps the index ConfigMap current
-//!   ([`indexer::lease`]: the election among replicas), and follows every
-//!   rollout pushroll started (`indexer/rollout.rs`).
+//!   ([`indexer::lease`]: the election among replicas), follows every
+//!   rollout pushroll started (`indexer/rollout.rs`), and carries out the
+//!   pushes waiting on workloads (`indexer/pending.rs`).
 //! * [`workload`]: the kinds, references, names, namespaces and containers
 //!   every layer shares.
 //! * [`metrics`]: every Prometheus metric, grouped by concern.
@@ -38,6 +41,7 @@ pub mod indexer;
 pub mod k8s;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod push;
 pub mod reference;
 pub mod restart;

@@ -26,5 +26,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => cmd::serve::run(args.resolve()?, cmd::shutdown_on_signal()).await,
         Command::Index(args) => cmd::index::run(args.resolve()?, cmd::shutdown_on_signal()).await,
         Command::Lookup(args) => cmd::lookup::run(args.resolve()?).await,
+        Command::Approve(args) => cmd::approve::run(args.resolve()).await,
+        Command::Pending(args) => cmd::pending::run(args.resolve()).await,
     }
 }

@@ -115,6 +115,7 @@ pub struct Metrics {
     pub(crate) index: IndexMetrics,
     pub(crate) restart: RestartMetrics,
     pub(crate) rollout: RolloutMetrics,
+    pub(crate) policy: PolicyMetrics,
     pub(crate) kube: KubeMetrics,
     pub(crate) auth: AuthMetrics,
     pub(crate) indexer: IndexerMetrics,
@@ -137,7 +138,7 @@ impl Metrics {
             IndexerMetrics::register(r),
             ConnMetrics::register(r),
         );
-        let rollout = RolloutMetrics::register(r);
+        let (rollout, policy) = (RolloutMetrics::register(r), PolicyMetrics::register(r));
         Arc::new(Metrics {
             registry,
             push,
@@ -145,6 +146,7 @@ impl Metrics {
             index,
             restart,
             rollout,
+            policy,
             kube,
             auth,
             indexer,
@@ -428,6 +430,62 @@ impl RolloutMetrics {
 
     pub(crate) fn in_progress(&self, n: usize) {
         self.in_progress.set(n as i64);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnnotationLabels {
+    annotation: &'static str,
+}
+
+/// Policies: what waits, why, and what was released, refused or undone.
+pub(crate) struct PolicyMetrics {
+    decisions: Family<ResultLabels, Counter>,
+    invalid: Family<AnnotationLabels, Counter>,
+    pending: Family<ReasonLabels, IntGauge>,
+}
+
+impl PolicyMetrics {
+    fn register(r: &mut Registry) -> PolicyMetrics {
+        PolicyMetrics {
+            decisions: register(
+                r,
+                "policy_decisions",
+                "Pushes a policy held or let through, by result: pending-approval and deferred (a waiting push written), refused (a digest whose rollout failed and was undone), released (a waiting push carried out by the controller), undone (a failed rollout's previous template put back)",
+                Family::default(),
+            ),
+            invalid: register(
+                r,
+                "policy_invalid",
+                "Policy annotations that do not parse, by annotation (the push waits instead of rolling)",
+                Family::default(),
+            ),
+            pending: register(
+                r,
+                "pending",
+                "Waiting pushes (pushroll.io/pending) by reason: approval, window, interval (on the indexer's Lease holder)",
+                Family::default(),
+            ),
+        }
+    }
+
+    pub(crate) fn decided(&self, result: &'static str) {
+        self.decisions.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    pub(crate) fn invalid(&self, annotation: &'static str) {
+        self.invalid
+            .get_or_create(&AnnotationLabels { annotation })
+            .inc();
+    }
+
+    /// The waiting pushes by reason, all reasons set (0 when none wait).
+    pub(crate) fn pending(&self, counts: &[(&'static str, usize)]) {
+        for (reason, n) in counts {
+            self.pending
+                .get_or_create(&ReasonLabels { reason })
+                .set(*n as i64);
+        }
     }
 }
 

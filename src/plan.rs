@@ -37,6 +37,13 @@ pub enum RestartResult {
     /// A newer push already rolled every matching container: this older
     /// one (a redelivery, a replay) changes nothing.
     Superseded,
+    /// Waits for a person (`pushroll.io/approval: required`); recorded in
+    /// `pushroll.io/pending`.
+    PendingApproval,
+    /// Waits for a window or an interval; recorded in `pushroll.io/pending`.
+    Deferred,
+    /// Its rollout failed and was undone: refused until a newer digest.
+    Refused,
 }
 
 impl RestartResult {
@@ -49,6 +56,9 @@ impl RestartResult {
             RestartResult::NotFound => "not-found",
             RestartResult::Rejected => "rejected",
             RestartResult::Superseded => "superseded",
+            RestartResult::PendingApproval => "pending-approval",
+            RestartResult::Deferred => "deferred",
+            RestartResult::Refused => "refused",
         }
     }
 }

@@ -6,10 +6,16 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use kube::api::DynamicObject;
+
 use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::Metrics;
-use crate::plan::{Plan, RestartResult, plan, restart_patch, workload_view};
-use crate::workload::{Kind, Mode, NamespaceFilter, WorkloadRef};
+use crate::plan::{RestartResult, restart_patch, workload_view};
+use crate::policy::pending::Pending;
+use crate::policy::{
+    Decision, Facts, Settings, clear_annotations, decide, drop_pending_patch, pending_patch,
+};
+use crate::workload::{Kind, NamespaceFilter, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and
 /// re-planned before the push is answered 503.
@@ -56,8 +62,8 @@ pub struct Restarter {
     kube: Option<Kube>,
     namespaces: NamespaceFilter,
     dry_run: bool,
-    /// Where a workload names no mode (`serve --mode`).
-    mode: Mode,
+    /// `serve --mode` and `--opt-in`.
+    settings: Settings,
     /// Bounds API work across all pushes in flight (`--max-concurrent-restarts`).
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -68,7 +74,7 @@ impl Restarter {
         kube: Option<Kube>,
         namespaces: NamespaceFilter,
         dry_run: bool,
-        mode: Mode,
+        settings: Settings,
         max_concurrent: usize,
         metrics: Arc<Metrics>,
     ) -> Restarter {
@@ -76,7 +82,7 @@ impl Restarter {
             kube,
             namespaces,
             dry_run,
-            mode,
+            settings,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             metrics,
         }
@@ -148,6 +154,51 @@ impl Restarter {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        let executor = Executor {
+            kube,
+            metrics: &self.metrics,
+            settings: self.settings,
+            dry_run: self.dry_run,
+            origin: Origin::Delivery,
+        };
+        executor.carry_out(push, w).await
+    }
+}
+
+/// Where a push being carried out comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A delivery to serve.
+    Delivery,
+    /// A waiting push (`pushroll.io/pending`), carried out by the
+    /// indexer's controller: a record that turns out obsolete is removed.
+    Waiting,
+}
+
+/// Carries out one push on one workload: read, decide ([`decide`]), write
+/// with the resourceVersion read, record. Serve and the controller share
+/// it, so both apply the same rules, patch and Events.
+pub(crate) struct Executor<'a> {
+    pub(crate) kube: &'a Kube,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) settings: Settings,
+    pub(crate) dry_run: bool,
+    pub(crate) origin: Origin,
+}
+
+impl Executor<'_> {
+    pub(crate) async fn carry_out(
+        &self,
+        push: &Push<'_>,
+        w: &WorkloadRef,
+    ) -> Result<Handled, KubeError> {
+        let kube = self.kube;
+        let facts = Facts {
+            image_key: push.image_key,
+            digest: push.digest,
+            published: push.published,
+            message_id: push.message_id,
+        };
         for _ in 0..CONFLICT_ATTEMPTS {
             let obj = match kube.get_workload(w.kind, &w.namespace, &w.name).await {
                 Ok(obj) => obj,
@@ -155,94 +206,184 @@ impl Restarter {
                 Err(e) => return Err(e),
             };
             let view = workload_view(&obj);
-            let decision = plan(
-                &view,
-                push.image_key,
-                push.digest,
-                push.published,
-                self.mode,
-            );
-            let Plan::Restart {
-                containers,
-                pins,
-                warnings,
-            } = &decision
-            else {
-                return Ok(decision.result(self.dry_run).into());
-            };
-            if self.dry_run {
-                return Ok(Handled::warned(RestartResult::WouldRestart, warnings));
-            }
             let now = jiff::Timestamp::now();
-            let patch = restart_patch(
-                view.resource_version.as_deref(),
-                containers,
-                pins,
-                push.digest,
-                push.published,
-                now,
-            );
-            match kube
+            let decision = decide(&view, &facts, self.settings, now);
+            let result = decision.result(self.dry_run);
+            let rv = view.resource_version.as_deref();
+            // What to write, if anything; the Skip and Wait answers are
+            // final once written.
+            let patch = match &decision {
+                Decision::Skip(skipped) => {
+                    if *skipped == RestartResult::Refused {
+                        self.metrics.policy.decided(skipped.as_str());
+                    }
+                    let obsolete = self.origin == Origin::Waiting
+                        && !self.dry_run
+                        && Pending::of(&view.annotations).is_some_and(|p| p.digest == push.digest);
+                    if !obsolete {
+                        return Ok(result.into());
+                    }
+                    drop_pending_patch(rv)
+                }
+                Decision::Wait { pending, write, .. } => {
+                    if self.dry_run || !write {
+                        return Ok(result.into());
+                    }
+                    pending_patch(rv, pending)
+                }
+                Decision::Restart { warnings, .. } if self.dry_run => {
+                    return Ok(Handled::warned(RestartResult::WouldRestart, warnings));
+                }
+                Decision::Restart {
+                    containers,
+                    pins,
+                    clear,
+                    ..
+                } => {
+                    let mut patch =
+                        restart_patch(rv, containers, pins, push.digest, push.published, now);
+                    clear_annotations(&mut patch, clear);
+                    patch
+                }
+            };
+            let patched = match kube
                 .patch_workload(w.kind, &w.namespace, &w.name, &patch)
                 .await
             {
-                Ok(patched) => {
-                    record_restart(kube, w, &patched, push, containers, now).await;
-                    if !warnings.is_empty() {
-                        self.metrics.restart.pull_policy_warnings(warnings.len());
-                        warn_pull_policy(kube, w, &patched, warnings).await;
-                    }
-                    return Ok(Handled::warned(RestartResult::Restarted, warnings));
-                }
-                // Someone changed it since our GET (maybe a duplicate
-                // delivery restarting it): re-read and decide again.
+                Ok(patched) => patched,
                 Err(KubeError::Conflict(_)) => continue,
                 Err(KubeError::NotFound) => return Ok(RestartResult::NotFound.into()),
                 Err(KubeError::Rejected { code, message }) => {
-                    let detail = format!("the API server rejected the restart ({code}): {message}");
-                    return Ok(self.rejected(kube, w, &obj, push, detail, now).await);
+                    let detail = format!("the API server rejected the write ({code}): {message}");
+                    return Ok(rejected(kube, w, &obj, push, detail, now).await);
                 }
                 Err(e) => return Err(e),
-            }
+            };
+            return Ok(self.record(w, &patched, push, &decision, result, now).await);
         }
         Err(KubeError::Conflict(format!(
             "still conflicting after {CONFLICT_ATTEMPTS} attempts"
         )))
     }
 
-    /// The API server refused the patch for good (an admission webhook's
-    /// denial, a validation error): Pub/Sub would redeliver for days and be
-    /// refused each time, holding back nothing but the log. So the push is
-    /// acked, and the refusal is made loud where people look: a Warning
-    /// Event on the workload, an error log line, the `rejected` result.
-    async fn rejected(
+    /// After a write: the Events, metrics and log line of what it did. A
+    /// lost Event must not make Pub/Sub redeliver, so it is only logged.
+    async fn record(
         &self,
-        kube: &Kube,
         w: &WorkloadRef,
-        obj: &kube::api::DynamicObject,
+        patched: &DynamicObject,
         push: &Push<'_>,
-        detail: String,
+        decision: &Decision,
+        result: RestartResult,
         now: jiff::Timestamp,
     ) -> Handled {
-        tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, error = %detail, "restart rejected by the API server; not retried");
-        let event = workload_event(
-            w.kind,
-            &obj.metadata,
-            EventKind::Rejected,
-            format!(
-                "A push of {} ({}) was not rolled out: {detail}",
-                push.image_key, push.digest
-            ),
-            now,
-        );
-        if let Err(e) = kube.create_event(&event).await {
-            tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestartRejected event");
+        let kube = self.kube;
+        match decision {
+            Decision::Skip(_) => {
+                tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, result = result.as_str(), "waiting push dropped: nothing left to do");
+                result.into()
+            }
+            Decision::Wait {
+                pending, invalid, ..
+            } => {
+                self.metrics.policy.decided(result.as_str());
+                let message = pending.describe();
+                tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, result = result.as_str(), not_before = ?pending.not_before, "{message}");
+                let event =
+                    workload_event(w.kind, &patched.metadata, EventKind::Deferred, message, now);
+                create_event_or_log(kube, w, &event).await;
+                if let Some(invalid) = invalid {
+                    self.metrics.policy.invalid(invalid.annotation);
+                    let message = format!(
+                        "{} is invalid, so pushes wait instead of rolling: {}",
+                        invalid.annotation, invalid.error
+                    );
+                    tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, annotation = invalid.annotation, error = %invalid.error, "invalid policy annotation; the push waits");
+                    let event = workload_event(
+                        w.kind,
+                        &patched.metadata,
+                        EventKind::PolicyInvalid,
+                        message,
+                        jiff::Timestamp::now(),
+                    );
+                    create_event_or_log(kube, w, &event).await;
+                }
+                result.into()
+            }
+            Decision::Restart {
+                containers,
+                warnings,
+                approved,
+                ..
+            } => {
+                record_restart(kube, w, patched, push, containers, now).await;
+                if *approved {
+                    let event = workload_event(
+                        w.kind,
+                        &patched.metadata,
+                        EventKind::Approved,
+                        format!(
+                            "Approved push of {} ({}) rolled out",
+                            push.image_key, push.digest
+                        ),
+                        jiff::Timestamp::now(),
+                    );
+                    create_event_or_log(kube, w, &event).await;
+                }
+                if self.origin == Origin::Waiting {
+                    self.metrics.policy.decided("released");
+                }
+                if !warnings.is_empty() {
+                    self.metrics.restart.pull_policy_warnings(warnings.len());
+                    warn_pull_policy(kube, w, patched, warnings).await;
+                }
+                Handled::warned(RestartResult::Restarted, warnings)
+            }
         }
-        Handled {
-            result: RestartResult::Rejected,
-            detail: Some(detail),
-            warnings: Vec::new(),
-        }
+    }
+}
+
+/// Records an Event; one that cannot be recorded is logged, never fatal.
+async fn create_event_or_log(
+    kube: &Kube,
+    w: &WorkloadRef,
+    event: &k8s_openapi::api::core::v1::Event,
+) {
+    if let Err(e) = kube.create_event(event).await {
+        let reason = event.reason.as_deref().unwrap_or_default();
+        tracing::warn!(namespace = %w.namespace, name = %w.name, reason, error = %e, "could not record the event");
+    }
+}
+
+/// The API server refused the patch for good (an admission webhook's
+/// denial, a validation error): Pub/Sub would redeliver for days and be
+/// refused each time, holding back nothing but the log. So the push is
+/// acked, and the refusal is made loud where people look: a Warning
+/// Event on the workload, an error log line, the `rejected` result.
+async fn rejected(
+    kube: &Kube,
+    w: &WorkloadRef,
+    obj: &DynamicObject,
+    push: &Push<'_>,
+    detail: String,
+    now: jiff::Timestamp,
+) -> Handled {
+    tracing::error!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, error = %detail, "restart rejected by the API server; not retried");
+    let event = workload_event(
+        w.kind,
+        &obj.metadata,
+        EventKind::Rejected,
+        format!(
+            "A push of {} ({}) was not rolled out: {detail}",
+            push.image_key, push.digest
+        ),
+        now,
+    );
+    create_event_or_log(kube, w, &event).await;
+    Handled {
+        result: RestartResult::Rejected,
+        detail: Some(detail),
+        warnings: Vec::new(),
     }
 }
 
@@ -251,7 +392,7 @@ impl Restarter {
 async fn warn_pull_policy(
     kube: &Kube,
     w: &WorkloadRef,
-    patched: &kube::api::DynamicObject,
+    patched: &DynamicObject,
     warnings: &[String],
 ) {
     // Its own time, after the restart's Event was created: Events are
@@ -263,9 +404,7 @@ async fn warn_pull_policy(
         warnings.join("; "),
         jiff::Timestamp::now(),
     );
-    if let Err(e) = kube.create_event(&event).await {
-        tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushPullPolicy event");
-    }
+    create_event_or_log(kube, w, &event).await;
     tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, warnings = ?warnings, "restarted, but the pull policy may keep the old image");
 }
 
@@ -274,7 +413,7 @@ async fn warn_pull_policy(
 async fn record_restart(
     kube: &Kube,
     w: &WorkloadRef,
-    patched: &kube::api::DynamicObject,
+    patched: &DynamicObject,
     push: &Push<'_>,
     containers: &[String],
     now: jiff::Timestamp,
@@ -287,15 +426,13 @@ async fn record_restart(
         push.message_id,
         now,
     );
-    if let Err(e) = kube.create_event(&event).await {
-        tracing::warn!(namespace = %w.namespace, name = %w.name, error = %e, "could not record the PushRestart event");
-    }
+    create_event_or_log(kube, w, &event).await;
     tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, containers = ?containers, digest = push.digest, "restarted");
 }
 
 /// One workload's result, with the API server's word when it refused.
-struct Handled {
-    result: RestartResult,
+pub(crate) struct Handled {
+    pub(crate) result: RestartResult,
     detail: Option<String>,
     warnings: Vec<String>,
 }

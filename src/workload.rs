@@ -60,7 +60,10 @@ pub struct WorkloadRef {
 pub const MODE_ANNOTATION: &str = "pushroll.io/mode";
 
 /// How a push rolls a workload (`pushroll.io/mode`, `serve --mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Restart the pods, as `kubectl rollout restart` does; the image
     /// field is untouched, so the pull policy decides what runs.

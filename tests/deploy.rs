@@ -664,6 +664,13 @@ fn expected(workloads: &str, home: &str, cm: &str, lease: &str) -> [BTreeSet<Gra
         serve.insert(g(workloads, "apps", res, "patch", None));
         indexer.insert(g(workloads, "apps", res, "list", None));
         indexer.insert(g(workloads, "apps", res, "watch", None));
+        // Policies: the controller reads and writes waiting pushes, and
+        // undoes failed rollouts.
+        indexer.insert(g(workloads, "apps", res, "get", None));
+        indexer.insert(g(workloads, "apps", res, "patch", None));
+    }
+    for res in ["replicasets", "controllerrevisions"] {
+        indexer.insert(g(workloads, "apps", res, "list", None));
     }
     // The rollout follower: one pods LIST per finished rollout, its Events.
     indexer.insert(g(workloads, "", "pods", "list", None));

@@ -234,6 +234,78 @@ async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
         "reported once the rule is back:\n{}",
         p.logs().join("\n")
     );
+
+    // The controller of waiting pushes, under the same roles: an approved
+    // push waiting on the workload (as serve writes it) rolls, by one GET
+    // and one PATCH. Without `patch` on workloads it retries, logging the
+    // missing permission, until the rule is back.
+    let approved = |digest: &str| {
+        let record = json!({
+            "image": img, "digest": digest,
+            "publishTime": jiff::Timestamp::now().to_string(),
+            "containers": ["web"], "reason": "approval",
+            "since": jiff::Timestamp::now().to_string(),
+        });
+        json!({"metadata": {"annotations": {
+            "pushroll.io/approval": "required",
+            "pushroll.io/approve": digest,
+            "pushroll.io/pending": record.to_string(),
+        }}})
+    };
+    let first = format!("sha256:{:064x}", 0xa1);
+    c.merge_patch("Deployment", &ns, "web", approved(&first))
+        .await;
+    assert!(
+        released(c, &ns, &first).await,
+        "the waiting push rolled under the indexer's RBAC:\n{}",
+        p.logs().join("\n")
+    );
+    apply_all(
+        c,
+        &roles_without("rbac-indexer.yaml", "deployments", "patch"),
+    )
+    .await;
+    let attempt = std::sync::atomic::AtomicU32::new(0xb0);
+    let refused = eventually(Duration::from_secs(30), || async {
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let digest = format!("sha256:{n:064x}");
+        c.merge_patch("Deployment", &ns, "web", approved(&digest))
+            .await;
+        p.log_line(Duration::from_secs(3), |l| {
+            l.contains("could not carry out a waiting push") && l.contains("cannot patch resource")
+        })
+        .await
+        .map(|_| digest)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the controller is refused without patch:\n{}",
+            p.logs().join("\n")
+        )
+    });
+    apply_all(c, &deploy_objects("rbac-indexer.yaml")).await;
+    assert!(
+        released(c, &ns, &refused).await,
+        "released once the rule is back:\n{}",
+        p.logs().join("\n")
+    );
+}
+
+/// Whether the push of `digest` waiting on `ns/web` is carried out (the
+/// template rolled to it, the record gone) within 30 s.
+async fn released(c: &Cluster, ns: &str, digest: &str) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        let w = c.get("Deployment", ns, "web").await?;
+        let rolled =
+            w["spec"]["template"]["metadata"]["annotations"]["digest.pushroll.io/web"] == digest;
+        let waiting = w["metadata"]["annotations"]
+            .get("pushroll.io/pending")
+            .is_some();
+        (rolled && !waiting).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 /// On the fake, which has no controllers: the status the Deployment

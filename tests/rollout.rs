@@ -19,90 +19,11 @@ use serde_json::{Value, json};
 use support::cluster::Cluster;
 use support::indexer::*;
 use support::kubelet::*;
+use support::rollout::*;
 use support::*;
 
 /// Far above the 1-3 s a rollout of a few pods takes here.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The Events with `reason` about workload `name` in `ns`.
-async fn events(c: &Cluster, ns: &str, name: &str, reason: &str) -> Vec<Value> {
-    c.list("Event", ns)
-        .await
-        .into_iter()
-        .filter(|e| e["reason"] == reason && e["involvedObject"]["name"] == name)
-        .collect()
-}
-
-/// Waits up to `limit` for an Event `reason` on `name`; returns it. On
-/// failure, says what the workload and `p`'s log show.
-async fn wait_event(
-    c: &Cluster,
-    p: &Pushroll,
-    ns: &str,
-    name: &str,
-    reason: &str,
-    limit: Duration,
-) -> Value {
-    let found = eventually(limit, || async {
-        events(c, ns, name, reason).await.into_iter().next()
-    })
-    .await;
-    match found {
-        Some(e) => e,
-        None => {
-            let kinds = ["Deployment", "StatefulSet", "DaemonSet"];
-            let mut objects = Vec::new();
-            for kind in kinds {
-                if let Some(w) = c.get(kind, ns, name).await {
-                    objects.push(w);
-                }
-            }
-            panic!(
-                "no {reason} Event for {ns}/{name} within {limit:?}\n{objects:#?}\n{}",
-                p.logs().join("\n")
-            )
-        }
-    }
-}
-
-/// `serve --indexer`: one process that answers pushes and follows the
-/// rollouts it starts (the Lease holder of its own election).
-async fn serve_indexer(c: &Cluster, ns: &str, pod: &str, extra: &[&str]) -> (Pushroll, String) {
-    let cm_ns = c.ns("pushroll");
-    c.ensure_namespace(&cm_ns).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("index.json");
-    let p = start_serve_indexer_with(c, &cm_ns, ns, &file, pod, extra);
-    p.wait_ready(READY_LIMIT).await;
-    eventually(Duration::from_secs(30), || async {
-        (metric(&p.metrics().await, "pushroll_indexer_leader") == 1.0).then_some(())
-    })
-    .await
-    .expect("the only replica leads");
-    (p, cm_ns)
-}
-
-/// Posts `body` until the push names `want` workloads (the watch indexes
-/// a workload created a moment ago within its debounce); returns the body.
-async fn push_until_found(p: &Pushroll, body: &str, want: usize) -> Value {
-    let client = http();
-    eventually(Duration::from_secs(30), || async {
-        let (status, answer) = post(&client, p, body.to_owned()).await;
-        assert_eq!(status, 200, "{answer}");
-        (answer["workloads"].as_array().map_or(0, Vec::len) >= want).then_some(answer)
-    })
-    .await
-    .unwrap_or_else(|| panic!("the push never found {want} workloads"))
-}
-
-fn result_of<'a>(body: &'a Value, name: &str) -> &'a Value {
-    body["workloads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {body}"))
-}
 
 fn rollouts(metrics: &str, kind: &str, result: &str) -> f64 {
     metric(
@@ -388,26 +309,6 @@ async fn failures_and_every_kind_are_followed_to_the_end() {
     assert_eq!(rollouts(&m, "StatefulSet", "complete"), 1.0, "{m}");
     assert_eq!(rollouts(&m, "DaemonSet", "complete"), 1.0, "{m}");
     k.stop().await;
-}
-
-/// Waits until exactly one of two replicas leads; returns (leader, other).
-/// (A leader that takes over finds the ConfigMap current and writes
-/// nothing, so leadership is all there is to wait for.)
-async fn leading<'a>(
-    a: &'a mut Pushroll,
-    b: &'a mut Pushroll,
-) -> (&'a mut Pushroll, &'a mut Pushroll) {
-    let a_leads = eventually(Duration::from_secs(30), || async {
-        let leader = |m: String| metric(&m, "pushroll_indexer_leader");
-        match (leader(a.metrics().await), leader(b.metrics().await)) {
-            (1.0, 0.0) => Some(true),
-            (0.0, 1.0) => Some(false),
-            _ => None,
-        }
-    })
-    .await
-    .expect("one replica leads");
-    if a_leads { (a, b) } else { (b, a) }
 }
 
 /// Must show 4: two replicas; the leader is killed mid-rollout, again and

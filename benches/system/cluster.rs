@@ -116,7 +116,7 @@ impl Cluster {
             ),
             NamespaceFilter::default(),
             false,
-            pushroll::workload::Mode::Restart,
+            pushroll::policy::Settings::default(),
             8,
             metrics,
         )

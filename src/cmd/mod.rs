@@ -3,8 +3,10 @@
 //! share lives here: logging, signals, the cluster connection, and opening
 //! the index with its fallbacks.
 
+pub mod approve;
 pub mod index;
 pub mod lookup;
+pub mod pending;
 pub mod serve;
 
 use std::path::PathBuf;

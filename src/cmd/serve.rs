@@ -15,6 +15,7 @@ use crate::index::file::FileWatch;
 use crate::index::store::IndexStore;
 use crate::indexer::{self, WatchSettings, WatchState};
 use crate::metrics::Metrics;
+use crate::policy::Settings;
 use crate::restart::Restarter;
 use crate::server::conn::ConnLimits;
 use crate::server::{self, AppState, Check};
@@ -28,6 +29,8 @@ pub struct ServeConfig {
     pub dry_run: bool,
     /// `--mode`: how a push rolls a workload that names no mode.
     pub mode: Mode,
+    /// `--opt-in`: only workloads annotated `pushroll.io/restart: "true"`.
+    pub opt_in: bool,
     /// Run without any cluster (`--demo`).
     pub offline: bool,
     pub auth: AuthConfig,
@@ -83,7 +86,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         cluster.map(|c| c.kube),
         config.namespaces.clone(),
         config.dry_run,
-        config.mode,
+        Settings {
+            mode: config.mode,
+            opt_in: config.opt_in,
+        },
         config.max_concurrent_restarts,
         metrics.clone(),
     );

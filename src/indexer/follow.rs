@@ -11,6 +11,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinSet;
 
 use super::WatchState;
+use super::pending::Waiting;
 use super::progress::Task;
 use super::rollout::Rollouts;
 use crate::index::builder::{IndexBuilder, Observed};
@@ -30,8 +31,10 @@ pub(super) struct Shared {
     pub(super) listed: tokio::sync::watch::Sender<BTreeSet<Kind>>,
     pub(super) state: Arc<WatchState>,
     pub(super) metrics: Arc<Metrics>,
-    /// Every workload seen also goes to the rollout follower.
+    /// Every workload seen also goes to the rollout follower and to the
+    /// controller of waiting pushes.
     pub(super) rollouts: Arc<Rollouts>,
+    pub(super) waiting: Arc<Waiting>,
 }
 
 impl Shared {
@@ -40,6 +43,7 @@ impl Shared {
         state: Arc<WatchState>,
         metrics: Arc<Metrics>,
         rollouts: Arc<Rollouts>,
+        waiting: Arc<Waiting>,
     ) -> (Arc<Shared>, tokio::sync::watch::Receiver<BTreeSet<Kind>>) {
         let (listed, listed_rx) = tokio::sync::watch::channel(BTreeSet::new());
         let shared = Shared {
@@ -49,6 +53,7 @@ impl Shared {
             state,
             metrics,
             rollouts,
+            waiting,
         };
         (Arc::new(shared), listed_rx)
     }
@@ -118,6 +123,7 @@ async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
             }
             watcher::Event::InitApply(obj) => {
                 shared.rollouts.observe(&obj);
+                shared.waiting.observe(&obj);
                 shared.builder.lock().await.relisted(&Observed::of(&obj));
                 false
             }
@@ -131,11 +137,13 @@ async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
             }
             watcher::Event::Apply(obj) => {
                 shared.rollouts.observe(&obj);
+                shared.waiting.observe(&obj);
                 shared.builder.lock().await.apply(&Observed::of(&obj))
             }
             watcher::Event::Delete(obj) => {
                 let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
                 shared.rollouts.forget(W::KIND, &ns, &name);
+                shared.waiting.forget(W::KIND, &ns, &name);
                 shared.builder.lock().await.delete(W::KIND, &ns, &name)
             }
         };
@@ -165,8 +173,14 @@ mod tests {
             crate::k8s::connect_with(config, Duration::from_secs(5), metrics.clone()).unwrap();
         let state = Arc::new(WatchState::default());
         let rollouts = Rollouts::new(kube.clone(), metrics.clone(), Duration::from_secs(600));
-        let (shared, mut listed_rx) =
-            Shared::new(NamespaceFilter::default(), state.clone(), metrics, rollouts);
+        let waiting = Waiting::new(kube.clone(), metrics.clone());
+        let (shared, mut listed_rx) = Shared::new(
+            NamespaceFilter::default(),
+            state.clone(),
+            metrics,
+            rollouts,
+            waiting,
+        );
         // Freeze: hold the lock the follower needs for its first list.
         let frozen = shared.builder.lock().await;
         let task = tokio::spawn(follow::<Deployment>(

@@ -7,8 +7,10 @@
 
 mod follow;
 pub mod lease;
+mod pending;
 pub mod progress;
 mod rollout;
+mod undo;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::follow::Shared;
 use self::lease::{Election, lease_is_ours, read_lease};
+use self::pending::Waiting;
 use self::progress::{Progress, Task};
 use self::rollout::Rollouts;
 use crate::index::Index;
@@ -95,6 +98,28 @@ impl WatchState {
     }
 }
 
+/// The one timer of the rollout follower and of the waiting pushes: runs
+/// `tick` now, then sleeps until the time it returns (an hour when
+/// nothing is due) or a `wake`, until `shutdown`.
+pub(super) async fn run_timer(
+    shutdown: CancellationToken,
+    wake: &tokio::sync::Notify,
+    mut tick: impl FnMut(jiff::Timestamp) -> Option<jiff::Timestamp>,
+) {
+    loop {
+        let next = tick(jiff::Timestamp::now());
+        let sleep = next.map_or(Duration::from_secs(3600), |at| {
+            let left = at.duration_since(jiff::Timestamp::now());
+            Duration::try_from(left).unwrap_or_default() + Duration::from_millis(5)
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
 /// Runs the watch until `shutdown`. Returns an error when leader election
 /// fails for good, so the process exits non-zero and is restarted.
 /// `publish`, when given, receives each index built (see [`Publish`]).
@@ -111,14 +136,17 @@ pub async fn watch(
         metrics.clone(),
         config.settings.rollout_timeout,
     );
+    let waiting = Waiting::new(kube.clone(), metrics.clone());
     let (shared, mut listed) = Shared::new(
         config.namespaces.clone(),
         state.clone(),
         metrics.clone(),
         rollouts.clone(),
+        waiting.clone(),
     );
     let mut followers = follow::spawn_all(&kube, &config.namespaces, &shared);
     let timer = tokio::spawn(rollouts.run(shutdown.child_token()));
+    let waiting_timer = tokio::spawn(waiting.run(shutdown.child_token()));
     let mut election = Election::start(&kube, &config).await?;
     tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
@@ -143,6 +171,7 @@ pub async fn watch(
     };
     let result = writer.run(&mut election, &mut followers, &shutdown).await;
     timer.abort();
+    waiting_timer.abort();
     result?;
     election.release().await;
     followers.abort_all();
@@ -232,6 +261,7 @@ impl Writer {
         tracing::info!(identity = %self.config.settings.identity, leader, "leadership changed");
         self.metrics.indexer.set_leader(leader);
         self.shared.rollouts.set_leader(leader);
+        self.shared.waiting.set_leader(leader);
         if leader {
             // A new leader makes sure the ConfigMap holds what it sees, as
             // of now (a fresh generatedAt).

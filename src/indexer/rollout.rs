@@ -247,18 +247,7 @@ impl Rollouts {
     /// The one timer: sleeps until the next rollout's timeout, fails what
     /// is past it, forgets what ended long ago.
     pub(super) async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            let next = self.tick(jiff::Timestamp::now());
-            let sleep = next.map_or(Duration::from_secs(3600), |d| {
-                let left = d.duration_since(jiff::Timestamp::now());
-                Duration::try_from(left).unwrap_or_default() + Duration::from_millis(5)
-            });
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-            }
-        }
+        super::run_timer(shutdown, &self.wake, |now| self.tick(now)).await;
     }
 
     /// One pass at `now`; returns the next time one is due.
@@ -421,6 +410,16 @@ impl Rollouts {
                     self.metrics.rollout.ended(kind.as_str(), "failed", None);
                     tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result = "failed", duration_seconds = took.as_secs_f64(), why, "rollout finished");
                 }
+                // Whether or not this call recorded the failure: a leader
+                // that died between the Event and the undo left it to us.
+                super::undo::undo(
+                    &self.kube,
+                    &self.metrics,
+                    (*kind, ns, name),
+                    pushed,
+                    job.entry.selector.as_deref(),
+                )
+                .await?;
             }
         }
         Ok(())

@@ -303,6 +303,15 @@ pub fn outcome(dry_run: bool, results: &[WorkloadResult]) -> &'static str {
         "dry-run"
     } else if results.iter().any(|w| w.result == RestartResult::Restarted) {
         "restarted"
+    } else if results.iter().any(|w| {
+        matches!(
+            w.result,
+            RestartResult::PendingApproval | RestartResult::Deferred
+        )
+    }) {
+        // Kept on the workload (`pushroll.io/pending`): acked, carried out
+        // later by the indexer's controller.
+        "pending"
     } else {
         // Already current, excluded, gone, or refused by the API server: a
         // redelivery and a no-op look alike, and neither claims a restart.
@@ -444,7 +453,7 @@ mod tests {
     #[test]
     fn the_outcome_says_what_happened() {
         use RestartResult::*;
-        let cases: [(bool, &[RestartResult], &str); 9] = [
+        let cases: [(bool, &[RestartResult], &str); 13] = [
             (false, &[], "no-match"),
             (true, &[], "no-match"),
             (true, &[WouldRestart, Excluded], "dry-run"),
@@ -454,6 +463,10 @@ mod tests {
             (false, &[Rejected], "unchanged"),
             (false, &[Rejected, Restarted], "restarted"),
             (false, &[Superseded, AlreadyCurrent], "unchanged"),
+            (false, &[Refused, Excluded], "unchanged"),
+            (false, &[PendingApproval, AlreadyCurrent], "pending"),
+            (false, &[Deferred], "pending"),
+            (false, &[Deferred, Restarted], "restarted"),
         ];
         for (dry_run, of, want) in cases {
             assert_eq!(outcome(dry_run, &results(of)), want, "{of:?}");
