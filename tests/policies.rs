@@ -154,6 +154,8 @@ async fn an_approval_outlives_every_process_and_rolls_once() {
     let approved = Instant::now();
     let at = rolled_to(&c, &ns, "gate", &new, Duration::from_secs(10)).await;
     let took = at.duration_since(approved);
+    // The figure the closing note reports (`--nocapture`).
+    eprintln!("approval written → template rolled: {took:?}");
     assert!(
         took < Duration::from_secs(2),
         "rolled {took:?} after the approval"
@@ -295,6 +297,13 @@ async fn windows_and_intervals_defer_until_they_allow() {
     assert_eq!(metric(&p.metrics().await, invalid_total), 2.0);
 
     rolled_to(&c, &ns, "later", &second, Duration::from_secs(30)).await;
+    // An upper bound (the poll is 10 ms), from the whole second the window
+    // names: reported in the closing note.
+    let opened = jiff::Timestamp::from_second(opens.as_second()).unwrap();
+    eprintln!(
+        "window opens → template rolled: {} ms",
+        jiff::Timestamp::now().duration_since(opened).as_millis()
+    );
     let later = workload(&c, &ns, "later").await;
     let restarted: jiff::Timestamp =
         later["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
