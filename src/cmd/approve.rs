@@ -7,7 +7,6 @@ use anyhow::Context as _;
 
 use crate::k8s::{self, Kube};
 use crate::metrics::Metrics;
-use crate::plan::workload_view;
 use crate::policy::APPROVE;
 use crate::policy::pending::Pending;
 use crate::reference::validate_digest;
@@ -55,7 +54,7 @@ pub async fn approve(
         .get_workload(kind, ns, name)
         .await
         .with_context(|| format!("reading {target} in {ns}"))?;
-    let waiting = Pending::of(&workload_view(&obj).annotations);
+    let waiting = obj.metadata.annotations.as_ref().and_then(Pending::of);
     let (digest, note) = match (digest, &waiting) {
         (Some(d), Some(w)) if d != w.digest => anyhow::bail!(
             "{target} in {ns} waits for {} ({}), not {d}: nothing approved",

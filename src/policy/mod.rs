@@ -223,11 +223,10 @@ pub fn decide(
             }
         }
     }
-    let mut clear: Vec<String> = [PENDING]
-        .into_iter()
-        .filter(|k| view.annotations.contains_key(*k))
-        .map(str::to_owned)
-        .collect();
+    let mut clear = Vec::new();
+    if view.annotations.contains_key(PENDING) {
+        clear.push(PENDING.to_owned());
+    }
     if approved {
         clear.push(APPROVE.to_owned());
     }
@@ -276,17 +275,22 @@ pub fn clear_annotations(patch: &mut serde_json::Value, keys: &[String]) {
 /// The metadata patch that records a waiting push (guarded by the
 /// resourceVersion, as the restart is).
 pub fn pending_patch(resource_version: Option<&str>, pending: &Pending) -> serde_json::Value {
-    let mut patch = serde_json::json!({"metadata": {"annotations": {PENDING: pending.to_json()}}});
-    if let Some(rv) = resource_version {
-        patch["metadata"]["resourceVersion"] = rv.into();
-    }
-    patch
+    pending_annotation_patch(resource_version, pending.to_json().into())
 }
 
 /// The patch that removes a waiting push the controller found obsolete
 /// (already current, superseded, excluded, refused or not found).
 pub fn drop_pending_patch(resource_version: Option<&str>) -> serde_json::Value {
-    let mut patch = serde_json::json!({"metadata": {"annotations": {PENDING: null}}});
+    pending_annotation_patch(resource_version, serde_json::Value::Null)
+}
+
+/// `pushroll.io/pending` set to `value` (`null` removes it), guarded by
+/// the resourceVersion read.
+fn pending_annotation_patch(
+    resource_version: Option<&str>,
+    value: serde_json::Value,
+) -> serde_json::Value {
+    let mut patch = serde_json::json!({"metadata": {"annotations": {PENDING: value}}});
     if let Some(rv) = resource_version {
         patch["metadata"]["resourceVersion"] = rv.into();
     }

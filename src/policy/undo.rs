@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
-use super::{FAILED_PREFIX, ON_FAILURE, failed_annotation};
+use super::{ON_FAILURE, failed_annotation};
 use crate::plan::{WorkloadView, digest_annotation};
 
 /// The Deployment controller numbers its ReplicaSets' templates here.
@@ -218,14 +218,6 @@ pub fn undo_patch(
         {"op": "add", "path": "/metadata/annotations", "value": annotations},
         {"op": "replace", "path": "/spec/template", "value": template},
     ])
-}
-
-/// The digests recorded as failed, by container.
-pub fn failed_digests(annotations: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
-    annotations
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(FAILED_PREFIX)?, v.as_str())))
-        .collect()
 }
 
 #[cfg(test)]
@@ -482,8 +474,5 @@ mod tests {
         assert_eq!(patch[1]["value"]["keep"], "me");
         assert_eq!(patch[1]["value"]["failed.pushroll.io/app"], D);
         assert_eq!(patch[2]["value"], template);
-        let failed: BTreeMap<String, String> =
-            [("failed.pushroll.io/app".to_owned(), D.to_owned())].into();
-        assert_eq!(failed_digests(&failed), [("app", D)].into());
     }
 }
