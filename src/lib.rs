@@ -40,6 +40,7 @@ pub mod index;
 pub mod indexer;
 pub mod k8s;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod push;

@@ -116,6 +116,7 @@ pub struct Metrics {
     pub(crate) restart: RestartMetrics,
     pub(crate) rollout: RolloutMetrics,
     pub(crate) policy: PolicyMetrics,
+    pub(crate) notify: NotifyMetrics,
     pub(crate) kube: KubeMetrics,
     pub(crate) auth: AuthMetrics,
     pub(crate) indexer: IndexerMetrics,
@@ -139,6 +140,7 @@ impl Metrics {
             ConnMetrics::register(r),
         );
         let (rollout, policy) = (RolloutMetrics::register(r), PolicyMetrics::register(r));
+        let notify = NotifyMetrics::register(r);
         Arc::new(Metrics {
             registry,
             push,
@@ -147,6 +149,7 @@ impl Metrics {
             restart,
             rollout,
             policy,
+            notify,
             kube,
             auth,
             indexer,
@@ -486,6 +489,28 @@ impl PolicyMetrics {
                 .get_or_create(&ReasonLabels { reason })
                 .set(*n as i64);
         }
+    }
+}
+
+/// Notifications (`--notify-url`).
+pub(crate) struct NotifyMetrics {
+    outcomes: Family<ResultLabels, Counter>,
+}
+
+impl NotifyMetrics {
+    fn register(r: &mut Registry) -> NotifyMetrics {
+        NotifyMetrics {
+            outcomes: register(
+                r,
+                "notifications",
+                "Notification attempts by result: delivered, retried (5xx, 429, timeout; tried again), failed (out of attempts), refused (another 4xx; not retried), dropped (the queue was full)",
+                Family::default(),
+            ),
+        }
+    }
+
+    pub(crate) fn outcome(&self, result: &'static str) {
+        self.outcomes.get_or_create(&ResultLabels { result }).inc();
     }
 }
 
