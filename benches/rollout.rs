@@ -78,6 +78,7 @@ async fn main() {
         identity: "bench".into(),
         stall_timeout: Duration::from_secs(60),
         rollout_timeout: Duration::from_secs(600),
+        notify: Default::default(),
     };
     let watch_config = settings.config(
         NamespaceFilter::default(),

@@ -206,6 +206,17 @@ pub struct WatchArgs {
     /// A rollout pushroll started that is not complete this long after its restartedAt is reported failed (PushRolloutFailed); older rollouts found at start are not reported.
     #[arg(long, env = "PUSHROLL_ROLLOUT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10m")]
     pub rollout_timeout: Duration,
+    /// POST one JSON document per happening (restarted, pending, rollout-complete, rollout-failed, image-stale, undone) to this URL; repeatable. A secret: only its host is logged.
+    #[arg(
+        long,
+        env = "PUSHROLL_NOTIFY_URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub notify_url: Vec<reqwest::Url>,
+    /// `json` (the documented document) or `slack` (an incoming-webhook `{"text": …}`, which Google Chat takes too).
+    #[arg(long, env = "PUSHROLL_NOTIFY_FORMAT", value_enum, default_value_t = crate::notify::Format::Json)]
+    pub notify_format: crate::notify::Format,
 }
 
 impl WatchArgs {
@@ -222,6 +233,14 @@ impl WatchArgs {
             identity,
             stall_timeout: self.stall_timeout,
             rollout_timeout: self.rollout_timeout,
+            notify: self.notify(),
+        }
+    }
+
+    pub fn notify(&self) -> crate::notify::NotifyConfig {
+        crate::notify::NotifyConfig {
+            urls: self.notify_url.clone(),
+            format: self.notify_format,
         }
     }
 }
@@ -416,6 +435,7 @@ impl ServeArgs {
             dry_run: self.dry_run.unwrap_or(demo),
             mode: self.mode,
             opt_in: self.opt_in,
+            notify: self.watch_args.notify(),
             offline: demo,
             auth,
             namespaces: self.namespaces.filter(),

@@ -108,6 +108,24 @@ pub fn redact(url: &reqwest::Url) -> String {
     )
 }
 
+/// `--notify-url` and `--notify-format`. Its `Debug` shows only the
+/// hosts: configs get logged, and a webhook URL's path is its key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub urls: Vec<reqwest::Url>,
+    pub format: Format,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<String> = self.urls.iter().map(redact).collect();
+        f.debug_struct("NotifyConfig")
+            .field("urls", &hosts)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
 /// How one delivery attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
@@ -138,6 +156,11 @@ impl Notifier {
     /// No `--notify-url`: every happening is ignored.
     pub fn disabled(metrics: Arc<Metrics>) -> Notifier {
         Notifier { tx: None, metrics }
+    }
+
+    /// Starts the worker of `config` (none without URLs).
+    pub fn from_config(config: &NotifyConfig, metrics: Arc<Metrics>) -> Notifier {
+        Notifier::start(config.urls.clone(), config.format, metrics)
     }
 
     /// Starts the worker that delivers to `urls` in `format`.
@@ -266,6 +289,15 @@ mod tests {
         let shown = redact(&url);
         assert_eq!(shown, "https://hooks.slack.com");
         assert!(!shown.contains("SECRET"));
+        let config = NotifyConfig {
+            urls: vec![url],
+            format: Format::Slack,
+        };
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("hooks.slack.com") && !debug.contains("SECRET"),
+            "{debug}"
+        );
     }
 
     fn happening(n: usize) -> Happening {

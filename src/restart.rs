@@ -10,6 +10,7 @@ use kube::api::DynamicObject;
 
 use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::Metrics;
+use crate::notify::{Happening, Notifier, Subject, What};
 use crate::plan::{RestartResult, restart_patch, workload_view};
 use crate::policy::pending::Pending;
 use crate::policy::{
@@ -67,6 +68,8 @@ pub struct Restarter {
     /// Bounds API work across all pushes in flight (`--max-concurrent-restarts`).
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Tells `--notify-url` of restarts and waiting pushes.
+    notifier: Notifier,
 }
 
 impl Restarter {
@@ -77,6 +80,7 @@ impl Restarter {
         settings: Settings,
         max_concurrent: usize,
         metrics: Arc<Metrics>,
+        notifier: Notifier,
     ) -> Restarter {
         Restarter {
             kube,
@@ -85,6 +89,7 @@ impl Restarter {
             settings,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             metrics,
+            notifier,
         }
     }
 
@@ -157,6 +162,7 @@ impl Restarter {
         let executor = Executor {
             kube,
             metrics: &self.metrics,
+            notifier: &self.notifier,
             settings: self.settings,
             dry_run: self.dry_run,
             origin: Origin::Delivery,
@@ -181,6 +187,7 @@ pub(crate) enum Origin {
 pub(crate) struct Executor<'a> {
     pub(crate) kube: &'a Kube,
     pub(crate) metrics: &'a Metrics,
+    pub(crate) notifier: &'a Notifier,
     pub(crate) settings: Settings,
     pub(crate) dry_run: bool,
     pub(crate) origin: Origin,
@@ -288,6 +295,8 @@ impl Executor<'_> {
             } => {
                 self.metrics.policy.decided(result.as_str());
                 let message = pending.describe();
+                self.notifier
+                    .send(happening(What::Pending, w, push, message.clone()));
                 tracing::info!(kind = %w.kind, namespace = %w.namespace, name = %w.name, digest = push.digest, result = result.as_str(), not_before = ?pending.not_before, "{message}");
                 let event =
                     workload_event(w.kind, &patched.metadata, EventKind::Deferred, message, now);
@@ -317,6 +326,15 @@ impl Executor<'_> {
                 ..
             } => {
                 record_restart(kube, w, patched, push, containers, now).await;
+                self.notifier.send(happening(
+                    What::Restarted,
+                    w,
+                    push,
+                    format!(
+                        "Restarted for a push of {} ({})",
+                        push.image_key, push.digest
+                    ),
+                ));
                 if *approved {
                     let event = workload_event(
                         w.kind,
@@ -340,6 +358,23 @@ impl Executor<'_> {
                 Handled::warned(RestartResult::Restarted, warnings)
             }
         }
+    }
+}
+
+/// The notification of what a push did to `w`.
+fn happening(what: What, w: &WorkloadRef, push: &Push<'_>, message: String) -> Happening {
+    Happening {
+        event: what,
+        workload: Subject {
+            kind: w.kind,
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+        },
+        image: Some(push.image_key.to_owned()),
+        digest: push.digest.to_owned(),
+        message_id: push.message_id.map(str::to_owned),
+        time: jiff::Timestamp::now(),
+        message,
     }
 }
 

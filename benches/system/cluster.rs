@@ -118,7 +118,8 @@ impl Cluster {
             false,
             pushroll::policy::Settings::default(),
             8,
-            metrics,
+            metrics.clone(),
+            pushroll::notify::Notifier::disabled(metrics),
         )
     }
 

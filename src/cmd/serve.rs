@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub mode: Mode,
     /// `--opt-in`: only workloads annotated `pushroll.io/restart: "true"`.
     pub opt_in: bool,
+    /// `--notify-url`, `--notify-format`.
+    pub notify: crate::notify::NotifyConfig,
     /// Run without any cluster (`--demo`).
     pub offline: bool,
     pub auth: AuthConfig,
@@ -92,6 +94,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         },
         config.max_concurrent_restarts,
         metrics.clone(),
+        crate::notify::Notifier::from_config(&config.notify, metrics.clone()),
     );
     let (live, indexer) = indexer.unzip();
     let state = Arc::new(AppState {

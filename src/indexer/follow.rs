@@ -172,8 +172,14 @@ mod tests {
         let kube =
             crate::k8s::connect_with(config, Duration::from_secs(5), metrics.clone()).unwrap();
         let state = Arc::new(WatchState::default());
-        let rollouts = Rollouts::new(kube.clone(), metrics.clone(), Duration::from_secs(600));
-        let waiting = Waiting::new(kube.clone(), metrics.clone());
+        let notifier = crate::notify::Notifier::disabled(metrics.clone());
+        let rollouts = Rollouts::new(
+            kube.clone(),
+            metrics.clone(),
+            Duration::from_secs(600),
+            notifier.clone(),
+        );
+        let waiting = Waiting::new(kube.clone(), metrics.clone(), notifier);
         let (shared, mut listed_rx) = Shared::new(
             NamespaceFilter::default(),
             state.clone(),

@@ -45,6 +45,8 @@ pub struct WatchSettings {
     pub stall_timeout: Duration,
     /// A followed rollout not complete by then is reported failed.
     pub rollout_timeout: Duration,
+    /// Where rollouts' ends and undos are told (`--notify-url`).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl WatchSettings {
@@ -131,12 +133,14 @@ pub async fn watch(
     publish: Option<Publish>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let notifier = crate::notify::Notifier::from_config(&config.settings.notify, metrics.clone());
     let rollouts = Rollouts::new(
         kube.clone(),
         metrics.clone(),
         config.settings.rollout_timeout,
+        notifier.clone(),
     );
-    let waiting = Waiting::new(kube.clone(), metrics.clone());
+    let waiting = Waiting::new(kube.clone(), metrics.clone(), notifier);
     let (shared, mut listed) = Shared::new(
         config.namespaces.clone(),
         state.clone(),

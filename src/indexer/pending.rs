@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::k8s::Kube;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::policy::pending::{Pending, Reason};
 use crate::policy::{APPROVAL, APPROVE, MIN_INTERVAL, PENDING, Settings, WINDOW};
 use crate::restart::{Executor, Origin, Push};
@@ -75,6 +76,7 @@ pub(super) struct Waiting {
     wake: Notify,
     kube: Kube,
     metrics: Arc<Metrics>,
+    notifier: Notifier,
     permits: Arc<Semaphore>,
 }
 
@@ -98,12 +100,13 @@ fn fingerprint(annotations: &std::collections::BTreeMap<String, String>) -> u64 
 }
 
 impl Waiting {
-    pub(super) fn new(kube: Kube, metrics: Arc<Metrics>) -> Arc<Waiting> {
+    pub(super) fn new(kube: Kube, metrics: Arc<Metrics>, notifier: Notifier) -> Arc<Waiting> {
         Arc::new(Waiting {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             kube,
             metrics,
+            notifier,
             permits: Arc::new(Semaphore::new(CONCURRENT)),
         })
     }
@@ -262,6 +265,7 @@ impl Waiting {
         let executor = Executor {
             kube: &self.kube,
             metrics: &self.metrics,
+            notifier: &self.notifier,
             settings: Settings {
                 mode: pending.mode,
                 opt_in: pending.opt_in,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::k8s::{EventKind, Kube, KubeError, rollout_event};
 use crate::metrics::Metrics;
+use crate::notify::{Happening, Notifier, Subject, What};
 use crate::rollout::{Followed, Progress, Pushed, StalePod, pushed, selector_query, stale_pods};
 use crate::workload::Kind;
 
@@ -84,6 +85,8 @@ pub(super) struct Rollouts {
     metrics: Arc<Metrics>,
     timeout: Duration,
     reports: Arc<Semaphore>,
+    /// Tells `--notify-url` of each rollout's end (once, with its Event).
+    notifier: Notifier,
 }
 
 /// What a report needs, copied out of the tracker.
@@ -94,7 +97,12 @@ struct Job {
 }
 
 impl Rollouts {
-    pub(super) fn new(kube: Kube, metrics: Arc<Metrics>, timeout: Duration) -> Arc<Rollouts> {
+    pub(super) fn new(
+        kube: Kube,
+        metrics: Arc<Metrics>,
+        timeout: Duration,
+        notifier: Notifier,
+    ) -> Arc<Rollouts> {
         Arc::new(Rollouts {
             tracker: Mutex::new(Tracker::default()),
             wake: Notify::new(),
@@ -102,6 +110,7 @@ impl Rollouts {
             metrics,
             timeout,
             reports: Arc::new(Semaphore::new(CONCURRENT_REPORTS)),
+            notifier,
         })
     }
 
@@ -371,18 +380,22 @@ impl Rollouts {
                 );
                 let first = created(
                     self.kube
-                        .create_event(&event(EventKind::RolloutComplete, message))
+                        .create_event(&event(EventKind::RolloutComplete, message.clone()))
                         .await,
                 )?;
-                if !stale.is_empty() {
-                    created(
+                let stale_text = stale_message(pushed, &stale);
+                let stale_first = !stale.is_empty()
+                    && created(
                         self.kube
-                            .create_event(&event(
-                                EventKind::ImageStale,
-                                stale_message(pushed, &stale),
-                            ))
+                            .create_event(&event(EventKind::ImageStale, stale_text.clone()))
                             .await,
                     )?;
+                // Told once, as the Events are recorded once.
+                if first {
+                    self.tell(&job.key, pushed, What::RolloutComplete, message);
+                }
+                if stale_first {
+                    self.tell(&job.key, pushed, What::ImageStale, stale_text);
                 }
                 if first {
                     let result = if stale.is_empty() {
@@ -403,16 +416,17 @@ impl Rollouts {
                 let message = format!("Rollout of {} failed: {why}", pushed.digest);
                 let first = created(
                     self.kube
-                        .create_event(&event(EventKind::RolloutFailed, message))
+                        .create_event(&event(EventKind::RolloutFailed, message.clone()))
                         .await,
                 )?;
                 if first {
+                    self.tell(&job.key, pushed, What::RolloutFailed, message.clone());
                     self.metrics.rollout.ended(kind.as_str(), "failed", None);
                     tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result = "failed", duration_seconds = took.as_secs_f64(), why, "rollout finished");
                 }
                 // Whether or not this call recorded the failure: a leader
                 // that died between the Event and the undo left it to us.
-                super::undo::undo(
+                let undone = super::undo::undo(
                     &self.kube,
                     &self.metrics,
                     (*kind, ns, name),
@@ -420,9 +434,31 @@ impl Rollouts {
                     job.entry.selector.as_deref(),
                 )
                 .await?;
+                if let Some(message) = undone {
+                    self.tell(&job.key, pushed, What::Undone, message);
+                }
             }
         }
         Ok(())
+    }
+}
+
+impl Rollouts {
+    /// A notification of a rollout's end (`--notify-url`).
+    fn tell(&self, (kind, ns, name): &Key, pushed: &Pushed, what: What, message: String) {
+        self.notifier.send(Happening {
+            event: what,
+            workload: Subject {
+                kind: *kind,
+                namespace: ns.clone(),
+                name: name.clone(),
+            },
+            image: None,
+            digest: pushed.digest.clone(),
+            message_id: None,
+            time: jiff::Timestamp::now(),
+            message,
+        });
     }
 }
 

@@ -20,25 +20,26 @@ use crate::workload::Kind;
 
 /// Undoes the failed rollout of `pushed` on one workload, if asked and
 /// still ours; `selector` is the workload's pod selector as a query.
+/// Returns the message of the undo this call made (`None`: nothing to do).
 pub(super) async fn undo(
     kube: &Kube,
     metrics: &Metrics,
     (kind, ns, name): (Kind, &str, &str),
     pushed: &Pushed,
     selector: Option<&str>,
-) -> Result<(), KubeError> {
+) -> Result<Option<String>, KubeError> {
     let obj = match kube.get_workload(kind, ns, name).await {
         Ok(obj) => obj,
-        Err(KubeError::NotFound) => return Ok(()),
+        Err(KubeError::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
     let view = workload_view(&obj);
     match check(&view, &pushed.digest, &pushed.containers) {
         Ok(()) => {}
-        Err(Keep::NotAsked | Keep::Done) => return Ok(()),
+        Err(Keep::NotAsked | Keep::Done) => return Ok(None),
         Err(Keep::Changed) => {
             tracing::info!(kind = %kind, namespace = ns, name, digest = %pushed.digest, "failed rollout not undone: the template changed since (a person's rollback or edit is left alone)");
-            return Ok(());
+            return Ok(None);
         }
     }
     let (Some(uid), Some(selector), Some(rv)) = (
@@ -46,7 +47,7 @@ pub(super) async fn undo(
         selector,
         view.resource_version.as_deref(),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     let (current, revisions): (Option<i64>, Vec<Revision>) = match kind {
         Kind::Deployment => (
@@ -68,7 +69,7 @@ pub(super) async fn undo(
     };
     let Some(before) = previous(current, &revisions) else {
         tracing::warn!(kind = %kind, namespace = ns, name, digest = %pushed.digest, "failed rollout not undone: no earlier revision to put back");
-        return Ok(());
+        return Ok(None);
     };
     let mut template = before.template.clone();
     let unknown = pin_previous(&mut template, &pushed.containers, &[]);
@@ -111,15 +112,15 @@ pub(super) async fn undo(
         &meta,
         EventKind::RolloutUndone,
         &pushed.digest,
-        message,
+        message.clone(),
         jiff::Timestamp::now(),
     );
     match kube.create_event(&event).await {
-        Ok(()) | Err(KubeError::Conflict(_)) => Ok(()),
+        Ok(()) | Err(KubeError::Conflict(_)) => {}
+        // The undo is done; a lost Event is only logged.
         Err(e) => {
-            // The undo is done; a lost Event is only logged.
             tracing::warn!(kind = %kind, namespace = ns, name, error = %e, "could not record the PushRolloutUndone event");
-            Ok(())
         }
     }
+    Ok(Some(message))
 }
