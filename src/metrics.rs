@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::policy;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PushLabels {
     outcome: &'static str,
@@ -141,7 +143,7 @@ impl Metrics {
         );
         let (rollout, policy) = (RolloutMetrics::register(r), PolicyMetrics::register(r));
         let notify = NotifyMetrics::register(r);
-        Arc::new(Metrics {
+        let metrics = Metrics {
             registry,
             push,
             lookup,
@@ -154,7 +156,70 @@ impl Metrics {
             auth,
             indexer,
             conn,
-        })
+        };
+        metrics.zero_what_alerts_count();
+        Arc::new(metrics)
+    }
+
+    /// Creates at 0 the series the alerts in `deploy/monitoring` take
+    /// `increase()` of. A series born at 1 reads as no increase, so the
+    /// first failed rollout (or drop, or rejected patch) would never alert.
+    fn zero_what_alerts_count(&self) {
+        for code_outcome in [
+            (200, "restarted"),
+            (200, "pending"),
+            (200, "unchanged"),
+            (200, "no-match"),
+            (200, "ignored"),
+            (503, "index-unavailable"),
+            (503, "restart-failed"),
+            (503, "timeout"),
+            (503, "keys-unavailable"),
+        ] {
+            let (code, outcome) = code_outcome;
+            self.push
+                .pushes
+                .get_or_create(&PushLabels { outcome, code })
+                .inc_by(0);
+        }
+        for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+            for result in ["restarted", "rejected", "failed"] {
+                self.restart
+                    .restarts
+                    .get_or_create(&RestartLabels { kind, result })
+                    .inc_by(0);
+            }
+            for result in ["complete", "failed", "stale"] {
+                self.rollout
+                    .rollouts
+                    .get_or_create(&RestartLabels { kind, result })
+                    .inc_by(0);
+            }
+        }
+        for result in ["delivered", "retried", "failed", "refused", "dropped"] {
+            self.notify
+                .outcomes
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        for result in [
+            "written",
+            "unchanged",
+            "too-large",
+            "error",
+            "not-lease-holder",
+        ] {
+            self.indexer
+                .writes
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        for annotation in [policy::WINDOW, policy::MIN_INTERVAL, policy::APPROVAL] {
+            self.policy
+                .invalid
+                .get_or_create(&AnnotationLabels { annotation })
+                .inc_by(0);
+        }
     }
 
     /// The Prometheus text exposition.
@@ -775,6 +840,20 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }
         drop(_inflight);
+        let fresh = Metrics::new().encode();
+        for line in [
+            "pushroll_rollouts_total{kind=\"Deployment\",result=\"failed\"} 0",
+            "pushroll_restarts_total{kind=\"DaemonSet\",result=\"rejected\"} 0",
+            "pushroll_pushes_total{outcome=\"restart-failed\",code=\"503\"} 0",
+            "pushroll_notifications_total{result=\"dropped\"} 0",
+            "pushroll_index_writes_total{result=\"not-lease-holder\"} 0",
+            "pushroll_policy_invalid_total{annotation=\"pushroll.io/window\"} 0",
+        ] {
+            assert!(
+                fresh.contains(line),
+                "not created at 0: {line:?} in:\n{fresh}"
+            );
+        }
         drop(_open);
         let text = m.encode();
         assert!(text.contains("pushroll_inflight_pushes 0"), "{text}");
