@@ -213,9 +213,11 @@ fn env_as_flags(o: &Objects, c: &Container, subcommand: &str) -> (Vec<String>, V
         pairs.extend(data);
     }
     let mut downward = Vec::new();
+    let mut secret = Vec::new();
     for e in c.env.iter().flatten() {
         match (&e.value, &e.value_from) {
             (Some(v), None) => pairs.push((e.name.clone(), v.clone())),
+            (None, Some(from)) if from.secret_key_ref.is_some() => secret.push(e.name.clone()),
             (None, Some(_)) => downward.push(e.name.clone()),
             other => panic!("env {}: {other:?}", e.name),
         }
@@ -225,6 +227,15 @@ fn env_as_flags(o: &Objects, c: &Container, subcommand: &str) -> (Vec<String>, V
     let sub = cmd
         .find_subcommand(subcommand)
         .unwrap_or_else(|| panic!("no subcommand {subcommand}"));
+    // A setting from a Secret is a flag too; its value is not in the
+    // manifests, so only its name is checked.
+    for name in secret {
+        assert!(
+            sub.get_arguments()
+                .any(|a| a.get_env().is_some_and(|e| e == name.as_str())),
+            "{name} (from a Secret) is no flag of `pushroll {subcommand}`"
+        );
+    }
     let mut flags = Vec::new();
     let mut seen = BTreeSet::new();
     for (name, value) in pairs {
@@ -425,6 +436,35 @@ fn check_workload(o: &Objects, name: &str, component: &str, service_account: &st
             ("POD_NAMESPACE", "metadata.namespace")
         ]),
         "{name}"
+    );
+    // Notifications: the receiver's URL is a secret, read from an optional
+    // Secret so that the base installs (and runs, telling no one) without it.
+    let secrets: BTreeMap<&str, (&str, &str, Option<bool>)> = c
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let key = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((
+                e.name.as_str(),
+                (key.name.as_str(), key.key.as_str(), key.optional),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        secrets,
+        BTreeMap::from([
+            ("PUSHROLL_NOTIFY_URL", ("pushroll-notify", "url", Some(true))),
+            (
+                "PUSHROLL_NOTIFY_FORMAT",
+                ("pushroll-notify", "format", Some(true))
+            ),
+        ]),
+        "{name}"
+    );
+    assert!(
+        !o.all.iter().any(|d| d["kind"] == "Secret"),
+        "the manifests ship no Secret: the site creates pushroll-notify"
     );
     ports[0]
 }
