@@ -86,17 +86,25 @@ impl Format {
         match self {
             Format::Json => serde_json::to_value(h).expect("a happening always serializes"),
             Format::Slack => serde_json::json!({
-                "text": format!(
+                "text": slack_escape(&format!(
                     "pushroll: {} {}/{} {}: {}",
                     h.event.as_str(),
                     h.workload.namespace,
                     h.workload.name,
                     h.workload.kind,
                     h.message
-                )
+                ))
             }),
         }
     }
+}
+
+/// Slack reads `&`, `<` and `>` as markup (`<url|label>`, `<!channel>`);
+/// a message about an image must never ping a channel.
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A URL as logs may show it: its scheme and host, never its path or query.
@@ -145,17 +153,24 @@ pub fn judge(status: u16) -> Attempt {
     }
 }
 
-/// Takes happenings without ever waiting; `None` URLs: a no-op.
+/// Takes happenings without ever waiting; without URLs, a no-op. Each
+/// URL has its own queue and worker, so a dead receiver never holds up
+/// another.
 #[derive(Clone)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<Happening>>,
+    queues: Vec<mpsc::Sender<Arc<serde_json::Value>>>,
+    format: Format,
     metrics: Arc<Metrics>,
 }
 
 impl Notifier {
     /// No `--notify-url`: every happening is ignored.
     pub fn disabled(metrics: Arc<Metrics>) -> Notifier {
-        Notifier { tx: None, metrics }
+        Notifier {
+            queues: Vec::new(),
+            format: Format::Json,
+            metrics,
+        }
     }
 
     /// Starts the worker of `config` (none without URLs).
@@ -168,47 +183,52 @@ impl Notifier {
         if urls.is_empty() {
             return Notifier::disabled(metrics);
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
         let http = reqwest::Client::builder()
             .timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(ATTEMPT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("building an HTTP client with static settings");
-        for url in &urls {
-            tracing::info!(receiver = %redact(url), format = ?format, "notifications on");
-        }
-        tokio::spawn(deliver_all(rx, http, urls, format, metrics.clone()));
+        let queues = urls
+            .into_iter()
+            .map(|url| {
+                tracing::info!(receiver = %redact(&url), format = ?format, "notifications on");
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tokio::spawn(deliver_all(rx, http.clone(), url, metrics.clone()));
+                tx
+            })
+            .collect();
         Notifier {
-            tx: Some(tx),
+            queues,
+            format,
             metrics,
         }
     }
 
-    /// Queues `h`; a full queue drops it (counted), never waits.
+    /// Queues `h` for every URL; a full queue drops it (counted), never waits.
     pub fn send(&self, h: Happening) {
-        let Some(tx) = &self.tx else {
+        if self.queues.is_empty() {
             return;
-        };
-        if tx.try_send(h).is_err() {
-            self.metrics.notify.outcome("dropped");
+        }
+        let body = Arc::new(self.format.body(&h));
+        for tx in &self.queues {
+            if tx.try_send(body.clone()).is_err() {
+                self.metrics.notify.outcome("dropped");
+                tracing::debug!(event = h.event.as_str(), "notification queue full; dropped");
+            }
         }
     }
 }
 
+/// One URL's worker: its happenings in order.
 async fn deliver_all(
-    mut rx: mpsc::Receiver<Happening>,
+    mut rx: mpsc::Receiver<Arc<serde_json::Value>>,
     http: reqwest::Client,
-    urls: Vec<reqwest::Url>,
-    format: Format,
+    url: reqwest::Url,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(h) = rx.recv().await {
-        let body = format.body(&h);
-        let sends = urls
-            .iter()
-            .map(|url| deliver(&http, url, &body, &h, &metrics));
-        futures::future::join_all(sends).await;
+    while let Some(body) = rx.recv().await {
+        deliver(&http, &url, &body, &metrics).await;
     }
 }
 
@@ -217,7 +237,6 @@ async fn deliver(
     http: &reqwest::Client,
     url: &reqwest::Url,
     body: &serde_json::Value,
-    h: &Happening,
     metrics: &Metrics,
 ) {
     let mut delays = backon::BackoffBuilder::build(
@@ -238,7 +257,7 @@ async fn deliver(
             }
             Attempt::Refused => {
                 metrics.notify.outcome("refused");
-                tracing::warn!(receiver = %redact(url), event = h.event.as_str(), "notification refused by the receiver (4xx); not retried");
+                tracing::warn!(receiver = %redact(url), "notification refused by the receiver (4xx); not retried");
                 return;
             }
             Attempt::Retry => match delays.next() {
@@ -248,7 +267,7 @@ async fn deliver(
                 }
                 None => {
                     metrics.notify.outcome("failed");
-                    tracing::warn!(receiver = %redact(url), event = h.event.as_str(), attempts = ATTEMPTS, "notification not delivered");
+                    tracing::warn!(receiver = %redact(url), attempts = ATTEMPTS, "notification not delivered");
                     return;
                 }
             },
@@ -422,6 +441,33 @@ mod tests {
         })
         .await;
         assert!(count(&metrics, "dropped") <= 50.0);
+    }
+
+    #[tokio::test]
+    async fn a_dead_receiver_never_holds_up_a_live_one() {
+        let (dead, _) = receiver(|_| None).await;
+        let (live, got) = receiver(|_| Some(200)).await;
+        let metrics = Metrics::new();
+        let notifier = Notifier::start(vec![dead, live], Format::Json, metrics.clone());
+        for n in 0..3 {
+            notifier.send(happening(n));
+        }
+        // Well inside the dead one's first 5 s timeout.
+        until(Duration::from_secs(3), || got.lock().unwrap().len() == 3).await;
+        assert_eq!(count(&metrics, "delivered"), 3.0);
+    }
+
+    #[test]
+    fn slack_markup_in_a_message_is_escaped() {
+        let mut h = happening(1);
+        h.message = "image <!channel> & <https://x|y>".into();
+        let text = Format::Slack.body(&h)["text"].as_str().unwrap().to_owned();
+        assert!(
+            text.ends_with("image &lt;!channel&gt; &amp; &lt;https://x|y&gt;"),
+            "{text}"
+        );
+        // The JSON format carries the message as it is.
+        assert_eq!(Format::Json.body(&h)["message"], h.message.as_str());
     }
 
     #[test]

@@ -454,7 +454,10 @@ fn check_workload(o: &Objects, name: &str, component: &str, service_account: &st
     assert_eq!(
         secrets,
         BTreeMap::from([
-            ("PUSHROLL_NOTIFY_URL", ("pushroll-notify", "url", Some(true))),
+            (
+                "PUSHROLL_NOTIFY_URL",
+                ("pushroll-notify", "url", Some(true))
+            ),
             (
                 "PUSHROLL_NOTIFY_FORMAT",
                 ("pushroll-notify", "format", Some(true))

@@ -60,6 +60,8 @@ enum Stage {
 #[derive(Debug, Clone)]
 struct Entry {
     pushed: Pushed,
+    /// The first rolled container's image, as notifications name it.
+    image: Option<String>,
     uid: Option<String>,
     selector: Option<String>,
     stage: Stage,
@@ -143,8 +145,17 @@ impl Rollouts {
             .get(&key)
             .is_some_and(|e| e.pushed == pushed);
         if !known {
+            let image = obj
+                .template()
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|spec| {
+                    let first = pushed.containers.first()?;
+                    spec.containers.iter().find(|c| &c.name == first)
+                })
+                .and_then(|c| c.image.clone());
             let entry = Entry {
                 pushed,
+                image,
                 uid: obj.uid(),
                 selector: obj.selector().and_then(selector_query),
                 stage: Stage::Following,
@@ -392,10 +403,10 @@ impl Rollouts {
                     )?;
                 // Told once, as the Events are recorded once.
                 if first {
-                    self.tell(&job.key, pushed, What::RolloutComplete, message);
+                    self.tell(&job, What::RolloutComplete, message);
                 }
                 if stale_first {
-                    self.tell(&job.key, pushed, What::ImageStale, stale_text);
+                    self.tell(&job, What::ImageStale, stale_text);
                 }
                 if first {
                     let result = if stale.is_empty() {
@@ -420,7 +431,7 @@ impl Rollouts {
                         .await,
                 )?;
                 if first {
-                    self.tell(&job.key, pushed, What::RolloutFailed, message.clone());
+                    self.tell(&job, What::RolloutFailed, message.clone());
                     self.metrics.rollout.ended(kind.as_str(), "failed", None);
                     tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result = "failed", duration_seconds = took.as_secs_f64(), why, "rollout finished");
                 }
@@ -435,7 +446,7 @@ impl Rollouts {
                 )
                 .await?;
                 if let Some(message) = undone {
-                    self.tell(&job.key, pushed, What::Undone, message);
+                    self.tell(&job, What::Undone, message);
                 }
             }
         }
@@ -445,7 +456,8 @@ impl Rollouts {
 
 impl Rollouts {
     /// A notification of a rollout's end (`--notify-url`).
-    fn tell(&self, (kind, ns, name): &Key, pushed: &Pushed, what: What, message: String) {
+    fn tell(&self, job: &Job, what: What, message: String) {
+        let ((kind, ns, name), pushed) = (&job.key, &job.entry.pushed);
         self.notifier.send(Happening {
             event: what,
             workload: Subject {
@@ -453,7 +465,7 @@ impl Rollouts {
                 namespace: ns.clone(),
                 name: name.clone(),
             },
-            image: None,
+            image: job.entry.image.clone(),
             digest: pushed.digest.clone(),
             message_id: None,
             time: jiff::Timestamp::now(),

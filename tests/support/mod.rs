@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod indexer;
 pub mod kubelet;
+pub mod openapi;
 pub mod rollout;
 
 use std::io::{BufRead as _, BufReader};
