@@ -127,7 +127,8 @@ struct Objects {
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
-    /// Custom resources (Gateway API, GKE policies), by kind.
+    /// Custom resources (Gateway API, GKE policies, the Prometheus
+    /// Operator's), by kind.
     custom: BTreeMap<String, Vec<Value>>,
 }
 
@@ -163,7 +164,8 @@ fn parse(docs: Vec<Value>) -> Objects {
             ("rbac.authorization.k8s.io/v1", "Role") => o.roles.push(typed(v)),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => o.role_bindings.push(typed(v)),
             ("gateway.networking.k8s.io/v1", "Gateway" | "HTTPRoute")
-            | ("networking.gke.io/v1", "HealthCheckPolicy") => {
+            | ("networking.gke.io/v1", "HealthCheckPolicy")
+            | ("monitoring.coreos.com/v1", "PrometheusRule" | "ServiceMonitor") => {
                 o.custom.entry(kind.to_owned()).or_default().push(v.clone())
             }
             other => panic!("unexpected object {other:?} in deploy/"),
@@ -179,6 +181,13 @@ impl Objects {
             .iter()
             .find(|d| d.metadata.name.as_deref() == Some(name))
             .unwrap_or_else(|| panic!("no Deployment {name}"))
+    }
+
+    fn service(&self, name: &str) -> &Service {
+        self.services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no Service {name}"))
     }
 
     fn config_map(&self, name: &str) -> &ConfigMap {
@@ -566,9 +575,13 @@ fn check_serve(o: &Objects) -> ServeConfig {
     let selects = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
         sel.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
-    assert_eq!(o.services.len(), 1);
-    let svc = &o.services[0];
-    assert_eq!(svc.metadata.name.as_deref(), Some("pushroll"));
+    let svc = o.service("pushroll");
+    // Any other Service (overlays/monitoring's pushroll-indexer) leaves the
+    // serve pods alone.
+    for other in o.services.iter().filter(|s| !std::ptr::eq(*s, svc)) {
+        let sel = other.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert!(!selects(&sel, &pod_labels), "{:?}", other.metadata.name);
+    }
     let spec = svc.spec.as_ref().unwrap();
     let sel = spec.selector.clone().unwrap();
     assert!(selects(&sel, &pod_labels) && !selects(&sel, &indexer_labels));
@@ -821,6 +834,7 @@ fn base_deploys_serve_and_indexer_with_least_privilege() {
     let indexer_args = check_indexer(&o);
     check_rbac(&o, "pushroll", "*", &config, &indexer_args);
     assert!(o.custom.is_empty(), "the base needs no CRDs");
+    assert_eq!(o.services.len(), 1, "one Service, serve's");
 }
 
 #[test]
@@ -971,6 +985,49 @@ fn namespaced_overlay_needs_nothing_cluster_scoped() {
         "the indexer must watch its namespace only: {indexer_args:?}"
     );
     check_rbac(&o, &home, &home, &config, &indexer_args);
+}
+
+/// overlays/monitoring: the base as it is (the same checks, the same
+/// least privilege) plus the Prometheus Operator's objects and the Service
+/// that reaches the indexer's metrics port; tests/monitoring.rs checks the
+/// monitoring objects themselves.
+#[test]
+fn monitoring_overlay_keeps_the_base() {
+    let Some(docs) = render("overlays/monitoring") else {
+        return;
+    };
+    let o = parse(docs);
+    assert_eq!(o.namespaces.len(), 1);
+    check_common(&o, "pushroll", true);
+    let config = check_serve(&o);
+    assert!(config.indexer.is_none());
+    let indexer_args = check_indexer(&o);
+    check_rbac(&o, "pushroll", "*", &config, &indexer_args);
+    assert_eq!(
+        o.custom.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["PrometheusRule", "ServiceMonitor"]
+    );
+    assert_eq!(o.services.len(), 2);
+    let svc = o.service("pushroll-indexer");
+    let spec = svc.spec.as_ref().unwrap();
+    let indexer = o.deployment("pushroll-indexer");
+    let labels = indexer
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap();
+    let labels = labels.labels.clone().unwrap();
+    let sel = spec.selector.clone().unwrap();
+    assert!(sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let ports = spec.ports.as_ref().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some("http"));
+    let c = container(indexer);
+    let target = port_number(c, ports[0].target_port.as_ref().unwrap());
+    assert_eq!(target, probe(c, "readiness").1, "the port /metrics is on");
 }
 
 /// The probe paths and the metrics path are real routes of the server: a
