@@ -16,6 +16,7 @@
 //! | carried out | [`restart`], through the Kubernetes edge [`k8s`] |
 //! | followed to its end | [`rollout`] (pure: kubectl's rules, stale pods), by the indexer's Lease holder |
 //! | waiting, carried out later; undone on failure | by the indexer's Lease holder (`indexer/pending.rs`, `indexer/undo.rs`; planned in [`policy::undo`]) |
+//! | told to people (`--notify-url`) | [`notify`]: a queue per URL, off the push's path |
 //!
 //! Beside the push path:
 //!

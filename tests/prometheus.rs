@@ -170,7 +170,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Scrapes `targets` (job, address) every second and evaluates `rules`
     /// every second.
-    async fn start(binary: &Path, targets: &[(&str, String)], rules: &Value) -> Prometheus {
+    async fn start(binary: &Path, targets: &[(&str, Vec<String>)], rules: &Value) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("rules.yaml"),
@@ -179,7 +179,7 @@ impl Prometheus {
         .unwrap();
         let scrape: Vec<Value> = targets
             .iter()
-            .map(|(job, addr)| json!({"job_name": job, "static_configs": [{"targets": [addr]}]}))
+            .map(|(job, addrs)| json!({"job_name": job, "static_configs": [{"targets": addrs}]}))
             .collect();
         let config = json!({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -191,7 +191,10 @@ impl Prometheus {
         let port = free_port();
         let child = Command::new(binary)
             .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
             .current_dir(dir.path())
@@ -199,7 +202,7 @@ impl Prometheus {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting prometheus");
-        let prometheus = Prometheus {
+        let mut prometheus = Prometheus {
             child,
             base: format!("http://127.0.0.1:{port}"),
             _dir: dir,
@@ -214,18 +217,19 @@ impl Prometheus {
             (answer.status() == 200).then_some(())
         })
         .await;
-        assert!(ready.is_some(), "prometheus not ready within 30 s");
+        let exited = prometheus.child.try_wait().unwrap();
+        assert!(
+            ready.is_some(),
+            "prometheus not ready within 30 s (exited: {exited:?}; its log is above)"
+        );
         prometheus
     }
 
     /// `GET /api/v1/{path}` with `query`; the whole answer.
     async fn api(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        let answer = http()
-            .get(format!("{}/api/v1/{path}", self.base))
-            .query(query)
-            .send()
-            .await
+        let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/{path}", self.base), query)
             .unwrap();
+        let answer = http().get(url).send().await.unwrap();
         let status = answer.status().as_u16();
         (status, answer.json().await.unwrap())
     }
@@ -237,7 +241,10 @@ impl Prometheus {
             status == 200 && body["status"] == "success",
             "{expr}: {status} {body}"
         );
-        body["data"]["result"].as_array().cloned().unwrap_or_default()
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Alerts pending or firing: (name, state).
@@ -297,7 +304,12 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
     let cm = format!("{cm_ns}/pushroll-index");
     let serve = Pushroll::serve_open(
         &c.kubeconfig,
-        &["--index-file", missing.to_str().unwrap(), "--index-configmap", &cm],
+        &[
+            "--index-file",
+            missing.to_str().unwrap(),
+            "--index-configmap",
+            &cm,
+        ],
     );
     serve.wait_ready(READY_LIMIT).await;
     // A second serve replica that verifies tokens (the first runs with
@@ -319,9 +331,11 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
     let prometheus = Prometheus::start(
         &binary,
         &[
-            ("pushroll-serve", serve.addr.to_string()),
-            ("pushroll-serve", guarded.addr.to_string()),
-            ("pushroll-indexer", indexer.addr.to_string()),
+            (
+                "pushroll-serve",
+                vec![serve.addr.to_string(), guarded.addr.to_string()],
+            ),
+            ("pushroll-indexer", vec![indexer.addr.to_string()]),
         ],
         &groups,
     )
@@ -341,10 +355,18 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
     let (status, body) = post(
         &client,
         &serve,
-        wrapped(&insert(&format!("{REPO}-other"), "v1", &good), "m-0", SUBSCRIPTION),
+        wrapped(
+            &insert(&format!("{REPO}-other"), "v1", &good),
+            "m-0",
+            SUBSCRIPTION,
+        ),
     )
     .await;
-    assert_eq!((status, body["outcome"].as_str()), (200, Some("no-match")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("no-match")),
+        "{body}"
+    );
     k.push(&image, &good);
     let body = push_until_found(&serve, &insert(REPO, "stable", &good), 1).await;
     assert_eq!(body["workloads"][0]["result"], "restarted", "{body}");
@@ -388,7 +410,11 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
     }
     // The panels this scenario feeds have data.
     for (title, expr) in &panels {
-        let fed = ["pushroll_pushes_total", "pushroll_restarts_total", "pushroll_rollouts_total"];
+        let fed = [
+            "pushroll_pushes_total",
+            "pushroll_restarts_total",
+            "pushroll_rollouts_total",
+        ];
         if fed.iter().any(|m| expr.contains(m)) {
             assert!(!empty.contains(title), "{title}: {expr} returned nothing");
         }
