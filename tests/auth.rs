@@ -20,19 +20,7 @@ fn start(jwks: &JwksServer) -> Pushroll {
 
 /// `serve --demo` verifying tokens against `jwks`, with `extra` flags.
 fn start_with(jwks: &JwksServer, extra: &[&str]) -> Pushroll {
-    let args = [
-        "--auth",
-        "google",
-        "--audience",
-        AUDIENCE,
-        "--allowed-email",
-        EMAIL,
-        "--subscription",
-        SUBSCRIPTION,
-        "--jwks-url",
-        &jwks.url,
-    ];
-    Pushroll::demo(&[&args, extra].concat())
+    Pushroll::demo_verifying(jwks, extra)
 }
 
 fn body() -> String {

@@ -145,14 +145,6 @@ fn exposed(text: &str, names: &mut BTreeSet<String>) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A Prometheus process, killed on drop.
 struct Prometheus {
     child: Child,
@@ -315,18 +307,7 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
     // A second serve replica that verifies tokens (the first runs with
     // `--auth none`), so that rejections are counted too.
     let jwks = JwksServer::start(vec![Signer::rsa("rsa-a.pem", "k1").jwk]).await;
-    let guarded = Pushroll::demo(&[
-        "--auth",
-        "google",
-        "--audience",
-        AUDIENCE,
-        "--allowed-email",
-        EMAIL,
-        "--subscription",
-        SUBSCRIPTION,
-        "--jwks-url",
-        &jwks.url,
-    ]);
+    let guarded = Pushroll::demo_verifying(&jwks, &[]);
     guarded.wait_ready(READY_LIMIT).await;
     let prometheus = Prometheus::start(
         &binary,

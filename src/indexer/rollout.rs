@@ -403,10 +403,10 @@ impl Rollouts {
                     )?;
                 // Told once, as the Events are recorded once.
                 if first {
-                    self.tell(&job, What::RolloutComplete, message);
+                    self.tell(job, What::RolloutComplete, message);
                 }
                 if stale_first {
-                    self.tell(&job, What::ImageStale, stale_text);
+                    self.tell(job, What::ImageStale, stale_text);
                 }
                 if first {
                     let result = if stale.is_empty() {
@@ -431,7 +431,7 @@ impl Rollouts {
                         .await,
                 )?;
                 if first {
-                    self.tell(&job, What::RolloutFailed, message.clone());
+                    self.tell(job, What::RolloutFailed, message.clone());
                     self.metrics.rollout.ended(kind.as_str(), "failed", None);
                     tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result = "failed", duration_seconds = took.as_secs_f64(), why, "rollout finished");
                 }
@@ -446,7 +446,7 @@ impl Rollouts {
                 )
                 .await?;
                 if let Some(message) = undone {
-                    self.tell(&job, What::Undone, message);
+                    self.tell(job, What::Undone, message);
                 }
             }
         }

@@ -72,14 +72,6 @@ fn binary() -> Result<PathBuf, String> {
     .clone()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Emulator {
     /// Starts an emulator and waits until it is ready; `None` (after
     /// printing `SKIPPED: …`) when it is not installed.
@@ -101,7 +93,7 @@ impl Emulator {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let log = dir.path().join("emulator.log");
-            let port = free_port();
+            let port = crate::support::free_port();
             let mut cmd = Command::new(&bin);
             cmd.arg("--host=127.0.0.1")
                 .arg(format!("--port={port}"))

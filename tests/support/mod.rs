@@ -161,6 +161,24 @@ impl Pushroll {
         Self::start_env(&args, &[])
     }
 
+    /// `serve --demo` verifying tokens against `jwks` as Google's would be
+    /// (the test audience, email and subscription); `extra` flags follow.
+    pub fn demo_verifying(jwks: &JwksServer, extra: &[&str]) -> Pushroll {
+        let args = [
+            "--auth",
+            "google",
+            "--audience",
+            AUDIENCE,
+            "--allowed-email",
+            EMAIL,
+            "--subscription",
+            SUBSCRIPTION,
+            "--jwks-url",
+            &jwks.url,
+        ];
+        Self::demo(&[&args, extra].concat())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -602,4 +620,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A loopback port free a moment ago, for a process that takes its port
+/// only as a flag (the emulator, Prometheus).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
