@@ -462,7 +462,7 @@ pub fn restart_event(
 }
 
 /// The Events pushroll records on workloads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum EventKind {
     /// `PushRestart` (Normal): rolled for a push.
     Restart,

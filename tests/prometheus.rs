@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::indexer::{READY_LIMIT, start_watch};
+use support::indexer::{READY_LIMIT, configmap_lists, start_watch};
 use support::kubelet::{digest, pod_deployment, real_with_kubelet};
 use support::rollout::{push_until_found, wait_event};
 use support::*;
@@ -291,6 +291,12 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
     c.ensure_namespace(&cm_ns).await;
     let indexer = start_watch(&c, &cm_ns, &ns, "prom-indexer-0");
     indexer.wait_ready(READY_LIMIT).await;
+    // serve is ready once it holds an index: the leader's first write.
+    assert!(
+        configmap_lists(&c, &cm_ns, &image, LIMIT).await,
+        "{}",
+        indexer.logs().join("\n")
+    );
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("index.json");
     let cm = format!("{cm_ns}/pushroll-index");
@@ -369,7 +375,12 @@ async fn alerts_and_panels_run_on_a_real_prometheus_and_name_only_real_metrics()
         (!failed.is_empty() && !complete.is_empty()).then_some(())
     })
     .await;
-    assert!(seen.is_some(), "{}", indexer.metrics().await);
+    assert!(
+        seen.is_some(),
+        "{}\n{}",
+        indexer.metrics().await,
+        indexer.logs().join("\n")
+    );
 
     // Every query parses and runs, and names only what the binaries expose.
     let mut real = BTreeSet::new();

@@ -574,6 +574,87 @@ async fn the_follower_watches_nothing_new_and_lists_pods_once_per_rollout() {
     assert_eq!(watches(), watching, "no watch connection was added");
 }
 
+/// The name pushroll gives a rollout's Event (deterministic, so that
+/// every leader records it once): `src/k8s.rs`, `rollout_event`.
+fn rollout_event_name(kind: &str, workload: &str, digest: &str, reason: &str) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(format!("{kind}/{workload}/{digest}").as_bytes());
+    let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{workload}.{}.{hex}", reason.to_ascii_lowercase())
+}
+
+/// An Event create whose answer is lost (here a 500) although the API
+/// server stored it: the retry meets 409. The rollout is still counted,
+/// and told, exactly once; round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_whose_answer_was_lost_is_counted_once() {
+    let c = Cluster::fake().await;
+    let fake = c.fake_server().unwrap();
+    let ns = c.ns("lost");
+    c.deploy(&ns, "api", &format!("{REPO}:v1")).await;
+    let (p, _) = serve_indexer(&c, &ns, "lost-0", &[]).await;
+    const ROUNDS: usize = 5;
+    for round in 1..=ROUNDS {
+        let digest = format!(
+            "sha256:{}",
+            char::from(b'a' + round as u8).to_string().repeat(64)
+        );
+        // serve records its PushRestart before it answers; the next Event
+        // create is the follower's.
+        let body = push_until_found(&p, &insert(REPO, "v1", &digest), 1).await;
+        assert_eq!(body["workloads"][0]["result"], "restarted", "{body}");
+        let creates = fake.requests_for("create", Some("events")).len();
+        fake.fail_next(
+            fake_apiserver::FaultRule::status(500)
+                .verb("create")
+                .resource("events")
+                .times(1),
+        );
+        c.put_status("Deployment", &ns, "api", |w| deployment_status(w, 1, false))
+            .await;
+        // The refused attempt; then the API server "had stored it".
+        eventually(Duration::from_secs(10), || async {
+            (fake.requests_for("create", Some("events")).len() > creates).then_some(())
+        })
+        .await
+        .expect("the follower tries to record the end");
+        let name = rollout_event_name("Deployment", "api", &digest, "PushRolloutComplete");
+        c.create(json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "namespace": ns},
+            "reason": "PushRolloutComplete", "message": format!("Rollout of {digest} complete"),
+            "type": "Normal"
+        }))
+        .await;
+        let counted = eventually(Duration::from_secs(10), || async {
+            let m = p.metrics().await;
+            (rollouts(&m, "Deployment", "complete") + rollouts(&m, "Deployment", "stale")
+                == round as f64)
+                .then_some(m)
+        })
+        .await;
+        assert!(
+            counted.is_some(),
+            "round {round}: {}\n{}",
+            p.metrics().await,
+            p.logs().join("\n")
+        );
+        let conflicts = fake
+            .requests_for("create", Some("events"))
+            .into_iter()
+            .skip(creates)
+            .filter(|r| r.status == 409)
+            .count();
+        assert!(
+            conflicts >= 1,
+            "round {round}: the retry met the stored Event"
+        );
+    }
+    let m = p.metrics().await;
+    assert_eq!(metric(&m, "pushroll_rollouts_in_progress"), 0.0, "{m}");
+}
+
 /// The API requests pushroll made, by `verb resource`, from its metrics.
 fn api_requests(metrics: &str) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();

@@ -9,10 +9,11 @@
 //! with deterministic names (create, 409 = already reported), so a leader
 //! change, a restart or a redelivered watch event never reports twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt as _;
 use tokio::sync::{Notify, Semaphore};
@@ -324,8 +325,11 @@ impl Rollouts {
                 .with_max_delay(Duration::from_secs(30))
                 .without_max_times(),
         );
+        // Events this job created, or may have (an attempt that timed out):
+        // a retry that meets them (409) still counts and tells them.
+        let mut ours = BTreeSet::new();
         loop {
-            match self.report(&job).await {
+            match self.report(&job, &mut ours).await {
                 Ok(()) => {
                     self.finish(&job, Stage::Reported);
                     return;
@@ -363,7 +367,7 @@ impl Rollouts {
     /// The report: for a completion, one LIST of the pods first (what they
     /// run), then the Events. Metrics and the log line count only Events
     /// this call created, so a rollout is counted once.
-    async fn report(&self, job: &Job) -> Result<(), KubeError> {
+    async fn report(&self, job: &Job, ours: &mut BTreeSet<EventKind>) -> Result<(), KubeError> {
         let (kind, ns, name) = &job.key;
         let pushed = &job.entry.pushed;
         let meta = ObjectMeta {
@@ -389,18 +393,22 @@ impl Rollouts {
                     pushed.digest,
                     humantime::format_duration(round(took))
                 );
-                let first = created(
-                    self.kube
-                        .create_event(&event(EventKind::RolloutComplete, message.clone()))
-                        .await,
-                )?;
+                let first = self
+                    .create_once(
+                        EventKind::RolloutComplete,
+                        &event(EventKind::RolloutComplete, message.clone()),
+                        ours,
+                    )
+                    .await?;
                 let stale_text = stale_message(pushed, &stale);
                 let stale_first = !stale.is_empty()
-                    && created(
-                        self.kube
-                            .create_event(&event(EventKind::ImageStale, stale_text.clone()))
-                            .await,
-                    )?;
+                    && self
+                        .create_once(
+                            EventKind::ImageStale,
+                            &event(EventKind::ImageStale, stale_text.clone()),
+                            ours,
+                        )
+                        .await?;
                 // Told once, as the Events are recorded once.
                 if first {
                     self.tell(job, What::RolloutComplete, message);
@@ -425,11 +433,13 @@ impl Rollouts {
             Ending::Failed { why, at } => {
                 let took = since(pushed.restarted_at, *at);
                 let message = format!("Rollout of {} failed: {why}", pushed.digest);
-                let first = created(
-                    self.kube
-                        .create_event(&event(EventKind::RolloutFailed, message.clone()))
-                        .await,
-                )?;
+                let first = self
+                    .create_once(
+                        EventKind::RolloutFailed,
+                        &event(EventKind::RolloutFailed, message.clone()),
+                        ours,
+                    )
+                    .await?;
                 if first {
                     self.tell(job, What::RolloutFailed, message.clone());
                     self.metrics.rollout.ended(kind.as_str(), "failed", None);
@@ -455,6 +465,31 @@ impl Rollouts {
 }
 
 impl Rollouts {
+    /// Creates the Event `kind`; true when this job created it. Event names
+    /// are deterministic, so a 409 means it exists: ours if an earlier
+    /// attempt of this job created it or timed out trying (the API server
+    /// may have applied it), else another leader's.
+    async fn create_once(
+        &self,
+        kind: EventKind,
+        event: &Event,
+        ours: &mut BTreeSet<EventKind>,
+    ) -> Result<bool, KubeError> {
+        match self.kube.create_event(event).await {
+            Ok(()) => {
+                ours.insert(kind);
+                Ok(true)
+            }
+            Err(KubeError::Conflict(_)) => Ok(ours.contains(&kind)),
+            Err(e) => {
+                if matches!(e, KubeError::Unavailable(_)) {
+                    ours.insert(kind);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// A notification of a rollout's end (`--notify-url`).
     fn tell(&self, job: &Job, what: What, message: String) {
         let ((kind, ns, name), pushed) = (&job.key, &job.entry.pushed);
@@ -471,15 +506,6 @@ impl Rollouts {
             time: jiff::Timestamp::now(),
             message,
         });
-    }
-}
-
-/// Whether the Event was created now (`false`: it already existed).
-fn created(result: Result<(), KubeError>) -> Result<bool, KubeError> {
-    match result {
-        Ok(()) => Ok(true),
-        Err(KubeError::Conflict(_)) => Ok(false),
-        Err(e) => Err(e),
     }
 }
 
