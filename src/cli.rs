@@ -211,12 +211,41 @@ pub struct WatchArgs {
         long,
         env = "PUSHROLL_NOTIFY_URL",
         value_delimiter = ',',
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = SecretUrl
     )]
     pub notify_url: Vec<reqwest::Url>,
     /// `json` (the documented document) or `slack` (an incoming-webhook `{"text": …}`, which Google Chat takes too).
     #[arg(long, env = "PUSHROLL_NOTIFY_FORMAT", value_enum, default_value_t = crate::notify::Format::Json)]
     pub notify_format: crate::notify::Format,
+}
+
+/// Parses `--notify-url` without ever echoing it: clap's own errors quote
+/// the value, and a webhook URL's path is its key (a URL missing its
+/// scheme would land whole in the pod's log).
+#[derive(Clone)]
+struct SecretUrl;
+
+impl clap::builder::TypedValueParser for SecretUrl {
+    type Value = reqwest::Url;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<reqwest::Url, clap::Error> {
+        let why = match value.to_str() {
+            Some(text) => match crate::notify::parse_receiver(text) {
+                Ok(url) => return Ok(url),
+                Err(why) => why,
+            },
+            None => "not UTF-8".to_owned(),
+        };
+        let name = arg.map_or_else(|| "--notify-url".to_owned(), ToString::to_string);
+        let message = format!("invalid value for {name}: {why} (not shown: the URL is a secret)\n");
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
+    }
 }
 
 impl WatchArgs {

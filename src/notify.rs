@@ -107,6 +107,22 @@ fn slack_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A receiver's URL: absolute, `http` or `https`, with a host. The error
+/// never quotes the text (it is a secret).
+pub fn parse_receiver(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the scheme must be https or http, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".to_owned());
+    }
+    Ok(url)
+}
+
 /// A URL as logs may show it: its scheme and host, never its path or query.
 pub fn redact(url: &reqwest::Url) -> String {
     format!(
@@ -296,6 +312,45 @@ mod tests {
         ];
         for (code, want) in table {
             assert_eq!(judge(code), want, "{code}");
+        }
+    }
+
+    #[test]
+    fn receiver_urls_are_checked_without_being_quoted() {
+        let table: [(&str, Result<&str, &str>); 8] = [
+            (
+                "https://hooks.slack.com/services/T/B/SECRET",
+                Ok("hooks.slack.com"),
+            ),
+            ("http://127.0.0.1:9000/hook?k=SECRET", Ok("127.0.0.1")),
+            (
+                " https://chat.googleapis.com/v1/spaces/X/messages?key=SECRET ",
+                Ok("chat.googleapis.com"),
+            ),
+            (
+                "hooks.slack.com/services/T/B/SECRET",
+                Err("relative URL without a base"),
+            ),
+            (
+                "ftp://files.example.com/SECRET",
+                Err("the scheme must be https or http"),
+            ),
+            (
+                "mailto:SECRET@example.com",
+                Err("the scheme must be https or http"),
+            ),
+            ("https://:SECRET@/x", Err("empty host")),
+            ("", Err("relative URL without a base")),
+        ];
+        for (text, want) in table {
+            match (parse_receiver(text), want) {
+                (Ok(url), Ok(host)) => assert_eq!(url.host_str(), Some(host), "{text}"),
+                (Err(why), Err(part)) => {
+                    assert!(why.contains(part), "{text}: {why}");
+                    assert!(!why.contains("SECRET"), "{text}: {why}");
+                }
+                (got, _) => panic!("{text}: {got:?}, want {want:?}"),
+            }
         }
     }
 

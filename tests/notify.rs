@@ -343,3 +343,29 @@ async fn a_restart_and_its_completed_rollout_are_each_told_once() {
 async fn events_named(c: &Cluster, ns: &str, reason: &str) -> usize {
     events(c, ns, "web", reason).await.len()
 }
+
+/// Must show 3, at start-up: a `--notify-url` that does not parse (a
+/// scheme forgotten) is refused with exit code 2, naming the flag and why,
+/// and never echoing the URL, from the flag or from the environment.
+#[test]
+fn a_malformed_notify_url_is_refused_without_being_echoed() {
+    let secret = "hooks.slack.com/services/T000/PATHSECRET?token=QUERYSECRET";
+    let by_flag = Pushroll::run(&["serve", "--demo", "--notify-url", secret], &[]);
+    let by_env = Pushroll::run(
+        &["index", "--watch"],
+        &[("PUSHROLL_NOTIFY_URL", secret.to_owned())],
+    );
+    for (status, stdout, stderr) in [by_flag, by_env] {
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--notify-url") && stderr.contains("relative URL without a base"),
+            "{stderr}"
+        );
+        for out in [&stdout, &stderr] {
+            assert!(
+                !out.contains("PATHSECRET") && !out.contains("QUERYSECRET"),
+                "{out}"
+            );
+        }
+    }
+}
