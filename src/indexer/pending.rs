@@ -63,12 +63,17 @@ struct Entry {
     /// Being carried out; `again`: it changed meanwhile, look once more.
     busy: bool,
     again: bool,
+    /// The job carrying it out now. A job that outlived its entry (the
+    /// record was removed and a newer one written meanwhile) must not
+    /// settle the newer entry: its retry would be lost.
+    job: u64,
 }
 
 #[derive(Default)]
 struct State {
     leader: bool,
     entries: HashMap<Key, Entry>,
+    jobs: u64,
 }
 
 pub(super) struct Waiting {
@@ -151,6 +156,7 @@ impl Waiting {
                         due: Due::Now,
                         busy: false,
                         again: false,
+                        job: 0,
                     },
                 );
             }
@@ -218,7 +224,8 @@ impl Waiting {
         }
         let mut next: Option<jiff::Timestamp> = None;
         let mut starts = Vec::new();
-        for (key, entry) in state.entries.iter_mut() {
+        let State { entries, jobs, .. } = &mut *state;
+        for (key, entry) in entries.iter_mut() {
             if entry.busy {
                 continue;
             }
@@ -233,15 +240,17 @@ impl Waiting {
             }
             entry.busy = true;
             entry.again = false;
-            starts.push((key.clone(), entry.pending.clone()));
+            *jobs += 1;
+            entry.job = *jobs;
+            starts.push((key.clone(), entry.pending.clone(), *jobs));
         }
         drop(state);
-        for (key, pending) in starts {
+        for (key, pending, job) in starts {
             let this = self.clone();
             tokio::spawn(async move {
                 let _permit = this.permits.clone().acquire_owned().await;
                 let ok = this.carry_out(&key, &pending).await;
-                this.done(&key, ok);
+                this.done(&key, job, ok);
             });
         }
         next
@@ -285,9 +294,11 @@ impl Waiting {
         }
     }
 
-    fn done(&self, key: &Key, ok: bool) {
+    fn done(&self, key: &Key, job: u64, ok: bool) {
         let mut state = self.lock();
-        if let Some(entry) = state.entries.get_mut(key) {
+        if let Some(entry) = state.entries.get_mut(key)
+            && entry.job == job
+        {
             entry.busy = false;
             entry.due = if entry.again {
                 Due::Now
