@@ -67,6 +67,13 @@ impl RestartResult {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadView {
     pub resource_version: Option<String>,
+    /// `metadata.generation`: a restart's write produces the next one,
+    /// which its rollout record keeps (see `rollout::ROLLOUT`).
+    pub generation: Option<i64>,
+    /// A Deployment's generation also moves when its own annotations
+    /// change (the API server's rule: they are copied to ReplicaSets);
+    /// a StatefulSet's or DaemonSet's only with its spec.
+    pub annotations_move_generation: bool,
     pub annotations: BTreeMap<String, String>,
     pub template_annotations: BTreeMap<String, String>,
     /// `(name, image)` of containers and init containers.
@@ -90,8 +97,11 @@ pub(crate) fn workload_view(obj: &DynamicObject) -> WorkloadView {
             .unwrap_or_default()
     };
     let containers = crate::workload::containers_json(template);
+    let kind = obj.types.as_ref().map(|t| t.kind.as_str());
     WorkloadView {
         resource_version: obj.metadata.resource_version.clone(),
+        generation: obj.metadata.generation,
+        annotations_move_generation: kind == Some("Deployment"),
         annotations: obj.metadata.annotations.clone().unwrap_or_default(),
         template_annotations: string_map(&template["metadata"]["annotations"]),
         containers,
@@ -345,6 +355,8 @@ mod tests {
         // their own.
         WorkloadView {
             resource_version: Some("7".into()),
+            generation: Some(1),
+            annotations_move_generation: false,
             annotations: map(own),
             template_annotations: map(template),
             containers: containers
@@ -852,6 +864,10 @@ mod tests {
         let obj: DynamicObject =
             serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": 5}))
                 .unwrap();
-        assert_eq!(workload_view(&obj), WorkloadView::default());
+        let want = WorkloadView {
+            annotations_move_generation: true,
+            ..WorkloadView::default()
+        };
+        assert_eq!(workload_view(&obj), want);
     }
 }

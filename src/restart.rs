@@ -12,10 +12,7 @@ use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::Metrics;
 use crate::notify::{Happening, Notifier, Subject, What};
 use crate::plan::{RestartResult, restart_patch, workload_view};
-use crate::policy::pending::Pending;
-use crate::policy::{
-    Decision, Facts, Settings, clear_annotations, decide, drop_pending_patch, pending_patch,
-};
+use crate::policy::{Decision, Facts, Settings, decide, drop_waiting, metadata_patch, set_annotations};
 use crate::workload::{Kind, NamespaceFilter, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and
@@ -143,10 +140,10 @@ impl Restarter {
     }
 
     async fn restart_one(&self, push: &Push<'_>, w: &WorkloadRef) -> Result<Handled, KubeError> {
-        if !self.namespaces.allows(&w.namespace) {
-            return Ok(RestartResult::Excluded.into());
-        }
         let Some(kube) = &self.kube else {
+            if !self.namespaces.allows(&w.namespace) {
+                return Ok(RestartResult::Excluded.into());
+            }
             return Ok(if self.dry_run {
                 RestartResult::WouldRestart
             } else {
@@ -163,6 +160,7 @@ impl Restarter {
             kube,
             metrics: &self.metrics,
             notifier: &self.notifier,
+            namespaces: &self.namespaces,
             settings: self.settings,
             dry_run: self.dry_run,
             origin: Origin::Delivery,
@@ -183,11 +181,15 @@ pub(crate) enum Origin {
 
 /// Carries out one push on one workload: read, decide ([`decide`]), write
 /// with the resourceVersion read, record. Serve and the controller share
-/// it, so both apply the same rules, patch and Events.
+/// it, so both apply the same rules, patch and Events, and the same
+/// namespace bounds: every path that writes a workload passes here.
 pub(crate) struct Executor<'a> {
     pub(crate) kube: &'a Kube,
     pub(crate) metrics: &'a Metrics,
     pub(crate) notifier: &'a Notifier,
+    /// `--namespace` / `--exclude-namespace`: outside them nothing is
+    /// read or written, and a waiting record there is left as it is.
+    pub(crate) namespaces: &'a NamespaceFilter,
     pub(crate) settings: Settings,
     pub(crate) dry_run: bool,
     pub(crate) origin: Origin,
@@ -199,6 +201,9 @@ impl Executor<'_> {
         push: &Push<'_>,
         w: &WorkloadRef,
     ) -> Result<Handled, KubeError> {
+        if !self.namespaces.allows(&w.namespace) {
+            return Ok(RestartResult::Excluded.into());
+        }
         let kube = self.kube;
         let facts = Facts {
             image_key: push.image_key,
@@ -212,7 +217,8 @@ impl Executor<'_> {
                 Err(KubeError::NotFound) => return Ok(RestartResult::NotFound.into()),
                 Err(e) => return Err(e),
             };
-            let view = workload_view(&obj);
+            let mut view = workload_view(&obj);
+            view.annotations_move_generation = w.kind == Kind::Deployment;
             let now = jiff::Timestamp::now();
             let decision = decide(&view, &facts, self.settings, now);
             let result = decision.result(self.dry_run);
@@ -220,23 +226,23 @@ impl Executor<'_> {
             // What to write, if anything; the Skip and Wait answers are
             // final once written.
             let patch = match &decision {
-                Decision::Skip(skipped) => {
-                    if *skipped == RestartResult::Refused {
-                        self.metrics.policy.decided(skipped.as_str());
-                    }
+                Decision::Skip(_) => {
                     let obsolete = self.origin == Origin::Waiting
                         && !self.dry_run
-                        && Pending::of(&view.annotations).is_some_and(|p| p.digest == push.digest);
+                        && crate::policy::pending::of_image(&view.annotations, push.image_key)
+                            .is_some_and(|p| p.digest == push.digest);
                     if !obsolete {
-                        return Ok(result.into());
+                        return Ok(self.skipped(result));
                     }
-                    drop_pending_patch(rv)
+                    metadata_patch(rv, &drop_waiting(&view, push.image_key))
                 }
-                Decision::Wait { pending, write, .. } => {
+                Decision::Wait {
+                    write, metadata, ..
+                } => {
                     if self.dry_run || !write {
                         return Ok(result.into());
                     }
-                    pending_patch(rv, pending)
+                    metadata_patch(rv, metadata)
                 }
                 Decision::Restart { warnings, .. } if self.dry_run => {
                     return Ok(Handled::warned(RestartResult::WouldRestart, warnings));
@@ -244,12 +250,12 @@ impl Executor<'_> {
                 Decision::Restart {
                     containers,
                     pins,
-                    clear,
+                    metadata,
                     ..
                 } => {
                     let mut patch =
                         restart_patch(rv, containers, pins, push.digest, push.published, now);
-                    clear_annotations(&mut patch, clear);
+                    set_annotations(&mut patch, metadata);
                     patch
                 }
             };
@@ -266,11 +272,27 @@ impl Executor<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            return Ok(self.record(w, &patched, push, &decision, result, now).await);
+            if let Decision::Restart { metadata, .. } = &decision {
+                check_generation(w, &patched, metadata);
+            }
+            let handled = self.record(w, &patched, push, &decision, result, now).await;
+            if let Decision::Skip(_) = decision {
+                return Ok(self.skipped(handled.result));
+            }
+            return Ok(handled);
         }
         Err(KubeError::Conflict(format!(
             "still conflicting after {CONFLICT_ATTEMPTS} attempts"
         )))
+    }
+
+    /// A final skip: a refusal is counted here, once per answer (never per
+    /// conflict retry, never in dry-run).
+    fn skipped(&self, result: RestartResult) -> Handled {
+        if result == RestartResult::Refused && !self.dry_run {
+            self.metrics.policy.decided(result.as_str());
+        }
+        result.into()
     }
 
     /// After a write: the Events, metrics and log line of what it did. A
@@ -358,6 +380,21 @@ impl Executor<'_> {
                 Handled::warned(RestartResult::Restarted, warnings)
             }
         }
+    }
+}
+
+/// The rollout record names the generation the restart's write was to
+/// produce; a server that produced another (it should not) leaves a
+/// rollout that is never followed, which the log says.
+fn check_generation(w: &WorkloadRef, patched: &DynamicObject, metadata: &crate::policy::Metadata) {
+    let recorded = metadata
+        .get(crate::rollout::ROLLOUT)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| serde_json::from_str::<crate::rollout::Pushed>(v).ok());
+    if let Some(record) = recorded
+        && !record.is_current(patched.metadata.generation)
+    {
+        tracing::warn!(kind = %w.kind, namespace = %w.namespace, name = %w.name, recorded = record.generation, generation = ?patched.metadata.generation, "the restart produced another generation than its rollout record names: this rollout is not followed");
     }
 }
 

@@ -10,7 +10,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::plan::{DIGEST_PREFIX, PUBLISHED_PREFIX, RESTARTED_AT};
+use serde::{Deserialize, Serialize};
+
 use crate::workload::Workload;
 
 /// Where a rollout stands, as `kubectl rollout status` would say.
@@ -173,48 +174,55 @@ impl Followed for DaemonSet {
     }
 }
 
-/// The push a pod template records: the digest of its newest push, the
-/// containers it rolled, and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `pushroll.io/rollout`: the rollout pushroll's own restart started,
+/// written on the workload's metadata in the same PATCH that changes the
+/// template. Its identity is the generation that PATCH produced: nothing
+/// but that PATCH creates a record whose generation is the workload's
+/// own. A rollback, `kubectl rollout restart`, an edit or a sync moves the
+/// generation on (and a Deployment rollback copies an old ReplicaSet's
+/// annotations, old records included, but never a current generation), so
+/// the template they bring is never judged as pushroll's.
+pub const ROLLOUT: &str = "pushroll.io/rollout";
+
+/// The rollout a restart started: the digest, the containers it rolled,
+/// when, and the generation the write produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Pushed {
     pub digest: String,
     pub containers: Vec<String>,
-    /// `kubectl.kubernetes.io/restartedAt`: when the rollout began.
+    /// `kubectl.kubernetes.io/restartedAt` of the same write: when the
+    /// rollout began.
     pub restarted_at: jiff::Timestamp,
+    /// `metadata.generation` right after the write.
+    pub generation: i64,
+    /// The normalized image pushed (notifications name it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
-/// The newest push that rolled this template, from its annotations: the
-/// containers whose `published.pushroll.io/` record is the latest (a
-/// template rolled before publish times were kept counts them as equal).
-/// `None` when pushroll never rolled it.
-pub fn pushed(annotations: &BTreeMap<String, String>) -> Option<Pushed> {
-    let restarted_at = annotations.get(RESTARTED_AT)?.parse().ok()?;
-    let mut newest: Option<(Option<jiff::Timestamp>, &str)> = None;
-    let mut containers = Vec::new();
-    for (key, digest) in annotations {
-        let Some(container) = key.strip_prefix(DIGEST_PREFIX) else {
-            continue;
-        };
-        let published = annotations
-            .get(&format!("{PUBLISHED_PREFIX}{container}"))
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        let this = (published, digest.as_str());
-        match newest {
-            Some(n) if n > this => continue,
-            Some(n) if n == this => {}
-            _ => {
-                newest = Some(this);
-                containers.clear();
-            }
-        }
-        containers.push(container.to_owned());
+impl Pushed {
+    /// The record on a workload's own annotations; `None` when absent or
+    /// not a record.
+    pub fn of(annotations: &BTreeMap<String, String>) -> Option<Pushed> {
+        serde_json::from_str(annotations.get(ROLLOUT)?).ok()
     }
-    let (_, digest) = newest?;
-    Some(Pushed {
-        digest: digest.to_owned(),
-        containers,
-        restarted_at,
-    })
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a record always serializes")
+    }
+
+    /// Whether the workload's template is still the one this record's
+    /// write made: its generation has not moved since.
+    pub fn is_current(&self, generation: Option<i64>) -> bool {
+        generation == Some(self.generation)
+    }
+}
+
+/// The rollout pushroll's own write started and that the workload still
+/// runs: the record on `annotations`, when `generation` is its own.
+pub fn ours(annotations: &BTreeMap<String, String>, generation: Option<i64>) -> Option<Pushed> {
+    Pushed::of(annotations).filter(|p| p.is_current(generation))
 }
 
 /// The digest part of a container status' `imageID`
@@ -516,78 +524,32 @@ mod tests {
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     #[test]
-    fn the_newest_push_is_the_one_followed() {
-        let at = "2026-11-26T12:00:00Z";
-        let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+    fn a_rollout_is_ours_only_at_the_generation_its_write_produced() {
+        let record = Pushed {
+            digest: D1.into(),
+            containers: vec!["app".into()],
+            restarted_at: "2026-11-26T12:00:00Z".parse().unwrap(),
+            generation: 4,
+            image: Some("r.example/app:v1".into()),
         };
-        // (name, annotations, digest and containers)
-        type Row<'a> = (
-            &'a str,
-            BTreeMap<String, String>,
-            Option<(&'a str, Vec<&'a str>)>,
-        );
-        let table: Vec<Row> = vec![
-            ("never pushed", map(&[(RESTARTED_AT, at)]), None),
-            (
-                "no restartedAt",
-                map(&[("digest.pushroll.io/app", D1)]),
-                None,
-            ),
-            (
-                "one container",
-                map(&[(RESTARTED_AT, at), ("digest.pushroll.io/app", D1)]),
-                Some((D1, vec!["app"])),
-            ),
-            (
-                "the later publish time wins",
-                map(&[
-                    (RESTARTED_AT, at),
-                    ("digest.pushroll.io/app", D1),
-                    ("published.pushroll.io/app", "2026-11-26T11:00:00Z"),
-                    ("digest.pushroll.io/side", D2),
-                    ("published.pushroll.io/side", "2026-11-26T11:30:00Z"),
-                ]),
-                Some((D2, vec!["side"])),
-            ),
-            (
-                "two containers of one push",
-                map(&[
-                    (RESTARTED_AT, at),
-                    ("digest.pushroll.io/a", D1),
-                    ("published.pushroll.io/a", "2026-11-26T11:00:00Z"),
-                    ("digest.pushroll.io/b", D1),
-                    ("published.pushroll.io/b", "2026-11-26T11:00:00Z"),
-                ]),
-                Some((D1, vec!["a", "b"])),
-            ),
-            (
-                "a record with a publish time beats one without",
-                map(&[
-                    (RESTARTED_AT, at),
-                    ("digest.pushroll.io/a", D2),
-                    ("digest.pushroll.io/b", D1),
-                    ("published.pushroll.io/b", "2026-11-26T11:00:00Z"),
-                ]),
-                Some((D1, vec!["b"])),
-            ),
+        let map = |v: &str| -> BTreeMap<String, String> { [(ROLLOUT.to_owned(), v.to_owned())].into() };
+        let json = record.to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["restartedAt"], "2026-11-26T12:00:00Z");
+        assert_eq!(value["generation"], 4);
+        // (name, annotations, generation, ours)
+        let table: Vec<(&str, BTreeMap<String, String>, Option<i64>, bool)> = vec![
+            ("the write's own generation", map(&json), Some(4), true),
+            ("moved on: a rollback, a restart, an edit", map(&json), Some(5), false),
+            ("a record copied back from an old ReplicaSet", map(&json), Some(9), false),
+            ("no generation", map(&json), None, false),
+            ("not a record", map("{oops"), Some(4), false),
+            ("no record (template annotations alone never count)", BTreeMap::new(), Some(4), false),
         ];
-        for (name, annotations, want) in table {
-            let got = pushed(&annotations);
-            assert_eq!(
-                got.as_ref().map(|p| (
-                    p.digest.as_str(),
-                    p.containers.iter().map(String::as_str).collect::<Vec<_>>()
-                )),
-                want,
-                "{name}"
-            );
-            if let Some(p) = got {
-                assert_eq!(p.restarted_at, at.parse::<jiff::Timestamp>().unwrap());
-            }
+        for (name, annotations, generation, want) in table {
+            assert_eq!(ours(&annotations, generation).is_some(), want, "{name}");
         }
+        assert_eq!(ours(&map(&json), Some(4)), Some(record));
     }
 
     #[test]

@@ -50,7 +50,14 @@ pub async fn list(kube: &Kube, namespace: Option<&str>) -> anyhow::Result<Vec<Wa
     collect::<Deployment>(kube, namespace, &mut all).await?;
     collect::<StatefulSet>(kube, namespace, &mut all).await?;
     collect::<DaemonSet>(kube, namespace, &mut all).await?;
-    all.sort_by(|a, b| (&a.namespace, a.kind, &a.name).cmp(&(&b.namespace, b.kind, &b.name)));
+    all.sort_by(|a, b| {
+        (&a.namespace, a.kind, &a.name, &a.pending.image).cmp(&(
+            &b.namespace,
+            b.kind,
+            &b.name,
+            &b.pending.image,
+        ))
+    });
     Ok(all)
 }
 
@@ -60,7 +67,7 @@ async fn collect<W: Workload>(
     into: &mut Vec<Waiting>,
 ) -> anyhow::Result<()> {
     kube.list_each::<W>(namespace, |obj| {
-        if let Some(pending) = Pending::of(obj.annotations()) {
+        for pending in crate::policy::pending::all(obj.annotations()) {
             into.push(Waiting {
                 kind: W::KIND,
                 namespace: obj.namespace().unwrap_or_default(),

@@ -91,9 +91,14 @@ pub(super) fn spawn_all(
     tasks
 }
 
-/// Follows one kind of workload into the shared builder. The builder lock
-/// is held for one event at a time, never across a wait. A relist is
-/// collected in the builder, not here (see `IndexBuilder::begin_relist`).
+/// Follows one kind of workload into the shared builder, the rollout
+/// follower and the waiting pushes. The builder lock is held for one event
+/// at a time, never across a wait. A relist is collected in the builder
+/// (see `IndexBuilder::begin_relist`); the trackers are told, at its end,
+/// which workloads it showed, and forget the others (deleted while the
+/// watch was down), as a reflector store's re-list does. Workloads in
+/// namespaces outside `--namespace` / `--exclude-namespace` never reach
+/// the trackers: nothing is released, reported or undone there.
 async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Arc<Shared>) {
     // One namespace: watch it alone; otherwise watch all and filter.
     let api: Api<W> = match namespaces.include.as_slice() {
@@ -104,6 +109,18 @@ async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
     let mut stream = watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
         .default_backoff()
         .boxed();
+    // The workloads the current relist has shown so far.
+    let mut relisted: BTreeSet<(String, String)> = BTreeSet::new();
+    let track = |obj: &W| {
+        let ns = obj.namespace().unwrap_or_default();
+        if namespaces.allows(&ns) {
+            shared.rollouts.observe(obj);
+            shared.waiting.observe(obj);
+            true
+        } else {
+            false
+        }
+    };
     loop {
         let next = stream.try_next().await;
         let _busy = shared.state.progress.busy(Task::Follow(W::KIND));
@@ -118,16 +135,21 @@ async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
         };
         let did_change = match event {
             watcher::Event::Init => {
+                relisted.clear();
                 shared.builder.lock().await.begin_relist(W::KIND);
                 false
             }
             watcher::Event::InitApply(obj) => {
-                shared.rollouts.observe(&obj);
-                shared.waiting.observe(&obj);
+                if track(&obj) {
+                    relisted.insert((obj.namespace().unwrap_or_default(), obj.name_any()));
+                }
                 shared.builder.lock().await.relisted(&Observed::of(&obj));
                 false
             }
             watcher::Event::InitDone => {
+                let listed = std::mem::take(&mut relisted);
+                shared.rollouts.retain(W::KIND, &listed);
+                shared.waiting.retain(W::KIND, &listed);
                 let changed = shared.builder.lock().await.finish_relist(W::KIND);
                 shared.listed.send_modify(|kinds| {
                     kinds.insert(W::KIND);
@@ -136,14 +158,13 @@ async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
                 changed
             }
             watcher::Event::Apply(obj) => {
-                shared.rollouts.observe(&obj);
-                shared.waiting.observe(&obj);
+                track(&obj);
                 shared.builder.lock().await.apply(&Observed::of(&obj))
             }
             watcher::Event::Delete(obj) => {
                 let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
                 shared.rollouts.forget(W::KIND, &ns, &name);
-                shared.waiting.forget(W::KIND, &ns, &name);
+                shared.waiting.forget(&(W::KIND, ns.clone(), name.clone()));
                 shared.builder.lock().await.delete(W::KIND, &ns, &name)
             }
         };
@@ -179,7 +200,12 @@ mod tests {
             Duration::from_secs(600),
             notifier.clone(),
         );
-        let waiting = Waiting::new(kube.clone(), metrics.clone(), notifier);
+        let waiting = Waiting::new(
+            kube.clone(),
+            metrics.clone(),
+            notifier,
+            NamespaceFilter::default(),
+        );
         let (shared, mut listed_rx) = Shared::new(
             NamespaceFilter::default(),
             state.clone(),

@@ -140,7 +140,12 @@ pub async fn watch(
         config.settings.rollout_timeout,
         notifier.clone(),
     );
-    let waiting = Waiting::new(kube.clone(), metrics.clone(), notifier);
+    let waiting = Waiting::new(
+        kube.clone(),
+        metrics.clone(),
+        notifier,
+        config.namespaces.clone(),
+    );
     let (shared, mut listed) = Shared::new(
         config.namespaces.clone(),
         state.clone(),

@@ -4,10 +4,20 @@
 //! metric and a log line. Judging is pure (`crate::rollout`); this holds
 //! the little state the follower needs and makes its API calls.
 //!
+//! Which rollouts are pushroll's: only those whose workload carries the
+//! record of pushroll's own restart at the generation that write produced
+//! (`rollout::ours`). A template that came any other way (a person's
+//! rollback, restart or edit, a sync, pushroll's own undo) moves the
+//! generation on, and its rollout is never judged.
+//!
 //! Every replica tracks, only the leader reports: a replica that takes over
 //! mid-rollout already knows where each rollout stands. Reports are Events
 //! with deterministic names (create, 409 = already reported), so a leader
-//! change, a restart or a redelivered watch event never reports twice.
+//! change, a restart or a redelivered watch event never reports twice. A
+//! report that fails is retried with backoff (up to 5 minutes), holding a
+//! report slot only while it makes its calls, and is told and counted
+//! once however many attempts it takes. A re-list forgets what it no
+//! longer shows (`retain`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::k8s::{EventKind, Kube, KubeError, rollout_event};
 use crate::metrics::Metrics;
 use crate::notify::{Happening, Notifier, Subject, What};
-use crate::rollout::{Followed, Progress, Pushed, StalePod, pushed, selector_query, stale_pods};
+use crate::rollout::{Followed, Progress, Pushed, StalePod, ours, selector_query, stale_pods};
 use crate::workload::Kind;
 
 /// Reports made at once (each is one pods LIST and one or two Events).
@@ -30,6 +40,9 @@ const CONCURRENT_REPORTS: usize = 4;
 /// Entries that ended stay this long past their timeout, so that watch
 /// events repeating them cost nothing.
 const KEEP_ENDED: Duration = Duration::from_secs(60);
+/// A failed report's retries: from this, doubling, up to the cap.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(300);
 
 type Key = (Kind, String, String);
 
@@ -39,6 +52,9 @@ enum Ending {
     /// At `at`, when the watch showed it complete.
     Complete {
         at: jiff::Timestamp,
+        /// Already complete when first seen (an indexer that started
+        /// late): when it completed is unknown, so no duration.
+        late: bool,
     },
     Failed {
         why: String,
@@ -125,15 +141,14 @@ impl Rollouts {
     /// A workload as a list or watch saw it.
     pub(super) fn observe<W: Followed>(self: &Arc<Self>, obj: &W) {
         let key = (W::KIND, obj.namespace().unwrap_or_default(), obj.name_any());
-        let Some(pushed) = obj
-            .template()
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(pushed)
-        else {
-            // Never rolled by pushroll (most workloads): nothing is kept.
+        let Some(pushed) = ours(obj.annotations(), obj.meta().generation) else {
+            // Never rolled by pushroll (most workloads), or its template
+            // has moved on since pushroll's write: nothing is kept.
             let mut tracker = self.lock();
-            if tracker.entries.remove(&key).is_some() {
+            if let Some(entry) = tracker.entries.remove(&key) {
+                if entry.stage == Stage::Following {
+                    tracing::info!(kind = %key.0, namespace = %key.1, name = %key.2, digest = %entry.pushed.digest, "rollout no longer followed: the workload changed since pushroll's restart (a rollback, a restart, an edit); it is not pushroll's to judge");
+                }
                 self.set_in_progress(&tracker);
             }
             return;
@@ -146,14 +161,15 @@ impl Rollouts {
             .get(&key)
             .is_some_and(|e| e.pushed == pushed);
         if !known {
-            let image = obj
-                .template()
-                .and_then(|t| t.spec.as_ref())
-                .and_then(|spec| {
-                    let first = pushed.containers.first()?;
-                    spec.containers.iter().find(|c| &c.name == first)
-                })
-                .and_then(|c| c.image.clone());
+            let image = pushed.image.clone().or_else(|| {
+                obj.template()
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|spec| {
+                        let first = pushed.containers.first()?;
+                        spec.containers.iter().find(|c| &c.name == first)
+                    })
+                    .and_then(|c| c.image.clone())
+            });
             let entry = Entry {
                 pushed,
                 image,
@@ -176,7 +192,10 @@ impl Rollouts {
         }
         entry.stage = match progress {
             Progress::Waiting(_) => Stage::Following,
-            Progress::Complete => Stage::Ended(Ending::Complete { at: now }),
+            Progress::Complete => Stage::Ended(Ending::Complete {
+                at: now,
+                late: !known,
+            }),
             Progress::Failed(why) => Stage::Ended(Ending::Failed { why, at: now }),
             Progress::Unfollowable(why) => {
                 tracing::info!(kind = %key.0, namespace = %key.1, name = %key.2, why, "rollout not followed");
@@ -194,6 +213,19 @@ impl Rollouts {
             .remove(&(kind, namespace.to_owned(), name.to_owned()))
             .is_some()
         {
+            self.set_in_progress(&tracker);
+        }
+    }
+
+    /// A re-list of `kind` ended: a workload it did not show was deleted
+    /// while the watch was down, and is forgotten unreported.
+    pub(super) fn retain(&self, kind: Kind, listed: &BTreeSet<(String, String)>) {
+        let mut tracker = self.lock();
+        let before = tracker.entries.len();
+        tracker
+            .entries
+            .retain(|k, _| k.0 != kind || listed.contains(&(k.1.clone(), k.2.clone())));
+        if tracker.entries.len() != before {
             self.set_in_progress(&tracker);
         }
     }
@@ -311,34 +343,50 @@ impl Rollouts {
     fn spawn_report(self: &Arc<Self>, job: Job) {
         let this = self.clone();
         tokio::spawn(async move {
-            let _permit = this.reports.clone().acquire_owned().await;
             this.report_until_done(job).await;
         });
     }
 
     /// Retries with backoff while this replica leads and the rollout is
-    /// still the one tracked: every step is safe to repeat.
+    /// still the one tracked: every step is safe to repeat. A slot is held
+    /// only for an attempt's calls, never across the wait, so a report
+    /// that keeps failing never holds up the others.
     async fn report_until_done(self: &Arc<Self>, job: Job) {
         let mut delays = backon::BackoffBuilder::build(
             backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(500))
-                .with_max_delay(Duration::from_secs(30))
+                .with_min_delay(FIRST_RETRY)
+                .with_max_delay(MAX_RETRY)
                 .without_max_times(),
         );
         // Events this job created, or may have (an attempt that timed out):
-        // a retry that meets them (409) still counts and tells them.
+        // a retry that meets them (409) still counts and tells them, once.
         let mut ours = BTreeSet::new();
+        let mut told = BTreeSet::new();
+        let mut failures = 0u32;
         loop {
-            match self.report(&job, &mut ours).await {
+            let attempt = {
+                let _permit = self.reports.clone().acquire_owned().await;
+                self.report(&job, &mut ours, &mut told).await
+            };
+            match attempt {
                 Ok(()) => {
                     self.finish(&job, Stage::Reported);
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(kind = %job.key.0, namespace = %job.key.1, name = %job.key.2, error = %e, "could not report the rollout's end; retrying");
+                    failures += 1;
+                    let delay = delays.next().unwrap_or(MAX_RETRY);
+                    // The first failure and every tenth at warn, the rest
+                    // at debug: a stuck report stays visible without
+                    // flooding the log.
+                    if failures == 1 || failures % 10 == 0 {
+                        tracing::warn!(kind = %job.key.0, namespace = %job.key.1, name = %job.key.2, error = %e, attempts = failures, retry_in_seconds = delay.as_secs_f64(), "could not report the rollout's end; retrying with backoff");
+                    } else {
+                        tracing::debug!(kind = %job.key.0, namespace = %job.key.1, name = %job.key.2, error = %e, attempts = failures, retry_in_seconds = delay.as_secs_f64(), "could not report the rollout's end; retrying with backoff");
+                    }
+                    tokio::time::sleep(delay).await;
                 }
             }
-            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
             let tracker = self.lock();
             let current = tracker
                 .entries
@@ -346,7 +394,8 @@ impl Rollouts {
                 .is_some_and(|e| e.pushed == job.entry.pushed && e.stage == Stage::Reporting);
             if !tracker.leader || !current {
                 drop(tracker);
-                // Another leader reports it (the same Event names).
+                // Another leader reports it (the same Event names), or it
+                // is gone.
                 self.finish(&job, Stage::Ended(job.ending.clone()));
                 return;
             }
@@ -367,7 +416,12 @@ impl Rollouts {
     /// The report: for a completion, one LIST of the pods first (what they
     /// run), then the Events. Metrics and the log line count only Events
     /// this call created, so a rollout is counted once.
-    async fn report(&self, job: &Job, ours: &mut BTreeSet<EventKind>) -> Result<(), KubeError> {
+    async fn report(
+        &self,
+        job: &Job,
+        ours: &mut BTreeSet<EventKind>,
+        told: &mut BTreeSet<EventKind>,
+    ) -> Result<(), KubeError> {
         let (kind, ns, name) = &job.key;
         let pushed = &job.entry.pushed;
         let meta = ObjectMeta {
@@ -379,8 +433,8 @@ impl Rollouts {
         let now = jiff::Timestamp::now();
         let event = |what, message| rollout_event(*kind, &meta, what, &pushed.digest, message, now);
         match &job.ending {
-            Ending::Complete { at } => {
-                let took = since(pushed.restarted_at, *at);
+            Ending::Complete { at, late } => {
+                let took = (!late).then(|| since(pushed.restarted_at, *at));
                 let stale = match &job.entry.selector {
                     Some(selector) => {
                         let pods = self.kube.list_pods(ns, selector).await?;
@@ -388,16 +442,20 @@ impl Rollouts {
                     }
                     None => Vec::new(),
                 };
-                let message = format!(
-                    "Rollout of {} complete after {}",
-                    pushed.digest,
-                    humantime::format_duration(round(took))
-                );
+                let message = match took {
+                    Some(took) => format!(
+                        "Rollout of {} complete after {}",
+                        pushed.digest,
+                        humantime::format_duration(round(took))
+                    ),
+                    None => format!("Rollout of {} complete", pushed.digest),
+                };
                 let first = self
                     .create_once(
                         EventKind::RolloutComplete,
                         &event(EventKind::RolloutComplete, message.clone()),
                         ours,
+                        told,
                     )
                     .await?;
                 let stale_text = stale_message(pushed, &stale);
@@ -407,6 +465,7 @@ impl Rollouts {
                             EventKind::ImageStale,
                             &event(EventKind::ImageStale, stale_text.clone()),
                             ours,
+                            told,
                         )
                         .await?;
                 // Told once, as the Events are recorded once.
@@ -422,10 +481,8 @@ impl Rollouts {
                     } else {
                         "stale"
                     };
-                    self.metrics
-                        .rollout
-                        .ended(kind.as_str(), result, Some(took));
-                    tracing::info!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result, duration_seconds = took.as_secs_f64(), stale_pods = stale.len(), "rollout finished");
+                    self.metrics.rollout.ended(kind.as_str(), result, took);
+                    tracing::info!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, result, duration_seconds = took.map(|t| t.as_secs_f64()), stale_pods = stale.len(), "rollout finished");
                 } else {
                     tracing::debug!(kind = %kind, namespace = %ns, name = %name, digest = %pushed.digest, "rollout already reported");
                 }
@@ -438,6 +495,7 @@ impl Rollouts {
                         EventKind::RolloutFailed,
                         &event(EventKind::RolloutFailed, message.clone()),
                         ours,
+                        told,
                     )
                     .await?;
                 if first {
@@ -455,7 +513,9 @@ impl Rollouts {
                     job.entry.selector.as_deref(),
                 )
                 .await?;
-                if let Some(message) = undone {
+                if let Some(message) = undone
+                    && told.insert(EventKind::RolloutUndone)
+                {
                     self.tell(job, What::Undone, message);
                 }
             }
@@ -465,29 +525,36 @@ impl Rollouts {
 }
 
 impl Rollouts {
-    /// Creates the Event `kind`; true when this job created it. Event names
-    /// are deterministic, so a 409 means it exists: ours if an earlier
-    /// attempt of this job created it or timed out trying (the API server
-    /// may have applied it), else another leader's.
+    /// Creates the Event `kind`; true when this job created it and has not
+    /// told it yet (so it is counted and told once, however many attempts
+    /// the report takes). Event names are deterministic, so a 409 means it
+    /// exists: ours if an earlier attempt of this job created it or timed
+    /// out trying (the API server may have applied it), else another
+    /// leader's.
     async fn create_once(
         &self,
         kind: EventKind,
         event: &Event,
         ours: &mut BTreeSet<EventKind>,
+        told: &mut BTreeSet<EventKind>,
     ) -> Result<bool, KubeError> {
-        match self.kube.create_event(event).await {
+        if told.contains(&kind) {
+            return Ok(false);
+        }
+        let created = match self.kube.create_event(event).await {
             Ok(()) => {
                 ours.insert(kind);
-                Ok(true)
+                true
             }
-            Err(KubeError::Conflict(_)) => Ok(ours.contains(&kind)),
+            Err(KubeError::Conflict(_)) => ours.contains(&kind),
             Err(e) => {
                 if matches!(e, KubeError::Unavailable(_)) {
                     ours.insert(kind);
                 }
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        Ok(created && told.insert(kind))
     }
 
     /// A notification of a rollout's end (`--notify-url`).

@@ -34,11 +34,11 @@ pub(super) async fn undo(
         Err(e) => return Err(e),
     };
     let view = workload_view(&obj);
-    match check(&view, &pushed.digest, &pushed.containers) {
+    match check(&view, pushed) {
         Ok(()) => {}
         Err(Keep::NotAsked | Keep::Done) => return Ok(None),
         Err(Keep::Changed) => {
-            tracing::info!(kind = %kind, namespace = ns, name, digest = %pushed.digest, "failed rollout not undone: the template changed since (a person's rollback or edit is left alone)");
+            tracing::info!(kind = %kind, namespace = ns, name, digest = %pushed.digest, "failed rollout not undone: the workload changed since pushroll's restart (a person's rollback, restart or edit is left alone)");
             return Ok(None);
         }
     }

@@ -16,7 +16,15 @@ use std::time::Duration;
 use self::pending::{Pending, Reason};
 use self::window::Windows;
 use crate::plan::{OPT_OUT, Pin, Plan, RESTARTED_AT, RestartResult, WorkloadView, plan};
+use crate::rollout::{Pushed, ROLLOUT};
 use crate::workload::Mode;
+
+/// Workload annotations a write sets (`Some`) or removes (`None`).
+pub type Metadata = BTreeMap<String, Option<String>>;
+
+/// The longest `pushroll.io/min-interval` that means something: beyond
+/// it a value is a typo, never "no interval".
+const LONGEST_INTERVAL: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 
 /// `pushroll.io/approval: required`: a person approves each push.
 pub const APPROVAL: &str = "pushroll.io/approval";
@@ -70,22 +78,25 @@ pub struct Invalid {
 pub enum Decision {
     /// Nothing to write; the result says why.
     Skip(RestartResult),
-    /// The push waits: write `pending` (when `write`: a redelivery of the
-    /// push already waiting writes nothing) and answer.
+    /// The push waits: write `metadata` (its record among the waiting
+    /// pushes of other images; when `write`: a redelivery of the push
+    /// already waiting writes nothing) and answer.
     Wait {
         pending: Pending,
         write: bool,
         invalid: Option<Invalid>,
+        metadata: Metadata,
     },
-    /// Roll, as [`Plan::Restart`]; `clear` names the workload annotations
-    /// the same write removes (the waiting push, the approval it used, the
-    /// failed digests a newer push replaces). `approved`: a person
-    /// approved this digest.
+    /// Roll, as [`Plan::Restart`]; `metadata` holds what the same write
+    /// does to the workload's annotations: the rollout record (see
+    /// [`ROLLOUT`]), this image's waiting push removed (others stay), the
+    /// approval it used and the failed digests a newer push replaces
+    /// removed. `approved`: a person approved this digest.
     Restart {
         containers: Vec<String>,
         pins: Vec<Pin>,
         warnings: Vec<String>,
-        clear: Vec<String>,
+        metadata: Metadata,
         approved: bool,
     },
 }
@@ -142,8 +153,11 @@ pub fn decide(
     else {
         return Decision::Skip(decision.result(false));
     };
-    let waiting = Pending::of(&view.annotations);
-    if let Some(w) = &waiting
+    let records = pending::all(&view.annotations);
+    // Only the same image's waiting push orders this one: another image's
+    // (a sidecar, a second tag) waits beside it.
+    let waiting = records.iter().find(|r| r.image == facts.image_key);
+    if let Some(w) = waiting
         && w.digest != facts.digest
         && facts.published < w.publish_time
     {
@@ -157,9 +171,9 @@ pub fn decide(
     if refused {
         return Decision::Skip(RestartResult::Refused);
     }
+    let approve = view.annotations.get(APPROVE).map(|v| v.trim());
     let wait = |reason: Reason, not_before: Option<jiff::Timestamp>, invalid: Option<Invalid>| {
         let since = waiting
-            .as_ref()
             .filter(|w| w.digest == facts.digest)
             .map_or(now, |w| w.since);
         let pending = Pending {
@@ -177,15 +191,29 @@ pub fn decide(
             mode: settings.mode,
             opt_in: settings.opt_in,
         };
-        let write = waiting.as_ref().is_none_or(|old| !pending.same_wait(old));
+        let write = waiting.is_none_or(|old| !pending.same_wait(old));
+        let mut metadata = Metadata::new();
+        metadata.insert(
+            PENDING.to_owned(),
+            pending::replaced(&records, facts.image_key, Some(&pending)),
+        );
+        // An approval is used once: a newer digest replacing the approved
+        // one's waiting push takes the approval away with it.
+        if let Some(old) = waiting
+            && old.digest != facts.digest
+            && approve == Some(old.digest.as_str())
+        {
+            metadata.insert(APPROVE.to_owned(), None);
+        }
+        carry_rollout(view, &mut metadata);
         Decision::Wait {
             pending,
             write,
             invalid,
+            metadata,
         }
     };
     let invalid = |annotation: &'static str, error: String| Some(Invalid { annotation, error });
-    let approve = view.annotations.get(APPROVE).map(|v| v.trim());
     let approved = approve == Some(facts.digest);
     let mut needs_approval = false;
     match annotation(view, APPROVAL)
@@ -212,88 +240,145 @@ pub fn decide(
         }
     }
     if let Some(value) = annotation(view, MIN_INTERVAL) {
-        match min_interval(value) {
+        let ends = min_interval(value).and_then(|interval| {
+            interval_ends(&view.template_annotations, interval)
+                .map_err(|e| format!("{value:?}: {e}"))
+        });
+        match ends {
             Err(e) => return wait(Reason::Interval, None, invalid(MIN_INTERVAL, e)),
-            Ok(interval) => {
-                if let Some(at) = interval_ends(&view.template_annotations, interval)
-                    && now < at
-                {
-                    return wait(Reason::Interval, Some(at), None);
-                }
-            }
+            Ok(Some(at)) if now < at => return wait(Reason::Interval, Some(at), None),
+            Ok(_) => {}
         }
     }
-    let mut clear = Vec::new();
-    if view.annotations.contains_key(PENDING) {
-        clear.push(PENDING.to_owned());
+    let mut metadata = Metadata::new();
+    if waiting.is_some() {
+        metadata.insert(
+            PENDING.to_owned(),
+            pending::replaced(&records, facts.image_key, None),
+        );
     }
     if approved {
-        clear.push(APPROVE.to_owned());
+        metadata.insert(APPROVE.to_owned(), None);
     }
-    clear.extend(
-        containers
-            .iter()
-            .map(|c| failed_annotation(c))
-            .filter(|k| view.annotations.contains_key(k)),
-    );
+    for c in &containers {
+        let key = failed_annotation(c);
+        if view.annotations.contains_key(&key) {
+            metadata.insert(key, None);
+        }
+    }
+    let record = Pushed {
+        digest: facts.digest.to_owned(),
+        containers: containers.clone(),
+        restarted_at: restarted_at(now),
+        // The write changes the template: the generation moves by one
+        // (the resourceVersion it carries rules out any other change
+        // between the read and the write).
+        generation: view.generation.unwrap_or(0) + 1,
+        image: Some(facts.image_key.to_owned()),
+    };
+    metadata.insert(ROLLOUT.to_owned(), Some(record.to_json()));
     Decision::Restart {
         containers,
         pins,
         warnings,
-        clear,
+        metadata,
         approved: needs_approval,
     }
 }
 
+/// `kubectl.kubernetes.io/restartedAt` as a restart at `now` writes it
+/// (whole seconds), so the rollout record says the same time.
+pub fn restarted_at(now: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// A write of metadata alone (a waiting push) on a workload whose
+/// generation moves with its annotations (a Deployment): the current
+/// rollout record moves with it, so that pushroll's own write does not
+/// take the rollout it is following away from itself.
+fn carry_rollout(view: &WorkloadView, metadata: &mut Metadata) {
+    if !view.annotations_move_generation {
+        return;
+    }
+    if let Some(mut record) = crate::rollout::ours(&view.annotations, view.generation) {
+        record.generation += 1;
+        metadata.insert(ROLLOUT.to_owned(), Some(record.to_json()));
+    }
+}
+
+/// `pushroll approve`'s write: the approval, and the rollout record
+/// carried along (see [`carry_rollout`]).
+pub fn approve_metadata(view: &WorkloadView, digest: &str) -> Metadata {
+    let mut metadata = Metadata::new();
+    metadata.insert(APPROVE.to_owned(), Some(digest.to_owned()));
+    carry_rollout(view, &mut metadata);
+    metadata
+}
+
+/// The write that removes `image`'s waiting push, found obsolete by the
+/// controller (already current, superseded, excluded, refused, not
+/// found); others stay.
+pub fn drop_waiting(view: &WorkloadView, image: &str) -> Metadata {
+    let records = pending::all(&view.annotations);
+    let mut metadata = Metadata::new();
+    metadata.insert(
+        PENDING.to_owned(),
+        pending::replaced(&records, image, None),
+    );
+    carry_rollout(view, &mut metadata);
+    metadata
+}
+
+/// A duration that does not fit (beyond [`LONGEST_INTERVAL`]) is
+/// invalid: read as "no interval", it would let every push through.
 fn min_interval(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| format!("{value:?} is not a duration: {e}"))
+    let interval = humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration: {e}"))?;
+    if interval > LONGEST_INTERVAL {
+        return Err(format!("{value:?} is longer than 100 years"));
+    }
+    Ok(interval)
 }
 
 /// When the interval since the template's last restart ends; `None` when
-/// it never restarted.
+/// it never restarted; an error when the end is past the last time there
+/// is.
 fn interval_ends(
     template: &BTreeMap<String, String>,
     interval: Duration,
-) -> Option<jiff::Timestamp> {
-    let last: jiff::Timestamp = template.get(RESTARTED_AT)?.parse().ok()?;
-    let interval = jiff::SignedDuration::try_from(interval).ok()?;
-    last.checked_add(interval).ok()
+) -> Result<Option<jiff::Timestamp>, String> {
+    let Some(last) = template
+        .get(RESTARTED_AT)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    else {
+        return Ok(None);
+    };
+    jiff::SignedDuration::try_from(interval)
+        .ok()
+        .and_then(|i| last.checked_add(i).ok())
+        .map(Some)
+        .ok_or_else(|| "the interval ends past the last representable time".to_owned())
 }
 
-/// Adds to a patch the removal of workload annotations (a strategic merge
-/// patch's `null`).
-pub fn clear_annotations(patch: &mut serde_json::Value, keys: &[String]) {
-    if keys.is_empty() {
-        return;
+/// Adds a workload annotation write to a strategic merge patch (`null`
+/// removes).
+pub fn set_annotations(patch: &mut serde_json::Value, metadata: &Metadata) {
+    for (key, value) in metadata {
+        patch["metadata"]["annotations"][key] = match value {
+            Some(v) => serde_json::Value::String(v.clone()),
+            None => serde_json::Value::Null,
+        };
     }
-    let meta = &mut patch["metadata"];
-    for key in keys {
-        meta["annotations"][key] = serde_json::Value::Null;
-    }
 }
 
-/// The metadata patch that records a waiting push (guarded by the
-/// resourceVersion, as the restart is).
-pub fn pending_patch(resource_version: Option<&str>, pending: &Pending) -> serde_json::Value {
-    pending_annotation_patch(resource_version, pending.to_json().into())
-}
-
-/// The patch that removes a waiting push the controller found obsolete
-/// (already current, superseded, excluded, refused or not found).
-pub fn drop_pending_patch(resource_version: Option<&str>) -> serde_json::Value {
-    pending_annotation_patch(resource_version, serde_json::Value::Null)
-}
-
-/// `pushroll.io/pending` set to `value` (`null` removes it), guarded by
-/// the resourceVersion read.
-fn pending_annotation_patch(
-    resource_version: Option<&str>,
-    value: serde_json::Value,
-) -> serde_json::Value {
-    let mut patch = serde_json::json!({"metadata": {"annotations": {PENDING: value}}});
+/// The metadata patch that writes `metadata` alone (a waiting push),
+/// guarded by the resourceVersion read, as the restart is.
+pub fn metadata_patch(resource_version: Option<&str>, metadata: &Metadata) -> serde_json::Value {
+    let mut patch = serde_json::json!({"metadata": {}});
     if let Some(rv) = resource_version {
         patch["metadata"]["resourceVersion"] = rv.into();
     }
+    set_annotations(&mut patch, metadata);
     patch
 }
 

@@ -1,7 +1,10 @@
-//! The waiting push, as `pushroll.io/pending` keeps it on the workload's
-//! metadata (not its template, so writing it rolls nothing). The workload
-//! is the store: a record survives every pushroll process, and the
-//! resourceVersion of the write that made it serializes racing writers.
+//! The waiting pushes, as `pushroll.io/pending` keeps them on the
+//! workload's metadata (not its template, so writing it rolls nothing):
+//! a JSON list with one record per pushed image (its normalized `R:T`),
+//! so a sidecar's push waits beside the app's instead of replacing it.
+//! The workload is the store: a record survives every pushroll process,
+//! and the resourceVersion of the write that made it serializes racing
+//! writers. Readers also take the older form, a single record.
 
 use serde::{Deserialize, Serialize};
 
@@ -67,13 +70,50 @@ pub struct Pending {
     pub opt_in: bool,
 }
 
-impl Pending {
-    /// The record on a workload's annotations; `None` when absent or not
-    /// a record (a hand edit): treated as no waiting push.
-    pub fn of(annotations: &std::collections::BTreeMap<String, String>) -> Option<Pending> {
-        serde_json::from_str(annotations.get(super::PENDING)?).ok()
-    }
+/// The list form, or the older single record.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    List(Vec<Pending>),
+    One(Box<Pending>),
+}
 
+/// Every waiting push on a workload's annotations, one per image (the
+/// first of duplicates wins); empty when absent or not records (a hand
+/// edit): treated as no waiting push.
+pub fn all(annotations: &std::collections::BTreeMap<String, String>) -> Vec<Pending> {
+    let Some(value) = annotations.get(super::PENDING) else {
+        return Vec::new();
+    };
+    let mut records = match serde_json::from_str(value) {
+        Ok(Stored::List(list)) => list,
+        Ok(Stored::One(one)) => vec![*one],
+        Err(_) => Vec::new(),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    records.retain(|r| seen.insert(r.image.clone()));
+    records
+}
+
+/// The waiting push of `image`, if any.
+pub fn of_image(
+    annotations: &std::collections::BTreeMap<String, String>,
+    image: &str,
+) -> Option<Pending> {
+    all(annotations).into_iter().find(|r| r.image == image)
+}
+
+/// The annotation's value once `image`'s record is replaced by `record`
+/// (added, when it had none; removed, when `None`); `None` when no record
+/// is left, and the annotation goes.
+pub fn replaced(records: &[Pending], image: &str, record: Option<&Pending>) -> Option<String> {
+    let mut list: Vec<&Pending> = records.iter().filter(|r| r.image != image).collect();
+    list.extend(record);
+    list.sort_by(|a, b| a.image.cmp(&b.image));
+    (!list.is_empty()).then(|| serde_json::to_string(&list).expect("records always serialize"))
+}
+
+impl Pending {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a record always serializes")
     }
@@ -145,9 +185,49 @@ mod tests {
         assert_eq!(value["optIn"], true);
         assert!(value.get("error").is_none());
         let map = [(super::super::PENDING.to_owned(), json)].into();
-        assert_eq!(Pending::of(&map), Some(record()));
+        assert_eq!(all(&map), vec![record()], "the older single form");
         let junk = [(super::super::PENDING.to_owned(), "{not json".to_owned())].into();
-        assert_eq!(Pending::of(&junk), None);
+        assert_eq!(all(&junk), vec![]);
+    }
+
+    #[test]
+    fn one_record_per_image_side_by_side() {
+        let app = record();
+        let side = Pending {
+            image: "r.example/side:v1".into(),
+            digest: "sha256:bb".into(),
+            containers: vec!["side".into()],
+            ..record()
+        };
+        let newer_app = Pending {
+            digest: "sha256:cc".into(),
+            ..record()
+        };
+        let at = |v: Option<String>| -> std::collections::BTreeMap<String, String> {
+            v.map(|v| (super::super::PENDING.to_owned(), v))
+                .into_iter()
+                .collect()
+        };
+        // (name, before, image, record, after)
+        type Row = (&'static str, Vec<Pending>, &'static str, Option<Pending>, Vec<Pending>);
+        let table: Vec<Row> = vec![
+            ("added to none", vec![], "r.example/app:v1", Some(app.clone()), vec![app.clone()]),
+            ("another image waits beside", vec![app.clone()], "r.example/side:v1", Some(side.clone()), vec![app.clone(), side.clone()]),
+            ("the same image is replaced", vec![app.clone(), side.clone()], "r.example/app:v1", Some(newer_app.clone()), vec![newer_app.clone(), side.clone()]),
+            ("one removed, the other stays", vec![app.clone(), side.clone()], "r.example/app:v1", None, vec![side.clone()]),
+            ("the last removed", vec![side.clone()], "r.example/side:v1", None, vec![]),
+        ];
+        for (name, before, image, record, after) in table {
+            let value = replaced(&before, image, record.as_ref());
+            assert_eq!(value.is_none(), after.is_empty(), "{name}");
+            assert_eq!(all(&at(value)), after, "{name}");
+        }
+        let both = at(replaced(&[app.clone()], "r.example/side:v1", Some(&side)));
+        assert_eq!(of_image(&both, "r.example/side:v1"), Some(side));
+        assert_eq!(of_image(&both, "r.example/other:v1"), None);
+        // A hand-made list naming one image twice: the first counts.
+        let twice = format!("[{},{}]", app.to_json(), newer_app.to_json());
+        assert_eq!(all(&at(Some(twice))), vec![app]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ fn view(own: &[(&str, &str)], template: &[(&str, &str)]) -> WorkloadView {
     };
     WorkloadView {
         resource_version: Some("5".into()),
+        generation: Some(3),
+        annotations_move_generation: false,
         annotations: map(own),
         template_annotations: map(template),
         containers: vec![("app".into(), IMAGE.into())],
@@ -111,6 +113,15 @@ fn the_decision_table() {
     let older_waiting = waiting(D1, "2026-12-01T09:00:00Z", Reason::Approval);
     let newer_waiting = waiting(D1, "2026-12-01T11:00:00Z", Reason::Approval);
     let p = |s: &str| ("pushroll.io/pending", s.to_owned());
+    let side = |digest: &str, published: &str| Pending {
+        image: "r.example/p/side:v1".into(),
+        containers: vec!["side".into()],
+        ..serde_json::from_str::<Pending>(&waiting(digest, published, Reason::Approval)).unwrap()
+    };
+    let list = |records: &[String]| format!("[{}]", records.join(","));
+    let other_image_newer = list(&[side(D1, "2026-12-01T11:00:00Z").to_json()]);
+    let both = list(&[same_waiting.clone(), side(D1, "2026-12-01T11:00:00Z").to_json()]);
+    let both_newer = list(&[newer_waiting.clone(), side(D1, "2026-12-01T09:00:00Z").to_json()]);
     #[rustfmt::skip]
     let table: Vec<Row> = vec![
         ("no policy: restart", plain, vec![], vec![], Want::Result(Restarted)),
@@ -135,6 +146,9 @@ fn the_decision_table() {
         ("interval passed", plain, vec![interval], vec![long_ago], Want::Result(Restarted)),
         ("interval, never restarted", plain, vec![interval], vec![], Want::Result(Restarted)),
         ("interval malformed: waits", plain, vec![("pushroll.io/min-interval", "soon")], vec![], Want::Wait(Deferred, true)),
+        ("interval past 100 years: invalid, waits", plain, vec![("pushroll.io/min-interval", "10000y")], vec![recent], Want::Wait(Deferred, true)),
+        ("interval past 100 years, never restarted: waits", plain, vec![("pushroll.io/min-interval", "101y")], vec![], Want::Wait(Deferred, true)),
+        ("interval of 100 years: valid, not passed", plain, vec![("pushroll.io/min-interval", "100y")], vec![recent], Want::Wait(Deferred, true)),
         ("window open, interval not passed", plain, vec![open, interval], vec![recent], Want::Wait(Deferred, true)),
         ("already current beats every policy", plain, vec![approval, closed], vec![current], Want::Result(AlreadyCurrent)),
         ("older than what rolled", plain, vec![approval], vec![newer_rolled], Want::Result(Superseded)),
@@ -160,6 +174,9 @@ fn the_decision_table() {
         ("the waiting push, approved: rolls", with(&[approval, approved], &same_waiting), Want::Result(Restarted)),
         ("a reason that changed is written", with(&[approval, approved, closed], &same_waiting), Want::Wait(Deferred, true)),
         ("a record that is not JSON is overwritten", with(&[approval], "{oops"), Want::Wait(PendingApproval, true)),
+        ("another image's newer record waits beside: never superseded", with(&[approval], &other_image_newer), Want::Wait(PendingApproval, true)),
+        ("a redelivery beside another image's record writes nothing", with(&[approval], &both), Want::Wait(PendingApproval, false)),
+        ("an older push than its own image's record, beside another image: superseded", with(&[approval], &both_newer), Want::Result(Superseded)),
     ];
     for (name, v, want) in waiting_rows {
         assert_eq!(summary(&decide_row(&v, plain)), want, "{name}");
@@ -183,6 +200,7 @@ fn a_wait_records_what_the_controller_needs() {
         pending,
         write: true,
         invalid: None,
+        ..
     } = decide_row(&v, settings)
     else {
         panic!("an interval not passed waits");
@@ -210,7 +228,11 @@ fn a_wait_records_what_the_controller_needs() {
 }
 
 #[test]
-fn a_restart_clears_what_it_used() {
+fn a_restart_clears_what_it_used_and_records_its_rollout() {
+    let side = Pending {
+        image: "r.example/p/side:v1".into(),
+        ..serde_json::from_str::<Pending>(&waiting(D1, T, Reason::Approval)).unwrap()
+    };
     let mut v = view(
         &[
             ("pushroll.io/approval", "required"),
@@ -219,38 +241,118 @@ fn a_restart_clears_what_it_used() {
         ],
         &[],
     );
-    v.annotations
-        .insert(PENDING.into(), waiting(D2, T, Reason::Approval));
+    let own: Pending = serde_json::from_str(&waiting(D2, T, Reason::Approval)).unwrap();
+    v.annotations.insert(
+        PENDING.into(),
+        pending::replaced(&[own], "r.example/p/side:v1", Some(&side)).unwrap(),
+    );
     let Decision::Restart {
-        clear, approved, ..
+        metadata, approved, ..
     } = decide_row(&v, Settings::default())
     else {
         panic!("approved: rolls");
     };
     assert!(approved);
+    let keys: Vec<&str> = metadata.keys().map(String::as_str).collect();
     assert_eq!(
-        clear,
-        vec![
-            PENDING.to_owned(),
-            APPROVE.to_owned(),
-            "failed.pushroll.io/app".to_owned()
+        keys,
+        [
+            "failed.pushroll.io/app",
+            APPROVE,
+            PENDING,
+            crate::rollout::ROLLOUT
         ]
     );
+    assert_eq!(metadata[APPROVE], None, "the approval is used once");
+    assert_eq!(metadata["failed.pushroll.io/app"], None);
+    // Only this image's waiting push goes: the sidecar's stays.
+    let left: BTreeMap<String, String> =
+        [(PENDING.to_owned(), metadata[PENDING].clone().unwrap())].into();
+    assert_eq!(pending::all(&left), vec![side]);
+    // The record of this rollout: the generation the write produces.
+    let record: crate::rollout::Pushed =
+        serde_json::from_str(metadata[crate::rollout::ROLLOUT].as_deref().unwrap()).unwrap();
+    assert_eq!(record.generation, 4);
+    assert_eq!(record.digest, D2);
+    assert_eq!(record.containers, ["app"]);
+    assert_eq!(record.restarted_at, ts("2026-12-01T10:00:05Z"));
     let mut patch = serde_json::json!({"metadata": {"resourceVersion": "5"}});
-    clear_annotations(&mut patch, &clear);
+    set_annotations(&mut patch, &metadata);
     assert_eq!(
-        patch["metadata"]["annotations"][PENDING],
+        patch["metadata"]["annotations"][APPROVE],
         serde_json::Value::Null
     );
     assert_eq!(patch["metadata"]["resourceVersion"], "5");
     // An approval of another digest is left for that digest.
     let v = view(&[("pushroll.io/approve", D1)], &[]);
     let Decision::Restart {
-        clear, approved, ..
+        metadata, approved, ..
     } = decide_row(&v, Settings::default())
     else {
         panic!("no policy: rolls");
     };
     assert!(!approved);
-    assert!(clear.is_empty(), "{clear:?}");
+    assert_eq!(
+        metadata.keys().collect::<Vec<_>>(),
+        [crate::rollout::ROLLOUT],
+        "the record alone"
+    );
+}
+
+/// An approval is used once: a newer digest replacing the approved one's
+/// waiting push takes the approval with it.
+#[test]
+fn a_newer_push_takes_the_approval_of_the_one_it_replaces() {
+    let closed = ("pushroll.io/window", "Sat-Sun 09:00-17:00 UTC");
+    // D1 approved, waiting for the window; D2 (the push decided) arrives.
+    let mut v = view(&[("pushroll.io/approve", D1), closed], &[]);
+    v.annotations.insert(
+        PENDING.into(),
+        waiting(D1, "2026-12-01T09:00:00Z", Reason::Window),
+    );
+    let Decision::Wait { metadata, .. } = decide_row(&v, Settings::default()) else {
+        panic!("the window is closed: waits");
+    };
+    assert_eq!(metadata.get(APPROVE), Some(&None), "D1's approval goes");
+    // A redelivery of the approved push itself keeps it.
+    let mut v = view(&[("pushroll.io/approve", D2), closed], &[]);
+    v.annotations
+        .insert(PENDING.into(), waiting(D2, T, Reason::Window));
+    let Decision::Wait { metadata, .. } = decide_row(&v, Settings::default()) else {
+        panic!("waits");
+    };
+    assert_eq!(metadata.get(APPROVE), None);
+}
+
+/// A waiting push written on a Deployment moves its generation: the
+/// rollout record of a rollout pushroll follows moves with it, so the
+/// follower keeps it; on a StatefulSet nothing moves.
+#[test]
+fn a_waiting_write_keeps_the_rollout_it_follows() {
+    let record = crate::rollout::Pushed {
+        digest: D1.into(),
+        containers: vec!["app".into()],
+        restarted_at: ts("2026-12-01T09:59:00Z"),
+        generation: 3,
+        image: None,
+    };
+    let closed = ("pushroll.io/window", "Sat-Sun 09:00-17:00 UTC");
+    let json = record.to_json();
+    for (moves, current, want) in [
+        (true, Some(3), Some(4)),
+        (false, Some(3), None),
+        (true, Some(5), None),
+    ] {
+        let mut v = view(&[closed, (crate::rollout::ROLLOUT, &json)], &[]);
+        v.annotations_move_generation = moves;
+        v.generation = current;
+        let Decision::Wait { metadata, .. } = decide_row(&v, Settings::default()) else {
+            panic!("waits");
+        };
+        let carried = metadata
+            .get(crate::rollout::ROLLOUT)
+            .and_then(|r| r.as_deref())
+            .map(|r| serde_json::from_str::<crate::rollout::Pushed>(r).unwrap().generation);
+        assert_eq!(carried, want, "moves {moves}, generation {current:?}");
+    }
 }

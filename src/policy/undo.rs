@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::{ON_FAILURE, failed_annotation};
 use crate::plan::{WorkloadView, digest_annotation};
+use crate::rollout::{Pushed, ROLLOUT};
 
 /// The Deployment controller numbers its ReplicaSets' templates here.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -33,17 +34,20 @@ pub struct Revision {
 pub enum Keep {
     /// No `pushroll.io/on-failure: undo`.
     NotAsked,
-    /// The template no longer is the failed push's (someone rolled back or
-    /// edited it): never fought.
+    /// The template no longer is the failed push's (someone rolled back,
+    /// restarted or edited it, or pushroll undid it): never fought.
     Changed,
     /// The failed digest is already recorded: undone before.
     Done,
 }
 
-/// Whether the failed rollout of `digest` (in `containers`) is to be
-/// undone now: asked for, the template still runs exactly that push (its
-/// records and its pinned images), and not undone yet.
-pub fn check(view: &WorkloadView, digest: &str, containers: &[String]) -> Result<(), Keep> {
+/// Whether the failed rollout `pushed` is to be undone now: asked for,
+/// the workload still at the generation pushroll's write produced (its
+/// rollout record current: nothing else has touched the template since),
+/// the template running exactly that push (its records and its pinned
+/// images), and not undone yet.
+pub fn check(view: &WorkloadView, pushed: &Pushed) -> Result<(), Keep> {
+    let (digest, containers) = (pushed.digest.as_str(), pushed.containers.as_slice());
     let asked = view
         .annotations
         .get(ON_FAILURE)
@@ -52,7 +56,8 @@ pub fn check(view: &WorkloadView, digest: &str, containers: &[String]) -> Result
     if !asked {
         return Err(Keep::NotAsked);
     }
-    if containers.is_empty() {
+    let recorded = crate::rollout::ours(&view.annotations, view.generation);
+    if containers.is_empty() || recorded.as_ref() != Some(pushed) {
         return Err(Keep::Changed);
     }
     let pinned = |c: &String| {
@@ -196,8 +201,9 @@ pub fn deployment_revision(annotations: &BTreeMap<String, String>) -> Option<i64
 
 /// The undo, as one JSON patch: the template replaced whole (a merge
 /// would keep fields the old template did not have), the failed digest
-/// recorded per container, and the resourceVersion read, so that a
-/// concurrent change (a person's own rollback) makes this write fail
+/// recorded per container, the rollout record removed (the template put
+/// back is nobody's push to judge), and the resourceVersion read, so that
+/// a concurrent change (a person's own rollback) makes this write fail
 /// (409) instead of overwriting it.
 pub fn undo_patch(
     resource_version: &str,
@@ -213,6 +219,7 @@ pub fn undo_patch(
     for c in containers {
         annotations.insert(failed_annotation(c), Value::String(digest.to_owned()));
     }
+    annotations.remove(ROLLOUT);
     json!([
         {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version},
         {"op": "add", "path": "/metadata/annotations", "value": annotations},
@@ -227,14 +234,31 @@ mod tests {
     const D: &str = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
     const P: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+    fn pushed() -> Pushed {
+        Pushed {
+            digest: D.into(),
+            containers: vec!["app".into()],
+            restarted_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+            generation: 3,
+            image: None,
+        }
+    }
+
+    /// A workload at generation 3 whose record is `pushed()`'s (unless
+    /// `own` names another).
     fn view(own: &[(&str, &str)], template: &[(&str, &str)], image: &str) -> WorkloadView {
         let map = |kv: &[(&str, &str)]| {
             kv.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
+        let mut annotations: BTreeMap<String, String> = map(own);
+        annotations
+            .entry(ROLLOUT.to_owned())
+            .or_insert_with(|| pushed().to_json());
         WorkloadView {
-            annotations: map(own),
+            generation: Some(3),
+            annotations,
             template_annotations: map(template),
             containers: vec![("app".into(), image.into())],
             ..WorkloadView::default()
@@ -290,6 +314,31 @@ mod tests {
                 Err(Keep::Changed),
             ),
             (
+                "the generation moved on (a rollback, a restart, an edit)",
+                WorkloadView {
+                    generation: Some(4),
+                    ..view(&[undo], &[record], &pinned)
+                },
+                Err(Keep::Changed),
+            ),
+            (
+                "a record of another push (copied back by a rollback)",
+                view(
+                    &[undo, (ROLLOUT, &Pushed { digest: P.into(), ..pushed() }.to_json())],
+                    &[record],
+                    &pinned,
+                ),
+                Err(Keep::Changed),
+            ),
+            (
+                "no record: never pushroll's",
+                WorkloadView {
+                    annotations: [(ON_FAILURE.to_owned(), "undo".to_owned())].into(),
+                    ..view(&[undo], &[record], &pinned)
+                },
+                Err(Keep::Changed),
+            ),
+            (
                 "already undone and recorded",
                 view(&[undo, failed], &[record], &pinned),
                 Err(Keep::Done),
@@ -301,13 +350,14 @@ mod tests {
             ),
         ];
         for (name, v, want) in table {
-            assert_eq!(check(&v, D, &["app".into()]), want, "{name}");
+            assert_eq!(check(&v, &pushed()), want, "{name}");
         }
-        assert_eq!(
-            check(&view(&[undo], &[record], &pinned), D, &[]),
-            Err(Keep::Changed),
-            "no containers"
-        );
+        let none = Pushed {
+            containers: vec![],
+            ..pushed()
+        };
+        let v = view(&[undo, (ROLLOUT, &none.to_json())], &[record], &pinned);
+        assert_eq!(check(&v, &none), Err(Keep::Changed), "no containers");
     }
 
     #[test]
@@ -464,9 +514,17 @@ mod tests {
 
     #[test]
     fn the_undo_patch_replaces_the_template_and_records_the_digest() {
-        let annotations = [("keep".to_owned(), "me".to_owned())].into();
+        let annotations = [
+            ("keep".to_owned(), "me".to_owned()),
+            (ROLLOUT.to_owned(), pushed().to_json()),
+        ]
+        .into();
         let template = json!({"spec": {"containers": [{"name": "app", "image": "old"}]}});
         let patch = undo_patch("41", &annotations, &template, D, &["app".into()]);
+        assert!(
+            patch[1]["value"].get(ROLLOUT).is_none(),
+            "the put-back template is nobody's push"
+        );
         assert_eq!(
             patch[0],
             json!({"op": "replace", "path": "/metadata/resourceVersion", "value": "41"})
