@@ -144,6 +144,8 @@ fn policy(c: &mut Criterion) {
     let now: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
     let view = |own: &[(&str, &str)]| WorkloadView {
         resource_version: Some("7".into()),
+        generation: Some(2),
+        annotations_move_generation: true,
         annotations: own
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Per rollout: the bench sends the patch serve would send (restartedAt,
-//! digest and publish time), then plays the Deployment controller and
+//! digest and publish time, and the rollout record), then plays the Deployment controller and
 //! writes a complete status. The clock starts when that status write is
 //! sent and stops when the follower's Event create reaches the API
 //! server, and, for the baseline, when the bench's own watch sees the
@@ -148,7 +148,21 @@ async fn main() {
         let name = format!("app-{}", r * (n / rollouts));
         let now = jiff::Timestamp::now();
         let digest = common::digest(r as u64 + 1);
-        let patch = pushroll::plan::restart_patch(None, &["app".into()], &[], &digest, now, now);
+        // The restart's patch, with the rollout record it writes: the
+        // generation that write produces, read + 1.
+        let read = api.get(&name).await.unwrap();
+        let mut patch = pushroll::plan::restart_patch(None, &["app".into()], &[], &digest, now, now);
+        let record = pushroll::rollout::Pushed {
+            digest: digest.clone(),
+            containers: vec!["app".into()],
+            restarted_at: pushroll::policy::restarted_at(now),
+            generation: read.metadata.generation.unwrap_or(0) + 1,
+            image: None,
+        };
+        pushroll::policy::set_annotations(
+            &mut patch,
+            &[(pushroll::rollout::ROLLOUT.to_owned(), Some(record.to_json()))].into(),
+        );
         let patched = api
             .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await

@@ -417,6 +417,8 @@ fn view() -> impl Strategy<Value = WorkloadView> {
         .prop_map(
             |(resource_version, annotations, template_annotations, containers)| WorkloadView {
                 resource_version,
+                generation: Some(1),
+                annotations_move_generation: false,
                 annotations,
                 template_annotations,
                 containers,

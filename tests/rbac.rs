@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::cluster::{Cluster, deploy_objects, index_for, workload};
+use support::rollout::play_restart;
 use support::*;
 
 on_both!(deployed_rbac_is_enough_and_needed);
@@ -189,16 +190,8 @@ async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
     // replicas completes at once; the follower lists its pods and records
     // the Event. Without `list` on pods, it retries, logging the missing
     // permission, until the rule is back.
-    let rolled = |digest: &str| {
-        let now = jiff::Timestamp::now().to_string();
-        json!({"spec": {"replicas": 0, "template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": now,
-            "digest.pushroll.io/web": digest,
-            "published.pushroll.io/web": now,
-        }}}}})
-    };
-    c.merge_patch("Deployment", &ns, "web", rolled(DIGEST))
-        .await;
+    let replicas = json!({"spec": {"replicas": 0}});
+    play_restart(c, "Deployment", &ns, "web", "web", DIGEST, replicas.clone()).await;
     assert!(
         follower_reported(c, &ns, DIGEST).await,
         "the follower reported under its own RBAC:\n{}",
@@ -211,8 +204,7 @@ async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
     let refused = eventually(Duration::from_secs(30), || async {
         let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let digest = format!("sha256:{n:064x}");
-        c.merge_patch("Deployment", &ns, "web", rolled(&digest))
-            .await;
+        play_restart(c, "Deployment", &ns, "web", "web", &digest, replicas.clone()).await;
         play_controller(c, &ns).await;
         p.log_line(Duration::from_secs(3), |l| {
             l.contains("could not report") && l.contains("cannot list resource")

@@ -438,14 +438,14 @@ impl Waiting {
         for (key, pending, job) in starts {
             let this = self.clone();
             tokio::spawn(async move {
-                let outcome = {
+                let (outcome, error) = {
                     let _permit = this.permits.clone().acquire_owned().await;
                     this.carry_out(&key, &pending).await
                 };
                 let retry = this.lock().done(&key, job, outcome, jiff::Timestamp::now());
                 if let Some(delay) = retry {
                     let (kind, ns, name, _) = &key;
-                    tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pending.digest, retry_in_seconds = delay.as_secs_f64(), "could not carry out a waiting push; retrying with backoff");
+                    tracing::warn!(kind = %kind, namespace = %ns, name = %name, digest = %pending.digest, error = error.as_deref().unwrap_or_default(), retry_in_seconds = delay.as_secs_f64(), "could not carry out a waiting push; retrying with backoff");
                 }
                 this.wake.notify_one();
             });
@@ -454,7 +454,7 @@ impl Waiting {
     }
 
     /// Decides the waiting push again and does what that says.
-    async fn carry_out(&self, key: &Key, pending: &Pending) -> Outcome {
+    async fn carry_out(&self, key: &Key, pending: &Pending) -> (Outcome, Option<String>) {
         let (kind, namespace, name, _) = key;
         let w = WorkloadRef {
             kind: *kind,
@@ -489,15 +489,12 @@ impl Waiting {
                     self.metrics.restart.handled(kind.as_str(), result.as_str());
                 }
                 if result == RestartResult::Rejected {
-                    Outcome::Rejected
+                    (Outcome::Rejected, None)
                 } else {
-                    Outcome::Decided
+                    (Outcome::Decided, None)
                 }
             }
-            Err(e) => {
-                tracing::debug!(kind = %kind, namespace, name, digest = %pending.digest, error = %e, "waiting push attempt failed");
-                Outcome::Failed
-            }
+            Err(e) => (Outcome::Failed, Some(e.to_string())),
         }
     }
 }

@@ -109,3 +109,37 @@ pub async fn leading<'a>(
     .expect("one replica leads");
     if a_leads { (a, b) } else { (b, a) }
 }
+
+/// The patch of a restart pushroll made (its template annotations and
+/// its rollout record, at the generation the patch produces), for tests
+/// that play pushroll's write themselves; merged onto `name`.
+pub async fn play_restart(
+    c: &Cluster,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    container: &str,
+    digest: &str,
+    extra: Value,
+) {
+    let w = c.get(kind, ns, name).await.expect("the workload exists");
+    let generation = w["metadata"]["generation"].as_i64().unwrap_or(0);
+    let now = jiff::Timestamp::now();
+    let at = jiff::Timestamp::from_second(now.as_second())
+        .unwrap()
+        .to_string();
+    let record = serde_json::json!({
+        "digest": digest, "containers": [container], "restartedAt": at,
+        "generation": generation + 1,
+    });
+    let mut patch = serde_json::json!({
+        "metadata": {"annotations": {"pushroll.io/rollout": record.to_string()}},
+        "spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": at,
+            format!("digest.pushroll.io/{container}"): digest,
+            format!("published.pushroll.io/{container}"): now.to_string(),
+        }}}},
+    });
+    json_patch::merge(&mut patch, &extra);
+    c.merge_patch(kind, ns, name, patch).await;
+}

@@ -17,6 +17,11 @@ pub struct ResourceInfo {
     /// `metadata.generation` is kept (set to 1 on create, bumped when `spec`
     /// changes), as the apps/v1 strategies do.
     pub has_generation: bool,
+    /// Changes to `metadata.annotations` bump the generation too. Only the
+    /// Deployment strategy does this ("annotations are copied from
+    /// deployments to their replica sets"); StatefulSets and DaemonSets
+    /// bump on `spec` changes only.
+    pub annotations_bump_generation: bool,
     /// The type has a `/status` subresource: writes to the main resource
     /// keep the stored status, and `/status` writes change only status.
     pub has_status: bool,
@@ -68,6 +73,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["deploy"],
         categories: ALL,
         has_generation: true,
+        annotations_bump_generation: true,
         has_status: true,
         create_on_update: false,
     },
@@ -81,6 +87,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["sts"],
         categories: ALL,
         has_generation: true,
+        annotations_bump_generation: false,
         has_status: true,
         create_on_update: false,
     },
@@ -94,6 +101,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["ds"],
         categories: ALL,
         has_generation: true,
+        annotations_bump_generation: false,
         has_status: true,
         create_on_update: false,
     },
@@ -107,6 +115,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["cm"],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: false,
     },
@@ -122,6 +131,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["po"],
         categories: ALL,
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: true,
         create_on_update: false,
     },
@@ -135,6 +145,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["ev"],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: true,
     },
@@ -148,6 +159,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["ns"],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: true,
         create_on_update: false,
     },
@@ -161,6 +173,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: true,
     },
@@ -174,6 +187,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: true,
     },
@@ -187,6 +201,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: true,
     },
@@ -200,6 +215,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: true,
     },
@@ -213,6 +229,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &[],
         categories: &[],
         has_generation: false,
+        annotations_bump_generation: false,
         has_status: false,
         create_on_update: true,
     },

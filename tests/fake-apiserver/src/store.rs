@@ -125,6 +125,14 @@ fn meta(obj: &Value, field: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `metadata.annotations`, with absent, null and `{}` all `None` (the
+/// server compares them semantically: an empty map equals a missing one).
+fn annotations(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+}
+
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
@@ -674,7 +682,14 @@ impl Store {
             m.remove("generateName")
                 .map(|g| m.insert("generateName".into(), g));
         }
-        if res.has_generation && old.get("spec") != new.get("spec") {
+        // The apps/v1 strategies' PrepareForUpdate: a spec change bumps the
+        // generation, and for Deployments an annotation change too (see
+        // `annotations_bump_generation`). Status writes keep both, so they
+        // never bump.
+        if res.has_generation
+            && (old.get("spec") != new.get("spec")
+                || (res.annotations_bump_generation && annotations(&old) != annotations(&new)))
+        {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)

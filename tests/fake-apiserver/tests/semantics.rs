@@ -90,6 +90,72 @@ async fn generation_moves_with_spec_only_and_noop_writes_do_not_bump() {
     assert_eq!(d7["metadata"]["generation"], 2);
 }
 
+/// kube-apiserver's rule per kind: a Deployment's generation moves with its
+/// spec and its `metadata.annotations` (they are copied to its ReplicaSets);
+/// a StatefulSet's or DaemonSet's with its spec only; labels and `/status`
+/// writes never move it.
+#[tokio::test]
+async fn generation_rule_per_kind_spec_and_deployment_annotations() {
+    let s = FakeApiServer::start().await;
+    s.ensure_namespace("ns");
+    let c = http();
+    for (kind, plural, annotations_bump) in [
+        ("Deployment", "deployments", true),
+        ("StatefulSet", "statefulsets", false),
+        ("DaemonSet", "daemonsets", false),
+    ] {
+        let mut obj = deployment("ns", "w", "img:1");
+        obj["kind"] = kind.into();
+        if kind == "StatefulSet" {
+            obj["spec"]["serviceName"] = "w".into();
+        }
+        let base = format!("{}/apis/apps/v1/namespaces/ns/{plural}", s.url());
+        let url = format!("{base}/w");
+        let (code, _, o) = send(c.post(&base).json(&obj)).await;
+        assert_eq!(code, 201, "{kind}: {o}");
+        let mut want = 1;
+        assert_eq!(o["metadata"]["generation"], want, "{kind}");
+        let merge = |p: Value| {
+            c.patch(&url)
+                .header("content-type", "application/merge-patch+json")
+                .body(p.to_string())
+        };
+        // An empty annotation map equals none: no change at all.
+        let (_, _, o) = send(merge(json!({"metadata": {"annotations": {}}}))).await;
+        assert_eq!(o["metadata"]["generation"], want, "{kind} {{}}: {o}");
+        // Metadata annotation added, changed, removed.
+        for a in [json!("1"), json!("2"), Value::Null] {
+            let (code, _, o) = send(merge(json!({"metadata": {"annotations": {"foo": a}}}))).await;
+            assert_eq!(code, 200, "{kind}: {o}");
+            want += i64::from(annotations_bump);
+            assert_eq!(o["metadata"]["generation"], want, "{kind} foo={a}");
+        }
+        // Labels never count.
+        let (_, _, o) = send(merge(json!({"metadata": {"labels": {"x": "y"}}}))).await;
+        assert_eq!(o["metadata"]["generation"], want, "{kind} label");
+        // Pod-template annotation: a spec change.
+        let (_, _, o) = send(merge(
+            json!({"spec": {"template": {"metadata": {"annotations": {"t": "1"}}}}}),
+        ))
+        .await;
+        want += 1;
+        assert_eq!(o["metadata"]["generation"], want, "{kind} template");
+        if kind != "DaemonSet" {
+            let (_, _, o) = send(merge(json!({"spec": {"replicas": 3}}))).await;
+            want += 1;
+            assert_eq!(o["metadata"]["generation"], want, "{kind} replicas");
+        }
+        // A /status write, even one carrying other annotations, never bumps.
+        let (_, _, mut st) = send(c.get(&url)).await;
+        st["status"] = json!({"observedGeneration": want});
+        st["metadata"]["annotations"] = json!({"via": "status"});
+        let (code, _, o) = send(c.put(format!("{url}/status")).json(&st)).await;
+        assert_eq!(code, 200, "{kind}: {o}");
+        assert_eq!(o["status"]["observedGeneration"], want, "{kind}");
+        assert_eq!(o["metadata"]["generation"], want, "{kind} status");
+    }
+}
+
 #[tokio::test]
 async fn status_objects_for_the_usual_failures() {
     let s = FakeApiServer::start().await;
