@@ -14,7 +14,7 @@
 //! | turned into patches | [`plan`] (pure) |
 //! | held or let through by the workload's rules | [`policy`] (pure: opt-in, approval, [`policy::window`], interval, refused digests; the waiting push [`policy::pending`]) |
 //! | carried out | [`restart`], through the Kubernetes edge [`k8s`] |
-//! | followed to its end | [`rollout`] (pure: kubectl's rules, stale pods), by the indexer's Lease holder |
+//! | followed to its end | [`rollout`] (pure: which rollouts are pushroll's, by the record its restart writes; kubectl's rules; stale pods), by the indexer's Lease holder |
 //! | waiting, carried out later; undone on failure | by the indexer's Lease holder (`indexer/pending.rs`, `indexer/undo.rs`; planned in [`policy::undo`]) |
 //! | told to people (`--notify-url`) | [`notify`]: a queue per URL, off the push's path |
 //!

@@ -16,8 +16,18 @@ use crate::policy::{Decision, Facts, Settings, decide, drop_waiting, metadata_pa
 use crate::workload::{Kind, NamespaceFilter, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and
-/// re-planned before the push is answered 503.
-const CONFLICT_ATTEMPTS: usize = 3;
+/// re-planned before the push is answered 503 (the controller: retried
+/// with backoff).
+const CONFLICT_ATTEMPTS: usize = 5;
+/// The pause before the first re-read after a conflict; each next one
+/// waits twice as long (25, 50, 100, 200 ms: at most 375 ms in all).
+/// Right after a template change (a person's edit that releases a waiting
+/// push, a rollout) the Deployment controller writes the status several
+/// times within ~100-200 ms, and each write moves the resourceVersion:
+/// re-reading at once lost all of three attempts on the real API server
+/// (tests/controller.rs), and the waiting push then waited for the
+/// controller's 1 s backoff instead of being released within a second.
+const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The outcome for one workload, as the 200 body lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -211,7 +221,10 @@ impl Executor<'_> {
             published: push.published,
             message_id: push.message_id,
         };
-        for _ in 0..CONFLICT_ATTEMPTS {
+        for attempt in 0..CONFLICT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(CONFLICT_PAUSE * (1 << (attempt - 1))).await;
+            }
             let obj = match kube.get_workload(w.kind, &w.namespace, &w.name).await {
                 Ok(obj) => obj,
                 Err(KubeError::NotFound) => return Ok(RestartResult::NotFound.into()),

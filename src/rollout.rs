@@ -1,5 +1,6 @@
-//! Where a rollout is judged, without I/O: which push a workload's pod
-//! template records, whether its rollout is complete, waiting or failed by
+//! Where a rollout is judged, without I/O: which rollout is pushroll's
+//! (the record its own restart writes, [`ROLLOUT`]), whether it is
+//! complete, waiting or failed by
 //! `kubectl rollout status` rules per kind, and which pods run another
 //! digest than the pushed one. The indexer's follower (`indexer/rollout.rs`)
 //! feeds it what the watches see and acts on the answers.
@@ -210,6 +211,14 @@ impl Pushed {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a record always serializes")
+    }
+
+    /// Whether `other` records the same push (its generation aside: a
+    /// record carried forward by pushroll's own annotation write).
+    pub fn same_push(&self, other: &Pushed) -> bool {
+        self.digest == other.digest
+            && self.containers == other.containers
+            && self.restarted_at == other.restarted_at
     }
 
     /// Whether the workload's template is still the one this record's

@@ -46,10 +46,14 @@ async fn workload(c: &Cluster, ns: &str, name: &str) -> Value {
         .expect("the workload exists")
 }
 
-/// The waiting push on `name`, parsed.
+/// The waiting push on `name` (the workloads here run one image, so the
+/// list holds one record), parsed.
 async fn pending(c: &Cluster, ns: &str, name: &str) -> Option<Value> {
     let w = workload(c, ns, name).await;
-    annotation(&w, "pushroll.io/pending").map(|p| serde_json::from_str(&p).unwrap())
+    let list: Value = serde_json::from_str(&annotation(&w, "pushroll.io/pending")?).unwrap();
+    let records = list.as_array().expect("a list of records, one per image");
+    assert_eq!(records.len(), 1, "{list}");
+    Some(records[0].clone())
 }
 
 /// Waits until the template records `digest`; returns when.

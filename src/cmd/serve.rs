@@ -149,13 +149,18 @@ fn start_indexer(
 ) -> (Check, JoinHandle<anyhow::Result<()>>) {
     // Index what may be restarted; exclusions apply at restart time
     // (reported `excluded`), as with the separate indexer and the scan.
+    let namespaces_given = namespaces;
     let namespaces = NamespaceFilter {
         include: namespaces.include.clone(),
         exclude: Vec::new(),
     };
-    let watch_config = settings
+    let mut watch_config = settings
         .clone()
         .config(namespaces, cluster.configmap.clone());
+    // The controller (releases, rollout reports, undos) stays inside every
+    // bound, exclusions included: nothing is acted on in an excluded
+    // namespace (see `WatchConfig::bounds`).
+    watch_config.bounds = namespaces_given.clone();
     let watch_state = Arc::new(WatchState::default());
     let live = liveness(watch_state.clone(), watch_config.settings.stall_timeout);
     tracing::info!(identity = %settings.identity, lease = %settings.lease_name, "indexer: watching workloads in this process");

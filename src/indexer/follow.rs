@@ -23,6 +23,9 @@ use crate::workload::{Kind, NamespaceFilter};
 /// What the followers share with the loop that builds and writes.
 pub(super) struct Shared {
     pub(super) builder: Mutex<IndexBuilder>,
+    /// Where the trackers act: workloads outside never reach them (see
+    /// `WatchConfig::bounds`; the builder's own filter may be wider).
+    pub(super) bounds: NamespaceFilter,
     /// A change to the index that the loop has not built yet.
     pub(super) changed: Notify,
     /// The kinds whose initial list is done. Setting it never waits, so a
@@ -40,6 +43,7 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn new(
         namespaces: NamespaceFilter,
+        bounds: NamespaceFilter,
         state: Arc<WatchState>,
         metrics: Arc<Metrics>,
         rollouts: Arc<Rollouts>,
@@ -48,6 +52,7 @@ impl Shared {
         let (listed, listed_rx) = tokio::sync::watch::channel(BTreeSet::new());
         let shared = Shared {
             builder: Mutex::new(IndexBuilder::new(namespaces)),
+            bounds,
             changed: Notify::new(),
             listed,
             state,
@@ -113,7 +118,9 @@ async fn follow<W: Followed>(kube: Kube, namespaces: NamespaceFilter, shared: Ar
     let mut relisted: BTreeSet<(String, String)> = BTreeSet::new();
     let track = |obj: &W| {
         let ns = obj.namespace().unwrap_or_default();
-        if namespaces.allows(&ns) {
+        // `bounds`, not the watch's `namespaces`: serve --indexer watches
+        // excluded namespaces too, to answer `excluded` for them.
+        if shared.bounds.allows(&ns) {
             shared.rollouts.observe(obj);
             shared.waiting.observe(obj);
             true
@@ -207,6 +214,7 @@ mod tests {
             NamespaceFilter::default(),
         );
         let (shared, mut listed_rx) = Shared::new(
+            NamespaceFilter::default(),
             NamespaceFilter::default(),
             state.clone(),
             metrics,

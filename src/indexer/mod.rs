@@ -53,6 +53,7 @@ impl WatchSettings {
     /// What to watch and where to write: the Lease lives beside the ConfigMap.
     pub fn config(self, namespaces: NamespaceFilter, configmap: ConfigMapRef) -> WatchConfig {
         WatchConfig {
+            bounds: namespaces.clone(),
             namespaces,
             configmap,
             settings: self,
@@ -63,7 +64,14 @@ impl WatchSettings {
 /// Everything a running watch needs.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
+    /// What the watch indexes.
     pub namespaces: NamespaceFilter,
+    /// Where the Lease holder acts (releases, reports, undos): the full
+    /// `--namespace` / `--exclude-namespace`. `serve --indexer` indexes
+    /// excluded namespaces too (serve answers `excluded` for them), so
+    /// its `namespaces` drop the exclusions and these keep them; for
+    /// `index --watch` both are the same.
+    pub bounds: NamespaceFilter,
     pub configmap: ConfigMapRef,
     pub settings: WatchSettings,
 }
@@ -140,14 +148,17 @@ pub async fn watch(
         config.settings.rollout_timeout,
         notifier.clone(),
     );
+    // The trackers and the executor are bounded by `bounds`, not by what
+    // the watch indexes (see `WatchConfig::bounds`).
     let waiting = Waiting::new(
         kube.clone(),
         metrics.clone(),
         notifier,
-        config.namespaces.clone(),
+        config.bounds.clone(),
     );
     let (shared, mut listed) = Shared::new(
         config.namespaces.clone(),
+        config.bounds.clone(),
         state.clone(),
         metrics.clone(),
         rollouts.clone(),

@@ -156,10 +156,16 @@ impl Rollouts {
         let now = jiff::Timestamp::now();
         let progress = obj.progress();
         let mut tracker = self.lock();
-        let known = tracker
-            .entries
-            .get(&key)
-            .is_some_and(|e| e.pushed == pushed);
+        // The same push, its record carried to a later generation by
+        // pushroll's own annotation write (a Deployment), is the same
+        // rollout: followed on, never restarted.
+        let known = match tracker.entries.get_mut(&key) {
+            Some(e) if e.pushed.same_push(&pushed) => {
+                e.pushed.generation = pushed.generation;
+                true
+            }
+            _ => false,
+        };
         if !known {
             let image = pushed.image.clone().or_else(|| {
                 obj.template()
@@ -379,7 +385,7 @@ impl Rollouts {
                     // The first failure and every tenth at warn, the rest
                     // at debug: a stuck report stays visible without
                     // flooding the log.
-                    if failures == 1 || failures % 10 == 0 {
+                    if failures == 1 || failures.is_multiple_of(10) {
                         tracing::warn!(kind = %job.key.0, namespace = %job.key.1, name = %job.key.2, error = %e, attempts = failures, retry_in_seconds = delay.as_secs_f64(), "could not report the rollout's end; retrying with backoff");
                     } else {
                         tracing::debug!(kind = %job.key.0, namespace = %job.key.1, name = %job.key.2, error = %e, attempts = failures, retry_in_seconds = delay.as_secs_f64(), "could not report the rollout's end; retrying with backoff");
@@ -391,7 +397,7 @@ impl Rollouts {
             let current = tracker
                 .entries
                 .get(&job.key)
-                .is_some_and(|e| e.pushed == job.entry.pushed && e.stage == Stage::Reporting);
+                .is_some_and(|e| e.pushed.same_push(&job.entry.pushed) && e.stage == Stage::Reporting);
             if !tracker.leader || !current {
                 drop(tracker);
                 // Another leader reports it (the same Event names), or it
@@ -405,7 +411,7 @@ impl Rollouts {
     fn finish(&self, job: &Job, stage: Stage) {
         let mut tracker = self.lock();
         if let Some(e) = tracker.entries.get_mut(&job.key)
-            && e.pushed == job.entry.pushed
+            && e.pushed.same_push(&job.entry.pushed)
             && e.stage == Stage::Reporting
         {
             e.stage = stage;

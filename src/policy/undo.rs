@@ -57,7 +57,7 @@ pub fn check(view: &WorkloadView, pushed: &Pushed) -> Result<(), Keep> {
         return Err(Keep::NotAsked);
     }
     let recorded = crate::rollout::ours(&view.annotations, view.generation);
-    if containers.is_empty() || recorded.as_ref() != Some(pushed) {
+    if containers.is_empty() || !recorded.is_some_and(|r| r.same_push(pushed)) {
         return Err(Keep::Changed);
     }
     let pinned = |c: &String| {
