@@ -12,7 +12,9 @@ use crate::k8s::{EventKind, Kube, KubeError, restart_event, workload_event};
 use crate::metrics::Metrics;
 use crate::notify::{Happening, Notifier, Subject, What};
 use crate::plan::{RestartResult, restart_patch, workload_view};
-use crate::policy::{Decision, Facts, Settings, decide, drop_waiting, metadata_patch, set_annotations};
+use crate::policy::{
+    Decision, Facts, Settings, decide, drop_waiting, metadata_patch, set_annotations,
+};
 use crate::workload::{Kind, NamespaceFilter, WorkloadRef};
 
 /// How often a patch refused for a stale resourceVersion is re-read and

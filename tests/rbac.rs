@@ -204,7 +204,16 @@ async fn indexer_runs_with_exactly_the_deployed_rbac(c: &Cluster) {
     let refused = eventually(Duration::from_secs(30), || async {
         let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let digest = format!("sha256:{n:064x}");
-        play_restart(c, "Deployment", &ns, "web", "web", &digest, replicas.clone()).await;
+        play_restart(
+            c,
+            "Deployment",
+            &ns,
+            "web",
+            "web",
+            &digest,
+            replicas.clone(),
+        )
+        .await;
         play_controller(c, &ns).await;
         p.log_line(Duration::from_secs(3), |l| {
             l.contains("could not report") && l.contains("cannot list resource")
