@@ -361,10 +361,14 @@ async fn a_leader_killed_mid_rollout_is_replaced_and_reports_once() {
         .await
         .unwrap_or_else(|| panic!("round {round}: the survivor never reported"));
         assert_eq!(complete.len(), 1, "round {round}: {complete:?}");
+        // The log line follows the Event's create (and the pods LIST): wait
+        // for it rather than race the process writing it.
         let reported = follow
-            .logs()
-            .iter()
-            .any(|l| l.contains("rollout finished") && l.contains(&d));
+            .log_line(Duration::from_secs(10), |l| {
+                l.contains("rollout finished") && l.contains(&d)
+            })
+            .await
+            .is_some();
         assert!(
             reported,
             "round {round}: the survivor reported it:\n{}",
