@@ -151,7 +151,8 @@ async fn main() {
         // The restart's patch, with the rollout record it writes: the
         // generation that write produces, read + 1.
         let read = api.get(&name).await.unwrap();
-        let mut patch = pushroll::plan::restart_patch(None, &["app".into()], &[], &digest, now, now);
+        let mut patch =
+            pushroll::plan::restart_patch(None, &["app".into()], &[], &digest, now, now);
         let record = pushroll::rollout::Pushed {
             digest: digest.clone(),
             containers: vec!["app".into()],
@@ -161,7 +162,11 @@ async fn main() {
         };
         pushroll::policy::set_annotations(
             &mut patch,
-            &[(pushroll::rollout::ROLLOUT.to_owned(), Some(record.to_json()))].into(),
+            &[(
+                pushroll::rollout::ROLLOUT.to_owned(),
+                Some(record.to_json()),
+            )]
+            .into(),
         );
         let patched = api
             .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))

@@ -541,7 +541,8 @@ mod tests {
             generation: 4,
             image: Some("r.example/app:v1".into()),
         };
-        let map = |v: &str| -> BTreeMap<String, String> { [(ROLLOUT.to_owned(), v.to_owned())].into() };
+        let map =
+            |v: &str| -> BTreeMap<String, String> { [(ROLLOUT.to_owned(), v.to_owned())].into() };
         let json = record.to_json();
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["restartedAt"], "2026-11-26T12:00:00Z");
@@ -549,11 +550,26 @@ mod tests {
         // (name, annotations, generation, ours)
         let table: Vec<(&str, BTreeMap<String, String>, Option<i64>, bool)> = vec![
             ("the write's own generation", map(&json), Some(4), true),
-            ("moved on: a rollback, a restart, an edit", map(&json), Some(5), false),
-            ("a record copied back from an old ReplicaSet", map(&json), Some(9), false),
+            (
+                "moved on: a rollback, a restart, an edit",
+                map(&json),
+                Some(5),
+                false,
+            ),
+            (
+                "a record copied back from an old ReplicaSet",
+                map(&json),
+                Some(9),
+                false,
+            ),
             ("no generation", map(&json), None, false),
             ("not a record", map("{oops"), Some(4), false),
-            ("no record (template annotations alone never count)", BTreeMap::new(), Some(4), false),
+            (
+                "no record (template annotations alone never count)",
+                BTreeMap::new(),
+                Some(4),
+                false,
+            ),
         ];
         for (name, annotations, generation, want) in table {
             assert_eq!(ours(&annotations, generation).is_some(), want, "{name}");

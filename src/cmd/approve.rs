@@ -73,8 +73,7 @@ pub async fn approve(
             Ok(_) => return Ok(format!("{target} in {ns}: approved {digest}; {note}")),
             Err(k8s::KubeError::Conflict(_)) if attempts < 5 => continue,
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("writing the approval on {target} in {ns}"));
+                return Err(e).with_context(|| format!("writing the approval on {target} in {ns}"));
             }
         }
     }
@@ -100,7 +99,9 @@ fn choose(waiting: &[Pending], digest: Option<&str>) -> Result<(String, String),
             None => Err(format!("waits for {}, not {d}: nothing approved", names())),
         },
         (None, [w]) => Ok((w.digest.clone(), carried(w))),
-        (None, []) => Err("no push waits; give --digest to approve one ahead of its push".to_owned()),
+        (None, []) => {
+            Err("no push waits; give --digest to approve one ahead of its push".to_owned())
+        }
         (None, _) => Err(format!(
             "several pushes wait ({}); give --digest to say which",
             names()
@@ -146,11 +147,21 @@ mod tests {
         let table: Vec<(&str, &[Pending], Option<&str>, Result<&str, &str>)> = vec![
             ("the one waiting", &one, None, Ok("sha256:aa")),
             ("named", &one, Some("sha256:aa"), Ok("sha256:aa")),
-            ("another digest", &one, Some("sha256:cc"), Err("not sha256:cc")),
+            (
+                "another digest",
+                &one,
+                Some("sha256:cc"),
+                Err("not sha256:cc"),
+            ),
             ("ahead of its push", &[], Some("sha256:cc"), Ok("sha256:cc")),
             ("nothing to approve", &[], None, Err("no push waits")),
             ("two wait: which?", &two, None, Err("several pushes wait")),
-            ("two wait: the sidecar's", &two, Some("sha256:bb"), Ok("sha256:bb")),
+            (
+                "two wait: the sidecar's",
+                &two,
+                Some("sha256:bb"),
+                Ok("sha256:bb"),
+            ),
         ];
         for (name, waiting, digest, want) in table {
             match (choose(waiting, digest), want) {

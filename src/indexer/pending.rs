@@ -260,7 +260,10 @@ impl State {
 
     /// What is due at `now` (when leading), marked busy; and the next due
     /// time.
-    pub(super) fn start_due(&mut self, now: jiff::Timestamp) -> (Vec<Start>, Option<jiff::Timestamp>) {
+    pub(super) fn start_due(
+        &mut self,
+        now: jiff::Timestamp,
+    ) -> (Vec<Start>, Option<jiff::Timestamp>) {
         if !self.leader {
             return (Vec::new(), None);
         }
@@ -557,13 +560,19 @@ mod tests {
         let mut s = leading();
         let now = ts(NOW);
         let app = "r.example/app:v1";
-        s.observe(&api(), seen(vec![record(app, D1, Reason::Approval, None)], 1, 1));
+        s.observe(
+            &api(),
+            seen(vec![record(app, D1, Reason::Approval, None)], 1, 1),
+        );
         let (starts, _) = s.start_due(now);
         let (key, _, job1) = starts[0].clone();
         // The job's write removed the record; the watch says so.
         s.observe(&api(), seen(vec![], 2, 2));
         // A newer push waits again, while job 1 is still finishing.
-        s.observe(&api(), seen(vec![record(app, D2, Reason::Approval, None)], 3, 3));
+        s.observe(
+            &api(),
+            seen(vec![record(app, D2, Reason::Approval, None)], 3, 3),
+        );
         let (starts, _) = s.start_due(now);
         assert_eq!(starts.len(), 1, "the newer record is decided");
         let job2 = starts[0].2;
@@ -591,7 +600,11 @@ mod tests {
         let mut now = ts(NOW);
         s.observe(
             &api(),
-            seen(vec![record("r/app:v1", D1, Reason::Window, Some(NOW))], 1, 1),
+            seen(
+                vec![record("r/app:v1", D1, Reason::Window, Some(NOW))],
+                1,
+                1,
+            ),
         );
         let mut waits = Vec::new();
         for _ in 0..10 {
@@ -612,10 +625,17 @@ mod tests {
         // The same workload seen again (status only): the backoff stays.
         s.observe(
             &api(),
-            seen(vec![record("r/app:v1", D1, Reason::Window, Some(NOW))], 1, 1),
+            seen(
+                vec![record("r/app:v1", D1, Reason::Window, Some(NOW))],
+                1,
+                1,
+            ),
         );
         let (starts, _) = s.start_due(plus(now, Duration::from_secs(1)));
-        assert!(starts.is_empty(), "a status update does not reset the backoff");
+        assert!(
+            starts.is_empty(),
+            "a status update does not reset the backoff"
+        );
     }
 
     #[test]
@@ -649,7 +669,12 @@ mod tests {
         let mut s = leading();
         let now = ts(NOW);
         let app = record("r/app:v1", D1, Reason::Window, Some("2026-12-01T12:00:00Z"));
-        let side = record("r/side:v1", D2, Reason::Window, Some("2026-12-01T12:00:00Z"));
+        let side = record(
+            "r/side:v1",
+            D2,
+            Reason::Window,
+            Some("2026-12-01T12:00:00Z"),
+        );
         s.observe(&api(), seen(vec![app.clone(), side.clone()], 1, 1));
         assert_eq!(s.counts()[1], ("window", 2));
         let (starts, _) = s.start_due(now);
@@ -662,7 +687,11 @@ mod tests {
         let (starts, _) = s.start_due(ts("2026-12-01T12:00:00Z"));
         let mut images: Vec<String> = starts.iter().map(|s| s.1.image.clone()).collect();
         images.sort();
-        assert_eq!(images, ["r/app:v1", "r/side:v1"], "both roll when the window opens");
+        assert_eq!(
+            images,
+            ["r/app:v1", "r/side:v1"],
+            "both roll when the window opens"
+        );
         // The app's record removed by its restart: the sidecar's stays.
         s.observe(&api(), seen(vec![side], 2, 2));
         assert_eq!(s.counts()[1], ("window", 1));

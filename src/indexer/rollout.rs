@@ -394,10 +394,9 @@ impl Rollouts {
                 }
             }
             let tracker = self.lock();
-            let current = tracker
-                .entries
-                .get(&job.key)
-                .is_some_and(|e| e.pushed.same_push(&job.entry.pushed) && e.stage == Stage::Reporting);
+            let current = tracker.entries.get(&job.key).is_some_and(|e| {
+                e.pushed.same_push(&job.entry.pushed) && e.stage == Stage::Reporting
+            });
             if !tracker.leader || !current {
                 drop(tracker);
                 // Another leader reports it (the same Event names), or it

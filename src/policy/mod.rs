@@ -321,10 +321,7 @@ pub fn approve_metadata(view: &WorkloadView, digest: &str) -> Metadata {
 pub fn drop_waiting(view: &WorkloadView, image: &str) -> Metadata {
     let records = pending::all(&view.annotations);
     let mut metadata = Metadata::new();
-    metadata.insert(
-        PENDING.to_owned(),
-        pending::replaced(&records, image, None),
-    );
+    metadata.insert(PENDING.to_owned(), pending::replaced(&records, image, None));
     carry_rollout(view, &mut metadata);
     metadata
 }

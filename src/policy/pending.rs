@@ -209,13 +209,49 @@ mod tests {
                 .collect()
         };
         // (name, before, image, record, after)
-        type Row = (&'static str, Vec<Pending>, &'static str, Option<Pending>, Vec<Pending>);
+        type Row = (
+            &'static str,
+            Vec<Pending>,
+            &'static str,
+            Option<Pending>,
+            Vec<Pending>,
+        );
         let table: Vec<Row> = vec![
-            ("added to none", vec![], "r.example/app:v1", Some(app.clone()), vec![app.clone()]),
-            ("another image waits beside", vec![app.clone()], "r.example/side:v1", Some(side.clone()), vec![app.clone(), side.clone()]),
-            ("the same image is replaced", vec![app.clone(), side.clone()], "r.example/app:v1", Some(newer_app.clone()), vec![newer_app.clone(), side.clone()]),
-            ("one removed, the other stays", vec![app.clone(), side.clone()], "r.example/app:v1", None, vec![side.clone()]),
-            ("the last removed", vec![side.clone()], "r.example/side:v1", None, vec![]),
+            (
+                "added to none",
+                vec![],
+                "r.example/app:v1",
+                Some(app.clone()),
+                vec![app.clone()],
+            ),
+            (
+                "another image waits beside",
+                vec![app.clone()],
+                "r.example/side:v1",
+                Some(side.clone()),
+                vec![app.clone(), side.clone()],
+            ),
+            (
+                "the same image is replaced",
+                vec![app.clone(), side.clone()],
+                "r.example/app:v1",
+                Some(newer_app.clone()),
+                vec![newer_app.clone(), side.clone()],
+            ),
+            (
+                "one removed, the other stays",
+                vec![app.clone(), side.clone()],
+                "r.example/app:v1",
+                None,
+                vec![side.clone()],
+            ),
+            (
+                "the last removed",
+                vec![side.clone()],
+                "r.example/side:v1",
+                None,
+                vec![],
+            ),
         ];
         for (name, before, image, record, after) in table {
             let value = replaced(&before, image, record.as_ref());

@@ -120,8 +120,14 @@ fn the_decision_table() {
     };
     let list = |records: &[String]| format!("[{}]", records.join(","));
     let other_image_newer = list(&[side(D1, "2026-12-01T11:00:00Z").to_json()]);
-    let both = list(&[same_waiting.clone(), side(D1, "2026-12-01T11:00:00Z").to_json()]);
-    let both_newer = list(&[newer_waiting.clone(), side(D1, "2026-12-01T09:00:00Z").to_json()]);
+    let both = list(&[
+        same_waiting.clone(),
+        side(D1, "2026-12-01T11:00:00Z").to_json(),
+    ]);
+    let both_newer = list(&[
+        newer_waiting.clone(),
+        side(D1, "2026-12-01T09:00:00Z").to_json(),
+    ]);
     #[rustfmt::skip]
     let table: Vec<Row> = vec![
         ("no policy: restart", plain, vec![], vec![], Want::Result(Restarted)),
@@ -352,7 +358,11 @@ fn a_waiting_write_keeps_the_rollout_it_follows() {
         let carried = metadata
             .get(crate::rollout::ROLLOUT)
             .and_then(|r| r.as_deref())
-            .map(|r| serde_json::from_str::<crate::rollout::Pushed>(r).unwrap().generation);
+            .map(|r| {
+                serde_json::from_str::<crate::rollout::Pushed>(r)
+                    .unwrap()
+                    .generation
+            });
         assert_eq!(carried, want, "moves {moves}, generation {current:?}");
     }
 }

@@ -324,7 +324,17 @@ mod tests {
             (
                 "a record of another push (copied back by a rollback)",
                 view(
-                    &[undo, (ROLLOUT, &Pushed { digest: P.into(), ..pushed() }.to_json())],
+                    &[
+                        undo,
+                        (
+                            ROLLOUT,
+                            &Pushed {
+                                digest: P.into(),
+                                ..pushed()
+                            }
+                            .to_json(),
+                        ),
+                    ],
                     &[record],
                     &pinned,
                 ),
