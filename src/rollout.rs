@@ -548,7 +548,8 @@ mod tests {
         assert_eq!(value["restartedAt"], "2026-11-26T12:00:00Z");
         assert_eq!(value["generation"], 4);
         // (name, annotations, generation, ours)
-        let table: Vec<(&str, BTreeMap<String, String>, Option<i64>, bool)> = vec![
+        type Row<'a> = (&'a str, BTreeMap<String, String>, Option<i64>, bool);
+        let table: Vec<Row> = vec![
             ("the write's own generation", map(&json), Some(4), true),
             (
                 "moved on: a rollback, a restart, an edit",

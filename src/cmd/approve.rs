@@ -144,7 +144,13 @@ mod tests {
         let one = [app.clone()];
         let two = [app, side];
         // (name, waiting, --digest, approved or the error's words)
-        let table: Vec<(&str, &[Pending], Option<&str>, Result<&str, &str>)> = vec![
+        type Row<'a> = (
+            &'a str,
+            &'a [Pending],
+            Option<&'a str>,
+            Result<&'a str, &'a str>,
+        );
+        let table: Vec<Row> = vec![
             ("the one waiting", &one, None, Ok("sha256:aa")),
             ("named", &one, Some("sha256:aa"), Ok("sha256:aa")),
             (

@@ -258,7 +258,11 @@ mod tests {
             assert_eq!(value.is_none(), after.is_empty(), "{name}");
             assert_eq!(all(&at(value)), after, "{name}");
         }
-        let both = at(replaced(&[app.clone()], "r.example/side:v1", Some(&side)));
+        let both = at(replaced(
+            std::slice::from_ref(&app),
+            "r.example/side:v1",
+            Some(&side),
+        ));
         assert_eq!(of_image(&both, "r.example/side:v1"), Some(side));
         assert_eq!(of_image(&both, "r.example/other:v1"), None);
         // A hand-made list naming one image twice: the first counts.
