@@ -20,7 +20,7 @@
 //! `cargo bench --bench micro`; `cargo test --benches` runs each once.
 //! After criterion's own output, a table of medians is printed.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 #[path = "common/mod.rs"]

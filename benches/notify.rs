@@ -33,7 +33,7 @@
 //! Neither server logs (no subscriber is installed): a log line per push
 //! would be the same in both.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 #[path = "common/mod.rs"]

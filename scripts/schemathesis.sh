@@ -3,6 +3,8 @@
 # against `pushroll serve --demo` and fails on any failed check.
 #
 #   scripts/schemathesis.sh [PUSHROLL_BINARY]     default: target/debug/pushroll
+#   scripts/schemathesis.sh --install             only install (CI does it while
+#                                                 cargo builds)
 #
 # schemathesis is pip-installed (pinned) once into a virtualenv under the
 # cache directory, outside the work tree:
@@ -21,7 +23,9 @@ VENV=$CACHE/schemathesis-$VERSION
 BIN=${1:-target/debug/pushroll}
 
 die() { echo "schemathesis.sh: $*" >&2; exit 1; }
-[[ -x $BIN ]] || die "$BIN is not an executable (cargo build first, or pass the binary's path)"
+install_only=0
+[[ $BIN == --install ]] && install_only=1
+(( install_only )) || [[ -x $BIN ]] || die "$BIN is not an executable (cargo build first, or pass the binary's path)"
 
 if [[ ! -f $VENV/.installed ]]; then
   echo "installing schemathesis $VERSION into $VENV" >&2
@@ -30,6 +34,7 @@ if [[ ! -f $VENV/.installed ]]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
   touch "$VENV/.installed"
 fi
+(( install_only )) && exit 0
 
 port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)

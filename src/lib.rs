@@ -31,6 +31,14 @@
 //! * [`metrics`]: every Prometheus metric, grouped by concern.
 //! * [`cli`] turns flags into plain config structs; [`cmd`] holds one
 //!   file per subcommand, wiring the parts from those structs.
+//!
+//! # Tests
+//!
+//! Unit tests sit beside the code (`#[cfg(test)]` modules). The end-to-end
+//! tests are one test binary, `tests/it/` (`main.rs` declares one module
+//! per area, `tests/it/support/` holds the shared helpers, the fake API
+//! server is its own crate in `tests/fake-apiserver/` with its own
+//! tests); README's "Tests" says how to run them.
 
 #![forbid(unsafe_code)]
 

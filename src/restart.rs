@@ -27,7 +27,7 @@ const CONFLICT_ATTEMPTS: usize = 5;
 /// push, a rollout) the Deployment controller writes the status several
 /// times within ~100-200 ms, and each write moves the resourceVersion:
 /// re-reading at once lost all of three attempts on the real API server
-/// (tests/controller.rs), and the waiting push then waited for the
+/// (tests/it/controller.rs), and the waiting push then waited for the
 /// controller's 1 s backoff instead of being released within a second.
 const CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 

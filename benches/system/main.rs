@@ -42,7 +42,7 @@
 //! startup), `load` (misses), `hits` and `client` (the bare HTTP/1.1
 //! connection), then `stats`, `report` (Markdown and JSON) and `svg`.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/it/support/mod.rs"]
 mod support;
 
 #[path = "../common/mod.rs"]

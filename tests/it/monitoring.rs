@@ -813,7 +813,7 @@ fn check_monitoring(docs: &[Value], home: &str) {
     }
     assert_eq!(
         rule["spec"],
-        crate::rule()["spec"],
+        self::rule()["spec"],
         "the rendered spec is the file's"
     );
 

@@ -8,21 +8,18 @@
 //! [`POLL`], asserted at every poll). They skip without a real server (a
 //! failure under CI).
 
-#[macro_use]
-mod support;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::Cluster;
+use crate::support::indexer::*;
+use crate::support::kubelet::*;
+use crate::support::rollout::*;
+use crate::support::*;
 use futures::StreamExt as _;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use support::cluster::Cluster;
-use support::indexer::*;
-use support::kubelet::*;
-use support::rollout::*;
-use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// How often a watched state is looked at.
@@ -934,8 +931,10 @@ async fn approvals_are_used_once_and_10000y_is_invalid() {
     c.create(w).await;
     let dir = tempfile::tempdir().unwrap();
     let index = dir.path().join("index.json");
-    let entries =
-        support::cluster::index_for(&stable, &[("Deployment", &elsewhere, "later", &["app"])]);
+    let entries = crate::support::cluster::index_for(
+        &stable,
+        &[("Deployment", &elsewhere, "later", &["app"])],
+    );
     std::fs::write(&index, entries.to_string()).unwrap();
     let plain = Pushroll::serve_open(&c.kubeconfig, &["--index-file", index.to_str().unwrap()]);
     let (_, body) = post(

@@ -6,21 +6,17 @@
 //! counts every request the follower makes. Real-server tests skip without
 //! one (a failure under CI).
 
-#[macro_use]
-mod support;
-// The emulator's driver, shared with tests/pubsub.rs (only part used here).
-#[allow(dead_code)]
-#[path = "pubsub/emulator.rs"]
-mod emulator;
-
 use std::time::{Duration, Instant};
 
+// The emulator's driver, shared with the pubsub module.
+use crate::pubsub::emulator;
+
+use crate::support::cluster::Cluster;
+use crate::support::indexer::*;
+use crate::support::kubelet::*;
+use crate::support::rollout::*;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::cluster::Cluster;
-use support::indexer::*;
-use support::kubelet::*;
-use support::rollout::*;
-use support::*;
 
 /// Far above the 1-3 s a rollout of a few pods takes here.
 const LIMIT: Duration = Duration::from_secs(60);

@@ -2,16 +2,13 @@
 //! leader election) against the fake API server, and the real one where the
 //! scenario does not need the fake's request log.
 
-#[macro_use]
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{Backend, Cluster, deploy_objects, workload};
+use crate::support::indexer::*;
+use crate::support::*;
 use fake_apiserver::FaultRule;
 use serde_json::{Value, json};
-use support::cluster::{Backend, Cluster, deploy_objects, workload};
-use support::indexer::*;
-use support::*;
 
 on_both!(
     index_output_is_exactly_the_expected_index,
@@ -657,7 +654,7 @@ async fn serve_indexer_answers_from_its_own_watch(c: Cluster) {
 
 /// The RBAC of `deploy/overlays/single` is enough for `serve --indexer`:
 /// serve's ServiceAccount with the indexer's roles bound to it as well (what
-/// the overlay does; tests/deploy.rs checks that it grants exactly that)
+/// the overlay does; tests/it/deploy.rs checks that it grants exactly that)
 /// watches, restarts and writes the ConfigMap with no request refused. Fake
 /// only: it rebinds the cluster-wide roles other tests use on a real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

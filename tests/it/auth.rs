@@ -1,14 +1,11 @@
 //! `--auth google` against real HTTP: tokens signed by test keys, the JWK
 //! set served on loopback, the server as a child process.
 
-#[macro_use]
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::*;
 
 /// How long `serve` may take to become ready: it fetches the signing keys
 /// first.

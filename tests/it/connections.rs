@@ -3,12 +3,9 @@
 //! after the idle timeout but never with a request in flight, and at most
 //! `--max-connections` are open at once.
 
-#[macro_use]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 

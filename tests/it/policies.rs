@@ -5,17 +5,14 @@
 //! processes and look for it there. They skip without a real server (a
 //! failure under CI).
 
-#[macro_use]
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::Cluster;
+use crate::support::indexer::*;
+use crate::support::kubelet::*;
+use crate::support::rollout::*;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::cluster::Cluster;
-use support::indexer::*;
-use support::kubelet::*;
-use support::rollout::*;
-use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

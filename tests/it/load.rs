@@ -10,17 +10,14 @@
 //! a debug build's on whatever the machine is doing; the assertions are
 //! about correctness and memory.
 
-#[macro_use]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{Cluster, index_for};
+use crate::support::*;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, index_for};
-use support::*;
 
 const TOTAL: usize = 10_000;
 const CONNECTIONS: usize = 200;

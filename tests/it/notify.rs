@@ -6,17 +6,14 @@
 //! simulated kubelet: a restart and its completed rollout each arrive
 //! once, whatever is redelivered (skipped without one; a failure under CI).
 
-#[macro_use]
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::cluster::{Cluster, index_for, workload};
+use crate::support::kubelet::{digest, pod_deployment, real_with_kubelet};
+use crate::support::rollout::{events, push_until_found, serve_indexer, wait_event};
+use crate::support::*;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, index_for, workload};
-use support::kubelet::{digest, pod_deployment, real_with_kubelet};
-use support::rollout::{events, push_until_found, serve_indexer, wait_event};
-use support::*;
 
 /// What a receiver was sent: each body, in order.
 type Got = Arc<Mutex<Vec<Value>>>;
@@ -94,8 +91,8 @@ fn slack_incoming_webhook(headers: &axum::http::HeaderMap, body: &[u8]) -> Resul
 
 /// Every notification validates against `openapi.yaml`'s schema for it.
 fn documented(doc: &Value, schema: &str) {
-    support::openapi::check(
-        &support::openapi::spec(),
+    crate::support::openapi::check(
+        &crate::support::openapi::spec(),
         &format!("/components/schemas/{schema}"),
         doc,
         "a notification",

@@ -8,12 +8,11 @@
 //! the env-file ConfigMap) and the overlays are skipped; under
 //! `PUSHROLL_REQUIRE_KUBECTL=1` a missing kubectl is a failure.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::{Pushroll, http};
 use clap::CommandFactory as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Service, ServiceAccount};
@@ -23,7 +22,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use pushroll::cli::{Cli, Command as Sub};
 use pushroll::cmd::serve::ServeConfig;
 use serde_json::Value;
-use support::{Pushroll, http};
 
 const IMAGE_REPO: &str = "ghcr.io/pushroll/pushroll";
 
@@ -989,7 +987,7 @@ fn namespaced_overlay_needs_nothing_cluster_scoped() {
 
 /// overlays/monitoring: the base as it is (the same checks, the same
 /// least privilege) plus the Prometheus Operator's objects and the Service
-/// that reaches the indexer's metrics port; tests/monitoring.rs checks the
+/// that reaches the indexer's metrics port; tests/it/monitoring.rs checks the
 /// monitoring objects themselves.
 #[test]
 fn monitoring_overlay_keeps_the_base() {

@@ -2,18 +2,20 @@
 //! `deploy/`, bound by exactly the roles `deploy/base/rbac-*.yaml` define,
 //! and a rule taken away makes the push fail with 503 and a log line that
 //! names the missing permission.
-
-#[macro_use]
-mod support;
+//!
+//! The roles are cluster-wide and the ServiceAccounts the same for every
+//! test, so taking a rule away would break the tests running beside this
+//! one: on the real server it runs on a private control plane of its own
+//! (`on_both_private!`).
 
 use std::time::Duration;
 
+use crate::support::cluster::{Cluster, deploy_objects, index_for, workload};
+use crate::support::rollout::play_restart;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::cluster::{Cluster, deploy_objects, index_for, workload};
-use support::rollout::play_restart;
-use support::*;
 
-on_both!(deployed_rbac_is_enough_and_needed);
+on_both_private!(deployed_rbac_is_enough_and_needed);
 
 /// Serve and the indexer share the index ConfigMap the roles name, so the
 /// two run one after the other.
@@ -312,7 +314,7 @@ async fn released(c: &Cluster, ns: &str, digest: &str) -> bool {
 /// On the fake, which has no controllers: the status the Deployment
 /// controller writes for a workload of no replicas (complete at once).
 async fn play_controller(c: &Cluster, ns: &str) {
-    if c.backend == support::cluster::Backend::Fake {
+    if c.backend == crate::support::cluster::Backend::Fake {
         c.put_status(
             "Deployment",
             ns,

@@ -2,17 +2,14 @@
 //! behind it (the fake API server, and the real one when available), and
 //! the exact restarts a push causes.
 
-#[macro_use]
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::cluster::{Backend, Cluster, index_for, workload};
+use crate::support::*;
 use fake_apiserver::{FaultRule, RequestRecord};
 use serde_json::{Value, json};
-use support::cluster::{Backend, Cluster, index_for, workload};
-use support::*;
 
 on_both!(
     restarts_exactly_the_right_workloads,
@@ -695,7 +692,7 @@ async fn configmap_fallbacks(c: Cluster) {
     let client = http();
     // The ConfigMap is per test (a shared real server), where deploy/'s Role
     // does not reach: this scenario is about the fallback logic, and runs as
-    // admin; tests/rbac.rs covers the Role.
+    // admin; tests/it/rbac.rs covers the Role.
     let admin = f.c.kubeconfig.clone();
     let configmap_gets = |c: &Cluster| {
         c.fake_server()

@@ -5,14 +5,12 @@
 //! spec gives for that status (401, 403 and 503 from a server that verifies
 //! tokens against a JWK set served on loopback).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::support::openapi::*;
+use crate::support::*;
 use serde_json::{Value, json};
-use support::openapi::*;
-use support::*;
 
 const METHODS: [&str; 5] = ["get", "post", "put", "delete", "patch"];
 
@@ -42,7 +40,7 @@ fn spec_operations(spec: &Value) -> BTreeSet<(String, String)> {
 /// The router's routes, read from `src/server/mod.rs` (`.route("/p", get(h))`,
 /// also `get(h).post(h2)` chains).
 fn router_routes() -> BTreeSet<(String, String)> {
-    let src = include_str!("../src/server/mod.rs");
+    let src = include_str!("../../src/server/mod.rs");
     let mut routes = BTreeSet::new();
     for chunk in src.split(".route(\"").skip(1) {
         let (path, rest) = chunk.split_once('"').expect("route path");

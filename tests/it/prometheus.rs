@@ -14,19 +14,16 @@
 //! under CI (`PUSHROLL_REQUIRE_PROMETHEUS=1`, `PUSHROLL_REQUIRE_REAL=1`)
 //! either absence is a failure.
 
-#[macro_use]
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::indexer::{READY_LIMIT, configmap_lists, start_watch};
+use crate::support::kubelet::{digest, pod_deployment, real_with_kubelet};
+use crate::support::rollout::{push_until_found, wait_event};
+use crate::support::*;
 use serde_json::{Value, json};
-use support::indexer::{READY_LIMIT, configmap_lists, start_watch};
-use support::kubelet::{digest, pod_deployment, real_with_kubelet};
-use support::rollout::{push_until_found, wait_event};
-use support::*;
 
 /// Far above the 1-3 s a rollout takes here, and the 10 s deadline.
 const LIMIT: Duration = Duration::from_secs(60);

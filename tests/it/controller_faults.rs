@@ -5,20 +5,17 @@
 //! shows is forgotten, an undo that keeps failing is told once and holds
 //! up no other report, and the counters count each answer once.
 
-#[macro_use]
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{Cluster, workload};
+use crate::support::indexer::{READY_LIMIT, SERVE_INDEXER};
+use crate::support::kubelet::digest;
+use crate::support::rollout::push_until_found;
+use crate::support::*;
 use fake_apiserver::{FakeApiServer, FaultRule};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, workload};
-use support::indexer::{READY_LIMIT, SERVE_INDEXER};
-use support::kubelet::digest;
-use support::rollout::push_until_found;
-use support::*;
 
 /// Many times in a row: more than any test can use up.
 const MANY: usize = 10_000;

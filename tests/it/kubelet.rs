@@ -5,15 +5,12 @@
 //! follower stand on this, so it proves what they will rely on. Skipped
 //! without a real API server (a failure under CI).
 
-#[macro_use]
-mod support;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::support::REPO;
+use crate::support::kubelet::*;
 use serde_json::{Value, json};
-use support::REPO;
-use support::kubelet::*;
 
 /// Far above the 1-3 s a rollout of a few pods takes here.
 const LIMIT: Duration = Duration::from_secs(60);

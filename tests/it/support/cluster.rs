@@ -4,6 +4,7 @@
 //! through kube-rs, so one test definition runs against both; what only the
 //! fake can do (request log, fault injection) is behind `fake()`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -35,6 +36,28 @@ macro_rules! on_both {
     )*};
 }
 
+/// As `on_both!`, but the real-server test gets a private control plane of
+/// its own (`Cluster::real_private`): for scenarios that change the whole
+/// cluster (restart the API server, rewrite the ServiceAccounts' roles),
+/// which would break the other tests sharing the one in `PUSHROLL_REAL_*`.
+#[allow(unused_macros)]
+macro_rules! on_both_private {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fake() {
+                super::$name(crate::support::cluster::Cluster::fake().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(c) = crate::support::cluster::Cluster::real_private().await {
+                    super::$name(c).await;
+                }
+            }
+        }
+    )*};
+}
+
 /// Which API server a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -48,7 +71,49 @@ pub struct Cluster {
     pub client: kube::Client,
     fake: Option<FakeApiServer>,
     suffix: String,
+    /// The `PUSHROLL_REAL_*` settings of the real server (empty on the fake).
+    real_env: BTreeMap<String, String>,
     _dir: tempfile::TempDir,
+    /// A private control plane, stopped on drop (`real_private`).
+    _private: Option<PrivatePlane>,
+}
+
+/// A control plane started by `scripts/kube-real.sh start` for one test.
+struct PrivatePlane {
+    state: PathBuf,
+}
+
+const KUBE_REAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube-real.sh");
+
+impl PrivatePlane {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(KUBE_REAL).args(args);
+        // Its own "most recent cluster" file: the shared one stays as is.
+        cmd.env("PUSHROLL_KUBE_CURRENT_FILE", self.state.join("current"));
+        cmd
+    }
+}
+
+impl Drop for PrivatePlane {
+    fn drop(&mut self) {
+        // Logs are kept when the test failed.
+        let state = self.state.to_string_lossy().into_owned();
+        let args: &[&str] = if std::thread::panicking() {
+            eprintln!("private control plane: logs kept in {state}/logs");
+            &["stop", &state]
+        } else {
+            &["stop", &state, "--purge"]
+        };
+        match self.command(args).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "private control plane: stop failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("private control plane: running kube-real.sh stop: {e}"),
+        }
+    }
 }
 
 fn resource(kind: &str) -> (ApiResource, bool) {
@@ -82,6 +147,22 @@ fn resource(kind: &str) -> (ApiResource, bool) {
 
 static UNIQUE: AtomicU32 = AtomicU32::new(0);
 
+/// Whether `PUSHROLL_REAL_KUBECONFIG` names a real server; without one,
+/// prints `SKIPPED` (a failure under `PUSHROLL_REQUIRE_REAL=1`).
+fn real_configured() -> bool {
+    if std::env::var_os("PUSHROLL_REAL_KUBECONFIG").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("PUSHROLL_REQUIRE_REAL").as_deref() != Ok("1"),
+        "PUSHROLL_REQUIRE_REAL=1 but PUSHROLL_REAL_KUBECONFIG is not set"
+    );
+    eprintln!(
+        "SKIPPED: no real kube-apiserver (set PUSHROLL_REAL_KUBECONFIG; .ci/run starts one with scripts/kube-real.sh)"
+    );
+    false
+}
+
 impl Cluster {
     /// Starts a fresh fake API server.
     pub async fn fake() -> Cluster {
@@ -104,7 +185,9 @@ impl Cluster {
             client,
             fake: Some(server),
             suffix: String::new(),
+            real_env: BTreeMap::new(),
             _dir: dir,
+            _private: None,
         }
     }
 
@@ -113,33 +196,88 @@ impl Cluster {
     /// `PUSHROLL_REQUIRE_REAL=1`, its absence is a failure.
     pub async fn real() -> Option<Cluster> {
         super::init();
-        let Some(path) = std::env::var_os("PUSHROLL_REAL_KUBECONFIG") else {
-            assert!(
-                std::env::var("PUSHROLL_REQUIRE_REAL").as_deref() != Ok("1"),
-                "PUSHROLL_REQUIRE_REAL=1 but PUSHROLL_REAL_KUBECONFIG is not set"
-            );
-            eprintln!(
-                "SKIPPED: no real kube-apiserver (set PUSHROLL_REAL_KUBECONFIG; .ci/run starts one with scripts/kube-real.sh)"
-            );
+        if !real_configured() {
             return None;
+        }
+        let real_env = std::env::vars()
+            .filter(|(k, _)| k.starts_with("PUSHROLL_REAL_"))
+            .collect();
+        Some(Self::real_at(real_env, None).await)
+    }
+
+    /// A control plane of this test's own, started with
+    /// `scripts/kube-real.sh start` (the binaries the shared one runs) and
+    /// stopped when the `Cluster` is dropped; `None`, as `real()`, when no
+    /// real server is configured. For tests that change the whole cluster.
+    pub async fn real_private() -> Option<Cluster> {
+        super::init();
+        if !real_configured() {
+            return None;
+        }
+        let plane = PrivatePlane {
+            state: tempfile::Builder::new()
+                .prefix("pushroll-kube-private.")
+                .tempdir()
+                .unwrap()
+                .keep(),
         };
+        let state = plane.state.to_string_lossy().into_owned();
+        let started = std::time::Instant::now();
+        let out = tokio::task::spawn_blocking({
+            let mut cmd = plane.command(&["start", &state]);
+            move || cmd.output()
+        })
+        .await
+        .unwrap()
+        .expect("running scripts/kube-real.sh start");
+        assert!(
+            out.status.success(),
+            "private control plane: kube-real.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "private control plane in {state}: ready after {:?}",
+            started.elapsed()
+        );
+        let env = std::fs::read_to_string(plane.state.join("env")).unwrap();
+        let real_env = env
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some(Self::real_at(real_env, Some(plane)).await)
+    }
+
+    async fn real_at(real_env: BTreeMap<String, String>, private: Option<PrivatePlane>) -> Cluster {
+        let path = real_env
+            .get("PUSHROLL_REAL_KUBECONFIG")
+            .expect("PUSHROLL_REAL_KUBECONFIG");
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = PathBuf::from(path);
         let client = client_for(Kubeconfig::read_from(&kubeconfig).unwrap()).await;
-        // Tests share one real server: give each its own namespaces.
+        // Tests share one real server: give each its own namespaces (the
+        // counter makes them unique per test within this process, the pid
+        // across processes).
         let suffix = format!(
             "-{}-{}",
             std::process::id(),
             UNIQUE.fetch_add(1, Ordering::SeqCst)
         );
-        Some(Cluster {
+        Cluster {
             backend: Backend::Real,
             kubeconfig,
             client,
             fake: None,
             suffix,
+            real_env,
             _dir: dir,
-        })
+            _private: private,
+        }
+    }
+
+    /// A `PUSHROLL_REAL_*` setting of this real server.
+    pub fn real_env(&self, key: &str) -> Option<&str> {
+        self.real_env.get(key).map(String::as_str)
     }
 
     /// The fake, for its request log and fault injection.
@@ -256,7 +394,7 @@ impl Cluster {
                     "pushroll-indexer" => "PUSHROLL_REAL_KUBECONFIG_INDEXER",
                     other => panic!("no identity for {other}"),
                 };
-                std::env::var_os(var)
+                self.real_env(var)
                     .map(PathBuf::from)
                     .unwrap_or_else(|| panic!("{var} is not set (scripts/kube-real.sh writes it)"))
             }

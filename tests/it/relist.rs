@@ -3,19 +3,18 @@
 //! indexer once deadlocked on the ninth list, while `/readyz` and the Lease
 //! said all was well. On the fake, a re-list is forced with an outage and a
 //! compaction; on the real API server, with `scripts/kube-real.sh restart`.
-//! This binary holds the only test that restarts the shared real server.
-
-#[macro_use]
-mod support;
+//! The real-server test restarts the API server many times, so it runs on
+//! a private control plane of its own (`on_both_private!`): the other tests
+//! share the one in `PUSHROLL_REAL_*` and run at the same time.
 
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{Backend, Cluster};
+use crate::support::indexer::*;
+use crate::support::*;
 use serde_json::json;
-use support::cluster::{Backend, Cluster};
-use support::indexer::*;
-use support::*;
 
-on_both!(ten_relists_in_a_row_each_followed_by_a_new_workload);
+on_both_private!(ten_relists_in_a_row_each_followed_by_a_new_workload);
 
 const RELISTS: usize = 10;
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -76,11 +75,12 @@ async fn force_relist(c: &Cluster, p: &Pushroll, round: usize) {
             fake.set_down(false);
         }
         Backend::Real => {
-            let state = std::env::var("PUSHROLL_REAL_STATE_DIR")
+            let state = c
+                .real_env("PUSHROLL_REAL_STATE_DIR")
                 .expect("PUSHROLL_REAL_STATE_DIR (written by scripts/kube-real.sh start)");
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kube-real.sh");
             let out = std::process::Command::new("bash")
-                .args([script, "restart", &state])
+                .args([script, "restart", state])
                 .output()
                 .expect("running kube-real.sh restart");
             assert!(
@@ -156,7 +156,7 @@ async fn ten_relists_in_a_row_each_followed_by_a_new_workload(c: Cluster) {
     );
     if c.backend == Backend::Real {
         // The controller-manager re-lists too, with its own backoff: the
-        // test binaries after this one need it caught up.
+        // control plane works again after the restarts.
         c.deploy(&ns, "canary", &format!("{REPO}:canary")).await;
         let observed = eventually(Duration::from_secs(180), || async {
             let d = c.get("Deployment", &ns, "canary").await?;

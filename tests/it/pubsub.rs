@@ -4,8 +4,8 @@
 //!
 //! `pushroll` runs with `--auth none` here: the emulator accepts an
 //! `oidcToken` push config but sends no token at all (docs/pubsub-push.md),
-//! so token verification cannot be exercised through it; `tests/auth.rs`
-//! and `tests/load.rs` cover it with the test JWK set.
+//! so token verification cannot be exercised through it; `tests/it/auth.rs`
+//! and `tests/it/load.rs` cover it with the test JWK set.
 //!
 //! The emulator is started per test (`pubsub/emulator.rs`). Without it the
 //! tests print `SKIPPED: …` and pass, unless `PUSHROLL_REQUIRE_EMULATOR=1`.
@@ -15,22 +15,18 @@
 //! emulator's own state: the subscription is turned into a pull one and
 //! pulled ([`Emulator::assert_all_acked`]).
 
-#[macro_use]
-mod support;
-#[path = "pubsub/emulator.rs"]
-mod emulator;
-#[path = "pubsub/tap.rs"]
+pub mod emulator;
 mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::{Cluster, workload};
+use crate::support::*;
 use emulator::Emulator;
 use fake_apiserver::{FakeApiServer, FaultRule, RequestRecord};
 use serde_json::{Value, json};
-use support::cluster::{Cluster, workload};
-use support::*;
 use tap::Tap;
 
 const TOPIC: &str = "gcr";

@@ -1,15 +1,12 @@
 //! The HTTP contract without a cluster (`serve --demo`): the demo itself,
 //! malformed and hostile requests, and hot reload of the mounted index.
 
-#[macro_use]
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::*;
 
 /// The README's quick start: the demo and its curl print the would-restart list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

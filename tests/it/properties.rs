@@ -134,7 +134,7 @@ fn config() -> ProptestConfig {
     ProptestConfig {
         failure_persistence: Some(Box::new(
             proptest::test_runner::FileFailurePersistence::Direct(
-                "tests/properties.proptest-regressions",
+                "tests/it/properties.proptest-regressions",
             ),
         )),
         ..ProptestConfig::default()
