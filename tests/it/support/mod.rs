@@ -361,6 +361,33 @@ impl Pushroll {
         };
         let out = drain(Box::new(child.stdout.take().unwrap()));
         let err = drain(Box::new(child.stderr.take().unwrap()));
+        // The peak is the child's own `VmHWM`, read every millisecond until
+        // it exits. Not wait4's `ru_maxrss`: the kernel carries the forking
+        // process's high-water mark through exec into it, and the forking
+        // process is the whole test suite (one binary, tests in parallel),
+        // hundreds of MiB that the child never used.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampler = {
+            let (done, peak) = (done.clone(), peak.clone());
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !done.load(Relaxed) {
+                    // Gone once reaped: nothing more to read.
+                    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                        break;
+                    };
+                    let kib = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                    if let Some(kib) = kib {
+                        peak.fetch_max(kib, Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut status = 0;
@@ -373,14 +400,21 @@ impl Pushroll {
             } else {
                 -1
             };
-            let _ = tx.send((code, usage.ru_maxrss as u64));
+            let _ = tx.send(code);
         });
-        let Ok((code, peak)) = rx.recv_timeout(limit) else {
+        let Ok(code) = rx.recv_timeout(limit) else {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
             panic!("pushroll {args:?} still ran after {limit:?}");
         };
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = sampler.join();
+        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            peak > 0,
+            "pushroll {args:?}: no VmHWM was read before it exited"
+        );
         // Reaped by wait4: std's Child must not wait for it again.
         std::mem::forget(child);
         (code, out.join().unwrap(), err.join().unwrap(), peak)
