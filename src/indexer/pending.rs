@@ -337,6 +337,17 @@ impl State {
 /// What the watches tell the controller of one workload.
 pub(super) fn seen<W: Workload>(obj: &W) -> Seen {
     let annotations = obj.annotations();
+    let records = pending::all(annotations);
+    if records.is_empty() {
+        // Most workloads: nothing waits, and the hashes would only be
+        // compared for entries this workload no longer has.
+        return Seen {
+            records,
+            approve: None,
+            watched: 0,
+            spec: 0,
+        };
+    }
     let empty = BTreeMap::new();
     let template = obj
         .template()
@@ -352,7 +363,7 @@ pub(super) fn seen<W: Workload>(obj: &W) -> Seen {
     obj.meta().generation.hash(&mut spec);
     annotations.hash(&mut spec);
     Seen {
-        records: pending::all(annotations),
+        records,
         approve: annotations.get(APPROVE).cloned(),
         watched: watched.finish(),
         spec: spec.finish(),
