@@ -19,8 +19,15 @@ use crate::policy;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PushLabels {
+    source: &'static str,
     outcome: &'static str,
     code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IgnoredLabels {
+    source: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,7 +186,11 @@ impl Metrics {
             let (code, outcome) = code_outcome;
             self.push
                 .pushes
-                .get_or_create(&PushLabels { outcome, code })
+                .get_or_create(&PushLabels {
+                    source: "pubsub",
+                    outcome,
+                    code,
+                })
                 .inc_by(0);
         }
         for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
@@ -236,7 +247,7 @@ pub(crate) struct PushMetrics {
     pushes: Family<PushLabels, Counter>,
     duration: HistogramFamily<PushLabels>,
     token_rejections: Family<ReasonLabels, Counter>,
-    ignored: Family<ReasonLabels, Counter>,
+    ignored: Family<IgnoredLabels, Counter>,
     inflight: IntGauge,
 }
 
@@ -246,13 +257,13 @@ impl PushMetrics {
             pushes: register(
                 r,
                 "pushes",
-                "POST /push requests by outcome and status code",
+                "Pushes answered (POST /push, POST /webhooks/{source}, pulled messages) by source, outcome and status code",
                 Family::default(),
             ),
             duration: register_seconds(
                 r,
                 "push_duration",
-                "Time to answer POST /push",
+                "Time to answer a push, by source, outcome and status code",
                 Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             ),
             token_rejections: register(
@@ -270,15 +281,19 @@ impl PushMetrics {
             inflight: register(
                 r,
                 "inflight_pushes",
-                "POST /push requests being handled",
+                "Pushes being handled (every source)",
                 Gauge::default(),
             ),
         }
     }
 
-    /// A push answered with `code`, as `outcome`, after `took`.
-    pub fn answered(&self, outcome: &'static str, code: u16, took: Duration) {
-        let labels = PushLabels { outcome, code };
+    /// A push from `source` answered with `code`, as `outcome`, after `took`.
+    pub fn answered(&self, source: &'static str, outcome: &'static str, code: u16, took: Duration) {
+        let labels = PushLabels {
+            source,
+            outcome,
+            code,
+        };
         self.pushes.get_or_create(&labels).inc();
         self.duration
             .get_or_create(&labels)
@@ -291,8 +306,10 @@ impl PushMetrics {
             .inc();
     }
 
-    pub fn ignored(&self, reason: &'static str) {
-        self.ignored.get_or_create(&ReasonLabels { reason }).inc();
+    pub fn ignored(&self, source: &'static str, reason: &'static str) {
+        self.ignored
+            .get_or_create(&IgnoredLabels { source, reason })
+            .inc();
     }
 
     /// Counts a push in flight until the guard is dropped.
@@ -786,9 +803,10 @@ mod tests {
     #[test]
     fn every_metric_is_exposed_under_its_name() {
         let m = Metrics::new();
-        m.push.answered("restarted", 200, Duration::from_millis(1));
+        m.push
+            .answered("pubsub", "restarted", 200, Duration::from_millis(1));
         m.push.token_rejected("expired");
-        m.push.ignored("not-insert");
+        m.push.ignored("pubsub", "not-insert");
         let _inflight = m.push.in_flight();
         m.lookup.answered("file", Duration::from_micros(5));
         m.index.held("file", 3, Some(jiff::Timestamp::UNIX_EPOCH));
@@ -810,10 +828,10 @@ mod tests {
         m.conn.timed_out("idle");
         let text = m.encode();
         for line in [
-            "pushroll_pushes_total{outcome=\"restarted\",code=\"200\"} 1",
-            "pushroll_push_duration_seconds_count{outcome=\"restarted\",code=\"200\"} 1",
+            "pushroll_pushes_total{source=\"pubsub\",outcome=\"restarted\",code=\"200\"} 1",
+            "pushroll_push_duration_seconds_count{source=\"pubsub\",outcome=\"restarted\",code=\"200\"} 1",
             "pushroll_token_rejections_total{reason=\"expired\"} 1",
-            "pushroll_ignored_total{reason=\"not-insert\"} 1",
+            "pushroll_ignored_total{source=\"pubsub\",reason=\"not-insert\"} 1",
             "pushroll_inflight_pushes 1",
             "pushroll_lookups_total{source=\"file\"} 1",
             "pushroll_lookup_duration_seconds_count{source=\"file\"} 1",
@@ -844,7 +862,7 @@ mod tests {
         for line in [
             "pushroll_rollouts_total{kind=\"Deployment\",result=\"failed\"} 0",
             "pushroll_restarts_total{kind=\"DaemonSet\",result=\"rejected\"} 0",
-            "pushroll_pushes_total{outcome=\"restart-failed\",code=\"503\"} 0",
+            "pushroll_pushes_total{source=\"pubsub\",outcome=\"restart-failed\",code=\"503\"} 0",
             "pushroll_notifications_total{result=\"dropped\"} 0",
             "pushroll_index_writes_total{result=\"not-lease-holder\"} 0",
             "pushroll_policy_invalid_total{annotation=\"pushroll.io/window\"} 0",

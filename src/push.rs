@@ -23,12 +23,56 @@ pub enum Form {
     Wrapped,
     Unwrapped,
     Bare,
+    /// Received by StreamingPull: read as a wrapped envelope's message.
+    Pulled,
+    /// A registry's own webhook (`POST /webhooks/{source}`).
+    Webhook,
+}
+
+/// Who sent a push: the `source` label of the push metrics. Every origin
+/// takes the same path from a [`Delivery`] on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Artifact Registry through Pub/Sub, pushed (`/push`) or pulled.
+    PubSub,
+    Distribution,
+    Harbor,
+    Github,
+    Ecr,
+    Dockerhub,
+    Quay,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 7] = [
+        Origin::PubSub,
+        Origin::Distribution,
+        Origin::Harbor,
+        Origin::Github,
+        Origin::Ecr,
+        Origin::Dockerhub,
+        Origin::Quay,
+    ];
+
+    /// The metric label, and the `{source}` of `/webhooks/{source}`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Origin::PubSub => "pubsub",
+            Origin::Distribution => "distribution",
+            Origin::Harbor => "harbor",
+            Origin::Github => "github",
+            Origin::Ecr => "ecr",
+            Origin::Dockerhub => "dockerhub",
+            Origin::Quay => "quay",
+        }
+    }
 }
 
 /// A well-formed request. Whether it is acted on is in `action`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     pub form: Form,
+    pub origin: Origin,
     pub message_id: Option<String>,
     pub subscription: Option<String>,
     /// The notification's `action` as sent, when there was one.
@@ -158,21 +202,18 @@ pub fn decode(headers: PushHeaders<'_>, body: &[u8]) -> Result<Delivery, DecodeE
             .map_err(|_| DecodeError::NotAnEnvelope("`message` is not a Pub/Sub message"))?;
         let message = envelope.message;
         let data = match message.data.as_deref() {
-            None | Some("") => None,
-            Some(d) => Some(decode_base64(d)?),
-        };
-        let (action_name, action) = match data {
-            None => (None, Action::Ignore(IgnoreReason::NoData)),
-            Some(data) => from_data(&data),
+            None | Some("") => Vec::new(),
+            Some(d) => decode_base64(d)?,
         };
         let published = message.publish_time_camel.or(message.publish_time);
         return Ok(Delivery {
             form: Form::Wrapped,
-            message_id: message.message_id_camel.or(message.message_id),
-            subscription: envelope.subscription,
-            action_name,
-            published: published.as_deref().and_then(timestamp),
-            action,
+            ..from_message(PubSubMessage {
+                subscription: envelope.subscription.as_deref(),
+                message_id: message.message_id_camel.or(message.message_id).as_deref(),
+                published: published.as_deref().and_then(timestamp),
+                data: &data,
+            })
         });
     }
 
@@ -185,6 +226,7 @@ pub fn decode(headers: PushHeaders<'_>, body: &[u8]) -> Result<Delivery, DecodeE
         };
         return Ok(Delivery {
             form: Form::Unwrapped,
+            origin: Origin::PubSub,
             message_id: Some(id.to_owned()),
             subscription: headers.subscription.map(str::to_owned),
             action_name,
@@ -212,12 +254,42 @@ pub fn decode(headers: PushHeaders<'_>, body: &[u8]) -> Result<Delivery, DecodeE
     let action_name = Some(notification.action.clone());
     Ok(Delivery {
         form: Form::Bare,
+        origin: Origin::PubSub,
         message_id: None,
         subscription: None,
         action_name,
         published: None,
         action: interpret(notification),
     })
+}
+
+/// One Pub/Sub message, however it arrived: a wrapped push envelope's
+/// `message` (its data already base64-decoded) or a pulled message.
+#[derive(Debug, Clone, Copy)]
+pub struct PubSubMessage<'a> {
+    pub subscription: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub published: Option<jiff::Timestamp>,
+    pub data: &'a [u8],
+}
+
+/// Reads a Pub/Sub message's data as `/push` reads a wrapped delivery's:
+/// pulled messages come through here too, so both sources are one path.
+pub fn from_message(message: PubSubMessage<'_>) -> Delivery {
+    let (action_name, action) = if message.data.is_empty() {
+        (None, Action::Ignore(IgnoreReason::NoData))
+    } else {
+        from_data(message.data)
+    };
+    Delivery {
+        form: Form::Pulled,
+        origin: Origin::PubSub,
+        message_id: message.message_id.map(str::to_owned),
+        subscription: message.subscription.map(str::to_owned),
+        action_name,
+        published: message.published,
+        action,
+    }
 }
 
 /// An RFC 3339 publish time; an unreadable one is as good as none (the

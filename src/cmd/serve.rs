@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::policy::Settings;
 use crate::restart::Restarter;
 use crate::server::conn::ConnLimits;
+use crate::server::pipeline::Pipeline;
 use crate::server::{self, AppState, Check};
 use crate::workload::{Mode, NamespaceFilter};
 
@@ -97,15 +98,19 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         crate::notify::Notifier::from_config(&config.notify, metrics.clone()),
     );
     let (live, indexer) = indexer.unzip();
-    let state = Arc::new(AppState {
-        auth,
+    let pipeline = Arc::new(Pipeline {
         store,
         restarter,
         metrics: metrics.clone(),
-        max_body_bytes: config.max_body_bytes,
-        request_timeout: config.request_timeout,
+        timeout: config.request_timeout,
         dry_run: config.dry_run,
-        live,
+    });
+    let state = Arc::new(AppState {
+        auth,
+        pipeline,
+        max_body_bytes: config.max_body_bytes,
+        ready: Vec::new(),
+        live: live.into_iter().collect(),
     });
     let listener = bind(config.listen).await?;
     server::conn::serve(

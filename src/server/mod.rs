@@ -4,9 +4,9 @@
 
 pub mod conn;
 pub mod error;
+pub mod pipeline;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -15,53 +15,33 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::index::store::{IndexStore, Source};
 use crate::metrics::Metrics;
-use crate::plan::RestartResult;
 use crate::push::{
-    Action, Delivery, HEADER_MESSAGE_ID, HEADER_PUBLISH_TIME, HEADER_SUBSCRIPTION, PushHeaders,
-    decode,
+    HEADER_MESSAGE_ID, HEADER_PUBLISH_TIME, HEADER_SUBSCRIPTION, Origin, PushHeaders, decode,
 };
-use crate::restart::{Push, Restarter, WorkloadResult};
 use crate::server::error::{ApiError, plain_error};
+use crate::server::pipeline::{Pipeline, PushReport, Seen};
 
 /// Everything a request handler needs.
 pub struct AppState {
+    /// Verifies `/push` deliveries (`--auth`).
     pub auth: Authenticator,
-    pub store: Arc<IndexStore>,
-    pub restarter: Restarter,
-    pub metrics: Arc<Metrics>,
+    /// The path every decoded push takes, whatever its source.
+    pub pipeline: Arc<Pipeline>,
     pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    pub dry_run: bool,
-    /// `serve --indexer`: the in-process watch's liveness, for `/healthz`.
-    pub live: Option<Check>,
+    /// More conditions for `/readyz` beyond the index and the keys (the
+    /// pull streams).
+    pub ready: Vec<Check>,
+    /// Conditions for `/healthz` (with `--indexer`, the in-process watch's
+    /// liveness; the pull streams).
+    pub live: Vec<Check>,
 }
 
 /// A probe's condition: `Err` says why it fails.
 pub(crate) type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-/// The 200 body of `POST /push` (see the contract).
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PushReport {
-    pub message_id: Option<String>,
-    pub action: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    pub outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<Source>,
-    pub workloads: Vec<WorkloadResult>,
-}
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -81,15 +61,22 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn push(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    // The client may give up before the answer (Pub/Sub past its ack
-    // deadline, a load balancer's 30 s), and then this future is dropped.
-    // A push half done would be a PATCH without its Event, no log line,
-    // and an in-flight gauge raised for ever: so the work runs in a task
-    // of its own, which finishes whether anyone waits for it or not.
-    // `abandoned` is cancelled when this future is dropped before the answer.
+    detached(|abandoned| answer_push(state, request, abandoned)).await
+}
+
+/// Runs a push's answer in a task of its own. The client may give up
+/// before the answer (Pub/Sub past its ack deadline, a load balancer's
+/// 30 s), and then this future is dropped. A push half done would be a
+/// PATCH without its Event, no log line, and an in-flight gauge raised for
+/// ever: so the work finishes whether anyone waits for it or not. The token
+/// handed to `answer` is cancelled when the client has gone.
+pub(crate) async fn detached<F>(answer: impl FnOnce(CancellationToken) -> F) -> Response
+where
+    F: Future<Output = Response> + Send + 'static,
+{
     let abandoned = CancellationToken::new();
     let waiting = abandoned.clone().drop_guard();
-    let answer = tokio::spawn(answer_push(state, request, abandoned)).await;
+    let answer = tokio::spawn(answer(abandoned)).await;
     waiting.disarm();
     match answer {
         Ok(response) => response,
@@ -107,58 +94,24 @@ async fn answer_push(
     request: Request,
     abandoned: CancellationToken,
 ) -> Response {
-    let started = Instant::now();
-    let inflight = state.metrics.push.in_flight();
     let mut seen = Seen::default();
-    let result = tokio::time::timeout(
-        state.request_timeout,
-        handle_push(&state, request, &mut seen),
-    )
-    .await
-    .unwrap_or(Err(ApiError::Timeout(state.request_timeout)));
-    drop(inflight);
-    let took = started.elapsed();
-    // Whether the client left before the answer: the work is done all the
-    // same, and a redelivery will find it done.
-    let client_gone = abandoned.is_cancelled();
+    let result = state
+        .pipeline
+        .settle(
+            Origin::PubSub,
+            &mut seen,
+            || abandoned.is_cancelled(),
+            async |seen| handle_push(&state, request, seen).await,
+        )
+        .await;
+    respond(result, &seen)
+}
+
+/// The HTTP answer to a settled push.
+pub(crate) fn respond(result: Result<PushReport, ApiError>, seen: &Seen) -> Response {
     match result {
-        Ok(report) => {
-            state.metrics.push.answered(report.outcome, 200, took);
-            tracing::info!(
-                message_id = report.message_id.as_deref().unwrap_or("-"),
-                image = report.image.as_deref().unwrap_or("-"),
-                outcome = report.outcome,
-                reason = report.reason.as_deref(),
-                workloads = report.workloads.len(),
-                status = 200,
-                duration_ms = took.as_secs_f64() * 1000.0,
-                client_gone,
-                "push"
-            );
-            (StatusCode::OK, Json(report)).into_response()
-        }
+        Ok(report) => (StatusCode::OK, Json(report)).into_response(),
         Err(error) => {
-            let status = error.status();
-            state
-                .metrics
-                .push
-                .answered(error.label(), status.as_u16(), took);
-            if let ApiError::Auth(e) = &error {
-                let reason = e.reason();
-                state.metrics.push.token_rejected(reason);
-            }
-            // The message id and image, when known, tie a failure to the
-            // redelivery that will follow it.
-            tracing::warn!(
-                message_id = seen.message_id.as_deref().unwrap_or("-"),
-                image = seen.image.as_deref().unwrap_or("-"),
-                outcome = error.label(),
-                status = status.as_u16(),
-                error = %error,
-                duration_ms = took.as_secs_f64() * 1000.0,
-                client_gone,
-                "push"
-            );
             let mut response = error.into_response();
             if !seen.body_read {
                 // Answered before the body was read (a token refused, a
@@ -175,18 +128,8 @@ async fn answer_push(
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// What a push was about, as far as it got decoded: for its log line when
-/// it fails.
-#[derive(Default)]
-struct Seen {
-    message_id: Option<String>,
-    image: Option<String>,
-    /// The request body was read to its end.
-    body_read: bool,
 }
 
 async fn handle_push(
@@ -195,14 +138,7 @@ async fn handle_push(
     seen: &mut Seen,
 ) -> Result<PushReport, ApiError> {
     let (parts, body) = request.into_parts();
-    // Refuse a declared oversize body before reading it.
-    let declared = header_str(&parts.headers, header::CONTENT_LENGTH.as_str())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return Err(ApiError::TooLarge {
-            limit: state.max_body_bytes,
-        });
-    }
+    refuse_declared_oversize(&parts.headers, state.max_body_bytes)?;
     state
         .auth
         .verify(parts.headers.get(header::AUTHORIZATION))
@@ -215,17 +151,24 @@ async fn handle_push(
         publish_time: header_str(&parts.headers, HEADER_PUBLISH_TIME),
     };
     let delivery = decode(headers, &body)?;
-    seen.message_id.clone_from(&delivery.message_id);
-    if let Action::Restart { image, .. } = &delivery.action {
-        seen.image = Some(image.tagged());
-    }
+    seen.delivery(&delivery);
     state
         .auth
         .check_subscription(delivery.subscription.as_deref())?;
-    handle_delivery(state, delivery).await
+    state.pipeline.handle(delivery).await
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+/// Refuses a declared oversize body before reading it.
+pub(crate) fn refuse_declared_oversize(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    Ok(())
+}
+
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes),
         Err(e) => {
@@ -240,102 +183,23 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
     }
 }
 
-/// Looks up and restarts what a decoded delivery asks for.
-pub(crate) async fn handle_delivery(
-    state: &AppState,
-    delivery: Delivery,
-) -> Result<PushReport, ApiError> {
-    let Delivery {
-        message_id,
-        action_name,
-        published,
-        action,
-        ..
-    } = delivery;
-    let (image, digest) = match action {
-        Action::Ignore(reason) => {
-            state.metrics.push.ignored(reason.label());
-            return Ok(PushReport {
-                message_id,
-                action: action_name,
-                image: None,
-                digest: None,
-                outcome: "ignored",
-                reason: Some(reason.describe()),
-                source: None,
-                workloads: Vec::new(),
-            });
-        }
-        Action::Restart { image, digest } => (image, digest),
-    };
-    let key = image.tagged();
-    let found = state.store.lookup(&key).await?;
-    let push = Push {
-        image_key: &key,
-        digest: &digest,
-        message_id: message_id.as_deref(),
-        // A bare notification has no publish time: its receipt stands in.
-        published: published.unwrap_or_else(jiff::Timestamp::now),
-    };
-    let (done, failed) = state.restarter.restart_all(&push, &found.workloads).await;
-    if !failed.is_empty() {
-        return Err(ApiError::Restart { done, failed });
-    }
-    let outcome = outcome(state.dry_run, &done);
-    Ok(PushReport {
-        message_id,
-        action: action_name,
-        image: Some(key),
-        digest: Some(digest),
-        outcome,
-        reason: None,
-        source: Some(found.source),
-        workloads: done,
-    })
-}
-
-/// What a push did, from what happened to each workload: `restarted` only
-/// when something was.
-pub fn outcome(dry_run: bool, results: &[WorkloadResult]) -> &'static str {
-    if results.is_empty() {
-        "no-match"
-    } else if dry_run {
-        "dry-run"
-    } else if results.iter().any(|w| w.result == RestartResult::Restarted) {
-        "restarted"
-    } else if results.iter().any(|w| {
-        matches!(
-            w.result,
-            RestartResult::PendingApproval | RestartResult::Deferred
-        )
-    }) {
-        // Kept on the workload (`pushroll.io/pending`): acked, carried out
-        // later by the indexer's controller.
-        "pending"
-    } else {
-        // Already current, excluded, gone, or refused by the API server: a
-        // redelivery and a no-op look alike, and neither claims a restart.
-        "unchanged"
-    }
-}
-
 /// `/healthz`: 200 while the process serves and `live` (when given)
 /// holds; a 503 makes the kubelet restart the container.
-fn healthz(live: Option<&Check>) -> Response {
-    match live.map_or(Ok(()), |check| check()) {
+fn healthz(live: &[Check]) -> Response {
+    match live.iter().try_for_each(|check| check()) {
         Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(why) => plain_error(StatusCode::SERVICE_UNAVAILABLE, "not-live", why),
     }
 }
 
 async fn serve_healthz(State(state): State<Arc<AppState>>) -> Response {
-    healthz(state.live.as_ref())
+    healthz(&state.live)
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let warnings: Vec<&str> = state.auth.warning().into_iter().collect();
     let mut missing = Vec::new();
-    if !state.store.is_loaded() {
+    if !state.pipeline.store.is_loaded() {
         missing.push("no index is loaded (index file missing, the index ConfigMap not read, and with --indexer the watch's initial lists not done)");
     }
     if state.auth.keys_too_old() {
@@ -344,6 +208,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     } else if !state.auth.is_ready() {
         missing.push("signing keys have not been fetched yet");
     }
+    let failing: Vec<String> = state
+        .ready
+        .iter()
+        .filter_map(|check| check().err())
+        .collect();
+    missing.extend(failing.iter().map(String::as_str));
     if missing.is_empty() {
         Json(serde_json::json!({"status": "ready", "warnings": warnings})).into_response()
     } else {
@@ -353,7 +223,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    metrics_response(&state.metrics)
+    metrics_response(&state.pipeline.metrics)
 }
 
 fn metrics_response(metrics: &Metrics) -> Response {
@@ -374,7 +244,7 @@ pub(crate) fn probe_router(metrics: Arc<Metrics>, ready: Check, live: Check) -> 
             "/healthz",
             get(move || {
                 let live = live.clone();
-                async move { healthz(Some(&live)) }
+                async move { healthz(std::slice::from_ref(&live)) }
             }),
         )
         .route(
@@ -402,20 +272,6 @@ pub(crate) fn probe_router(metrics: Arc<Metrics>, ready: Check, live: Check) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::Kind;
-
-    fn results(of: &[RestartResult]) -> Vec<WorkloadResult> {
-        of.iter()
-            .map(|&result| WorkloadResult {
-                kind: Kind::Deployment,
-                namespace: "ns".into(),
-                name: "w".into(),
-                result,
-                detail: None,
-                warnings: Vec::new(),
-            })
-            .collect()
-    }
 
     #[tokio::test]
     async fn healthz_fails_while_the_liveness_check_does() {
@@ -448,28 +304,5 @@ mod tests {
             body.contains("not-live") && body.contains("deployments watch"),
             "{body}"
         );
-    }
-
-    #[test]
-    fn the_outcome_says_what_happened() {
-        use RestartResult::*;
-        let cases: [(bool, &[RestartResult], &str); 13] = [
-            (false, &[], "no-match"),
-            (true, &[], "no-match"),
-            (true, &[WouldRestart, Excluded], "dry-run"),
-            (false, &[Restarted, AlreadyCurrent], "restarted"),
-            (false, &[AlreadyCurrent, AlreadyCurrent], "unchanged"),
-            (false, &[Excluded, NotFound], "unchanged"),
-            (false, &[Rejected], "unchanged"),
-            (false, &[Rejected, Restarted], "restarted"),
-            (false, &[Superseded, AlreadyCurrent], "unchanged"),
-            (false, &[Refused, Excluded], "unchanged"),
-            (false, &[PendingApproval, AlreadyCurrent], "pending"),
-            (false, &[Deferred], "pending"),
-            (false, &[Deferred, Restarted], "restarted"),
-        ];
-        for (dry_run, of, want) in cases {
-            assert_eq!(outcome(dry_run, &results(of)), want, "{of:?}");
-        }
     }
 }

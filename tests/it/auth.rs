@@ -311,7 +311,9 @@ async fn only_good_tokens_get_in() {
     assert!(!logs.contains(signature), "a token leaked into the logs");
     // Only the one good push was acted on.
     assert!(
-        metrics.contains("pushroll_pushes_total{outcome=\"dry-run\",code=\"200\"} 1"),
+        metrics.contains(
+            "pushroll_pushes_total{source=\"pubsub\",outcome=\"dry-run\",code=\"200\"} 1"
+        ),
         "{metrics}"
     );
 }

@@ -388,7 +388,7 @@ async fn request_examples_get_their_documented_answers() {
     assert_eq!(status, 200);
     let text = body.as_str().unwrap();
     assert!(
-        text.contains(r#"pushroll_pushes_total{outcome="too-large",code="413"} 2"#),
+        text.contains(r#"pushroll_pushes_total{source="pubsub",outcome="too-large",code="413"} 2"#),
         "{text}"
     );
 }

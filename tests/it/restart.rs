@@ -942,7 +942,7 @@ async fn an_abandoned_push_is_finished_and_logged(c: Cluster) {
     assert_eq!(
         metric(
             &m,
-            "pushroll_pushes_total{outcome=\"restarted\",code=\"200\"}"
+            "pushroll_pushes_total{source=\"pubsub\",outcome=\"restarted\",code=\"200\"}"
         ),
         1.0,
         "{m}"
