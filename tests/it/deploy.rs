@@ -25,13 +25,13 @@ use serde_json::Value;
 
 const IMAGE_REPO: &str = "ghcr.io/pushroll/pushroll";
 
-fn deploy_dir(rel: &str) -> PathBuf {
+pub(crate) fn deploy_dir(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("deploy")
         .join(rel)
 }
 
-fn yaml_docs(text: &str) -> Vec<Value> {
+pub(crate) fn yaml_docs(text: &str) -> Vec<Value> {
     use serde::Deserialize as _;
     serde_norway::Deserializer::from_str(text)
         .map(|doc| Value::deserialize(doc).expect("a YAML document that maps to JSON"))
@@ -39,7 +39,7 @@ fn yaml_docs(text: &str) -> Vec<Value> {
         .collect()
 }
 
-fn kubectl_present() -> bool {
+pub(crate) fn kubectl_present() -> bool {
     let found = Command::new("kubectl")
         .args(["version", "--client"])
         .output()
@@ -54,7 +54,7 @@ fn kubectl_present() -> bool {
 }
 
 /// `kubectl kustomize DIR`, or `None` (with a SKIPPED line) without kubectl.
-fn render(rel: &str) -> Option<Vec<Value>> {
+pub(crate) fn render(rel: &str) -> Option<Vec<Value>> {
     if !kubectl_present() {
         eprintln!("SKIPPED: kubectl not found; deploy/{rel} not rendered");
         return None;
@@ -113,7 +113,7 @@ fn render_base() -> Vec<Value> {
 
 /// The rendered objects, typed.
 #[derive(Default)]
-struct Objects {
+pub(crate) struct Objects {
     all: Vec<Value>,
     namespaces: Vec<Namespace>,
     service_accounts: Vec<ServiceAccount>,
@@ -143,7 +143,7 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> T {
     t
 }
 
-fn parse(docs: Vec<Value>) -> Objects {
+pub(crate) fn parse(docs: Vec<Value>) -> Objects {
     let mut o = Objects::default();
     for v in &docs {
         let api = v["apiVersion"].as_str().expect("apiVersion");
@@ -777,7 +777,7 @@ fn check_rbac(
 }
 
 /// What every rendering shares.
-fn check_common(o: &Objects, home: &str, rendered: bool) {
+pub(crate) fn check_common(o: &Objects, home: &str, rendered: bool) {
     for v in &o.all {
         let what = format!("{} {}", v["kind"], v["metadata"]["name"]);
         let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"]
@@ -810,14 +810,23 @@ fn check_common(o: &Objects, home: &str, rendered: bool) {
     }
 }
 
-#[test]
-fn base_deploys_serve_and_indexer_with_least_privilege() {
-    let o = parse(render_base());
-    let rendered = kubectl_present();
-    assert_eq!(o.namespaces.len(), 1);
-    assert_eq!(o.namespaces[0].metadata.name.as_deref(), Some("pushroll"));
-    check_common(&o, "pushroll", rendered);
-    let config = check_serve(&o);
+/// The checks of one layout's objects, whoever rendered them (`kubectl
+/// kustomize` here, Helm's engine in tests/it/helm.rs): the program's flags,
+/// the locked-down security context and exactly the least-privilege RBAC.
+/// Which Namespace object comes with them is the caller's to check (the
+/// chart ships none: `helm install --create-namespace` makes it).
+pub(crate) fn check_layout(layout: &str, o: &Objects) {
+    match layout {
+        "standard" => check_standard(o),
+        "single" => check_single(o),
+        "namespaced" => check_namespaced(o),
+        "monitoring" => check_monitoring(o),
+        other => panic!("no checks for layout {other}"),
+    }
+}
+
+fn check_standard(o: &Objects) {
+    let config = check_serve(o);
     assert!(
         config.namespaces.include.is_empty(),
         "the base restarts any namespace"
@@ -829,20 +838,25 @@ fn base_deploys_serve_and_indexer_with_least_privilege() {
             .contains(&"kube-system".to_owned())
     );
     assert!(config.indexer.is_none(), "the base runs the indexer apart");
-    let indexer_args = check_indexer(&o);
-    check_rbac(&o, "pushroll", "*", &config, &indexer_args);
+    let indexer_args = check_indexer(o);
+    check_rbac(o, "pushroll", "*", &config, &indexer_args);
     assert!(o.custom.is_empty(), "the base needs no CRDs");
     assert_eq!(o.services.len(), 1, "one Service, serve's");
 }
 
 #[test]
-fn single_overlay_runs_the_indexer_inside_serve() {
-    let Some(docs) = render("overlays/single") else {
-        return;
-    };
-    let o = parse(docs);
-    check_common(&o, "pushroll", true);
-    let config = check_serve(&o);
+fn base_deploys_serve_and_indexer_with_least_privilege() {
+    let o = parse(render_base());
+    let rendered = kubectl_present();
+    assert_eq!(o.namespaces.len(), 1);
+    assert_eq!(o.namespaces[0].metadata.name.as_deref(), Some("pushroll"));
+    check_common(&o, "pushroll", rendered);
+    check_standard(&o);
+}
+
+fn check_single(o: &Objects) {
+    check_common(o, "pushroll", true);
+    let config = check_serve(o);
     let watch = config.indexer.as_ref().expect("serve runs with --indexer");
     let names = |it: Vec<Option<String>>| it.into_iter().flatten().collect::<Vec<_>>();
     assert_eq!(
@@ -874,7 +888,7 @@ fn single_overlay_runs_the_indexer_inside_serve() {
         &watch.lease_name,
     );
     let want: BTreeSet<Grant> = serve.union(&indexer).cloned().collect();
-    let got = grants(&o, "pushroll", "pushroll");
+    let got = grants(o, "pushroll", "pushroll");
     assert_eq!(
         got,
         want,
@@ -882,7 +896,15 @@ fn single_overlay_runs_the_indexer_inside_serve() {
         got.difference(&want).collect::<Vec<_>>(),
         want.difference(&got).collect::<Vec<_>>()
     );
-    assert!(grants(&o, "pushroll", "pushroll-indexer").is_empty());
+    assert!(grants(o, "pushroll", "pushroll-indexer").is_empty());
+}
+
+#[test]
+fn single_overlay_runs_the_indexer_inside_serve() {
+    let Some(docs) = render("overlays/single") else {
+        return;
+    };
+    check_single(&parse(docs));
 }
 
 #[test]
@@ -961,6 +983,24 @@ fn gke_overlay_routes_only_push_over_https() {
     assert_eq!(http_check["port"], config.listen.port());
 }
 
+fn check_namespaced(o: &Objects) {
+    let home = o.deployment("pushroll").metadata.namespace.clone().unwrap();
+    check_common(o, &home, true);
+    assert!(
+        o.namespaces.is_empty(),
+        "a team cannot create its Namespace"
+    );
+    assert!(o.cluster_roles.is_empty() && o.cluster_role_bindings.is_empty());
+    let config = check_serve(o);
+    assert_eq!(config.namespaces.include, std::slice::from_ref(&home));
+    let indexer_args = check_indexer(o);
+    assert!(
+        indexer_args.contains(&format!("--namespace={home}")),
+        "the indexer must watch its namespace only: {indexer_args:?}"
+    );
+    check_rbac(o, &home, &home, &config, &indexer_args);
+}
+
 #[test]
 fn namespaced_overlay_needs_nothing_cluster_scoped() {
     let Some(docs) = render("overlays/namespaced") else {
@@ -969,38 +1009,19 @@ fn namespaced_overlay_needs_nothing_cluster_scoped() {
     let o = parse(docs);
     let home = o.deployment("pushroll").metadata.namespace.clone().unwrap();
     assert_ne!(home, "pushroll");
-    check_common(&o, &home, true);
-    assert!(
-        o.namespaces.is_empty(),
-        "a team cannot create its Namespace"
-    );
-    assert!(o.cluster_roles.is_empty() && o.cluster_role_bindings.is_empty());
-    let config = check_serve(&o);
-    assert_eq!(config.namespaces.include, std::slice::from_ref(&home));
-    let indexer_args = check_indexer(&o);
-    assert!(
-        indexer_args.contains(&format!("--namespace={home}")),
-        "the indexer must watch its namespace only: {indexer_args:?}"
-    );
-    check_rbac(&o, &home, &home, &config, &indexer_args);
+    check_namespaced(&o);
 }
 
 /// overlays/monitoring: the base as it is (the same checks, the same
 /// least privilege) plus the Prometheus Operator's objects and the Service
 /// that reaches the indexer's metrics port; tests/it/monitoring.rs checks the
 /// monitoring objects themselves.
-#[test]
-fn monitoring_overlay_keeps_the_base() {
-    let Some(docs) = render("overlays/monitoring") else {
-        return;
-    };
-    let o = parse(docs);
-    assert_eq!(o.namespaces.len(), 1);
-    check_common(&o, "pushroll", true);
-    let config = check_serve(&o);
+fn check_monitoring(o: &Objects) {
+    check_common(o, "pushroll", true);
+    let config = check_serve(o);
     assert!(config.indexer.is_none());
-    let indexer_args = check_indexer(&o);
-    check_rbac(&o, "pushroll", "*", &config, &indexer_args);
+    let indexer_args = check_indexer(o);
+    check_rbac(o, "pushroll", "*", &config, &indexer_args);
     assert_eq!(
         o.custom.keys().map(String::as_str).collect::<Vec<_>>(),
         ["PrometheusRule", "ServiceMonitor"]
@@ -1026,6 +1047,16 @@ fn monitoring_overlay_keeps_the_base() {
     let c = container(indexer);
     let target = port_number(c, ports[0].target_port.as_ref().unwrap());
     assert_eq!(target, probe(c, "readiness").1, "the port /metrics is on");
+}
+
+#[test]
+fn monitoring_overlay_keeps_the_base() {
+    let Some(docs) = render("overlays/monitoring") else {
+        return;
+    };
+    let o = parse(docs);
+    assert_eq!(o.namespaces.len(), 1);
+    check_monitoring(&o);
 }
 
 /// The probe paths and the metrics path are real routes of the server: a

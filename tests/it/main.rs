@@ -20,6 +20,7 @@ mod connections;
 mod controller;
 mod controller_faults;
 mod deploy;
+mod helm;
 mod http;
 mod indexer;
 mod kubelet;
