@@ -259,11 +259,27 @@ fn assert_same_objects(what: &str, kustomize: Vec<Value>, mut chart: Vec<Value>,
             .cloned()
             .collect::<Vec<_>>()
     };
+    // The settings ConfigMap's name carries a hash of its data: when the
+    // names differ, the data does, and that is the helpful part to show.
+    let settings = |m: &BTreeMap<(String, String, String), Value>| {
+        m.iter()
+            .find(|((kind, _, name), _)| kind == "ConfigMap" && name.starts_with("pushroll-serve-"))
+            .map(|(_, v)| v["data"].clone())
+            .unwrap_or_default()
+    };
+    let mut settings_diff = Vec::new();
+    differences(
+        "pushroll-serve data",
+        &settings(&expected),
+        &settings(&got),
+        &mut settings_diff,
+    );
     assert!(
         expected.keys().eq(got.keys()),
-        "{what}: objects only in kustomize {:?}, only in the chart {:?}",
+        "{what}: objects only in kustomize {:?}, only in the chart {:?}\n{}",
         only(&expected, &got),
-        only(&got, &expected)
+        only(&got, &expected),
+        settings_diff.join("\n")
     );
     let mut diffs = Vec::new();
     for (key, want) in &expected {
