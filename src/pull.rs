@@ -114,6 +114,8 @@ fn reachable(result: &google_cloud_pubsub::Result<impl Sized>) -> Result<(), Str
 struct StreamState {
     subscription: String,
     open: AtomicBool,
+    /// Seen down since it was last open.
+    was_down: AtomicBool,
     /// When the stream was last known open (the start, before that: the
     /// first connection gets `--pull-ready-timeout` too).
     last_open: Mutex<Instant>,
@@ -130,6 +132,7 @@ impl StreamState {
         StreamState {
             subscription: subscription.to_owned(),
             open: AtomicBool::new(false),
+            was_down: AtomicBool::new(false),
             last_open: Mutex::new(Instant::now()),
             in_hand: Mutex::new(BTreeMap::new()),
             serial: AtomicU64::new(0),
@@ -137,7 +140,8 @@ impl StreamState {
         }
     }
 
-    /// Records that the stream works; true when it was not known to.
+    /// Records that the stream works; true when it had been seen down
+    /// (not merely not yet up).
     fn opened(&self, metrics: &Metrics) -> bool {
         *self.last_open.lock().unwrap() = Instant::now();
         let was = self.open.swap(true, Ordering::AcqRel);
@@ -145,10 +149,11 @@ impl StreamState {
             metrics.pull.set_open(&self.subscription, true);
             tracing::info!(subscription = %self.subscription, "pull: stream open");
         }
-        !was
+        !was && self.was_down.swap(false, Ordering::AcqRel)
     }
 
     fn closed(&self, metrics: &Metrics, why: &str) {
+        self.was_down.store(true, Ordering::Release);
         if self.open.swap(false, Ordering::AcqRel) {
             metrics.pull.set_open(&self.subscription, false);
             tracing::warn!(subscription = %self.subscription, error = why, "pull: stream down");
