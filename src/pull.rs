@@ -357,6 +357,10 @@ async fn receive(r: Receiver) {
             .subscriber
             .subscribe(sub.clone())
             .set_max_outstanding_messages(r.max_outstanding as i64)
+            // Leases of messages in hand are renewed 10 s at a time (the
+            // client's default is 60 s): after a crash, Pub/Sub hands the
+            // message to another replica within about 10 s, not a minute.
+            .set_max_lease_extension(Duration::from_secs(10))
             .set_shutdown_behavior(ShutdownBehavior::WaitForProcessing)
             .build();
         let token = stream.shutdown_token();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fake_apiserver::{FakeApiServer, FaultRule, RequestRecord};
 use serde_json::{Value, json};
@@ -293,4 +293,281 @@ async fn a_publish_patches_each_workload_once_and_the_rest_is_acked_and_counted(
         "one log line per message:\n{}",
         p.logs().join("\n")
     );
+}
+
+/// Must show 2: PATCH faults (500, three times in a row, five rounds):
+/// every workload ends on each round's digest, patched once with it, and
+/// nothing is left unacked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_faults_in_rounds_end_on_the_digest_with_nothing_unacked() {
+    let Some(emu) = Emulator::start().await else {
+        return;
+    };
+    let project = "pull-faults";
+    topic_and_subscription(&emu, project).await;
+    let ws = ws(2, "faults", true);
+    let rig = Rig::new(&ws).await;
+    let mut p = rig.serve(&emu, project, &[]);
+    p.wait_ready(LIMIT).await;
+    let mut digests = Vec::new();
+    for round in 0..5 {
+        for w in &ws {
+            rig.patch_rule(
+                w,
+                FaultRule {
+                    times: 3,
+                    ..FaultRule::status(500)
+                },
+            );
+        }
+        let d = digest(2, round);
+        emu.publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
+            .await;
+        assert!(
+            rig.wait_all_on(&ws, &d, LIMIT).await,
+            "round {round}: not every workload on {d}:\n{}",
+            p.logs().join("\n")
+        );
+        wait_pulled(&p, project, "acked", (round + 1) as f64).await;
+        digests.push(d);
+    }
+    let failed = rig
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "patch" && r.status == 500)
+        .count();
+    assert_eq!(failed, 5 * 2 * 3, "every injected fault was hit");
+    let m = p.metrics().await;
+    eprintln!(
+        "patch faults: {} nacked, {} acked over 5 rounds",
+        pulled(&m, project, "nacked"),
+        pulled(&m, project, "acked")
+    );
+    stop_and_assert_all_acked(&mut p, &emu, project).await;
+    for w in &ws {
+        assert_eq!(rig.patched(w), digests, "{w:?}: once per digest, in order");
+    }
+}
+
+/// Must show 3: SIGKILL in the middle of the work, five rounds: the
+/// message comes back, every workload ends on the digest, patched at most
+/// twice with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_work_the_message_comes_back_and_finishes() {
+    let Some(emu) = Emulator::start().await else {
+        return;
+    };
+    let project = "pull-kill";
+    topic_and_subscription(&emu, project).await;
+    let ws = ws(2, "kill", true);
+    let rig = Rig::new(&ws).await;
+    for round in 0..5 {
+        let mut p = rig.serve(&emu, project, &[]);
+        p.wait_ready(LIMIT).await;
+        // The second workload's PATCH hangs: the first is done, the
+        // message is in hand.
+        rig.patch_rule(&ws[1], FaultRule::delay(Duration::from_secs(20)));
+        let d = digest(3, round);
+        emu.publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
+            .await;
+        let in_work = eventually(LIMIT, || async {
+            (metric(&p.metrics().await, "pushroll_inflight_pushes") >= 1.0
+                && rig.current(&ws[0]).await.as_deref() == Some(d.as_str()))
+            .then_some(())
+        })
+        .await;
+        assert!(
+            in_work.is_some(),
+            "round {round}: never in the middle of the work"
+        );
+        p.kill();
+        rig.fake.clear_faults();
+        let mut q = rig.serve(&emu, project, &[]);
+        assert!(
+            rig.wait_all_on(&ws, &d, Duration::from_secs(90)).await,
+            "round {round}: the message did not come back:\n{}",
+            q.logs().join("\n")
+        );
+        wait_pulled(&q, project, "acked", 1.0).await;
+        for w in &ws {
+            let n = rig.patched(w).iter().filter(|x| **x == d).count();
+            assert!(
+                (1..=2).contains(&n),
+                "round {round}: {w:?} patched {n} times with {d}"
+            );
+        }
+        q.terminate();
+        assert!(q.wait_exit(LIMIT).is_some_and(|s| s.success()));
+    }
+    let left = emu.pull_within(project, SUB, ACK_CHECK_WINDOW).await;
+    assert!(left.is_empty(), "left unacked: {left:?}");
+}
+
+/// Must show 4: SIGTERM while a message is being worked on: the work
+/// finishes, the message is acked, the process exits 0, and nothing is
+/// redelivered (a new receiver gets nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_and_acks_the_messages_in_hand_then_exits_0() {
+    let Some(emu) = Emulator::start().await else {
+        return;
+    };
+    let project = "pull-term";
+    topic_and_subscription(&emu, project).await;
+    let ws = ws(2, "term", true);
+    let rig = Rig::new(&ws).await;
+    let mut p = rig.serve(&emu, project, &[]);
+    p.wait_ready(LIMIT).await;
+    rig.patch_rule(&ws[1], FaultRule::delay(Duration::from_secs(2)));
+    let d = digest(4, 0);
+    emu.publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
+        .await;
+    eventually(LIMIT, || async {
+        (metric(&p.metrics().await, "pushroll_inflight_pushes") >= 1.0).then_some(())
+    })
+    .await
+    .expect("a message in hand");
+    p.terminate();
+    let status = p.wait_exit(LIMIT).expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", p.logs().join("\n"));
+    let logs = p.logs().join("\n");
+    assert!(logs.contains("pull: drained"), "{logs}");
+    for w in &ws {
+        assert_eq!(rig.patched(w), vec![d.clone()], "{w:?}");
+    }
+    // A new receiver gets nothing in twice the ack deadline's reach of a
+    // lost ack (the emulator redelivers an unacked message within 10 s).
+    let mut q = rig.serve(&emu, project, &[]);
+    q.wait_ready(LIMIT).await;
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(12) {
+        let m = q.metrics().await;
+        let got: f64 = ["acked", "nacked", "malformed"]
+            .iter()
+            .map(|r| pulled(&m, project, r))
+            .sum();
+        assert_eq!(
+            got,
+            0.0,
+            "redelivered after the drain:\n{}",
+            q.logs().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop_and_assert_all_acked(&mut q, &emu, project).await;
+}
+
+/// Must show 5: two replicas share one subscription: 20 distinct pushes
+/// (one image each), each workload patched once, and both replicas worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_subscription() {
+    let Some(emu) = Emulator::start().await else {
+        return;
+    };
+    let project = "pull-share";
+    topic_and_subscription(&emu, project).await;
+    let ws = ws(20, "share", false);
+    let rig = Rig::new(&ws).await;
+    // Few messages each and a slow PATCH, so that one replica cannot
+    // take everything in one response.
+    let flags = ["--pull-max-outstanding", "2"];
+    let mut a = rig.serve(&emu, project, &flags);
+    let mut b = rig.serve(&emu, project, &flags);
+    a.wait_ready(LIMIT).await;
+    b.wait_ready(LIMIT).await;
+    for w in &ws {
+        rig.patch_rule(w, FaultRule::delay(Duration::from_millis(300)));
+    }
+    let mut want = Vec::new();
+    for (i, w) in ws.iter().enumerate() {
+        let d = digest(5, i as u64);
+        emu.publish(project, TOPIC, &insert(&w.repo, "v1", &d), json!({}))
+            .await;
+        want.push(d);
+    }
+    for (w, d) in ws.iter().zip(&want) {
+        assert!(
+            rig.wait_all_on(std::slice::from_ref(w), d, Duration::from_secs(60))
+                .await,
+            "{w:?} not on {d}"
+        );
+    }
+    let done = eventually(LIMIT, || async {
+        let (ma, mb) = (a.metrics().await, b.metrics().await);
+        let (na, nb) = (pulled(&ma, project, "acked"), pulled(&mb, project, "acked"));
+        (na + nb >= 20.0).then_some((na, nb))
+    })
+    .await
+    .expect("20 acks");
+    eprintln!("two replicas: {} and {} messages acked", done.0, done.1);
+    assert!(
+        done.0 >= 1.0 && done.1 >= 1.0,
+        "both replicas worked: {done:?}"
+    );
+    for (w, d) in ws.iter().zip(&want) {
+        assert_eq!(rig.patched(w), vec![d.clone()], "{w:?}");
+    }
+    stop_and_assert_all_acked(&mut a, &emu, project).await;
+    b.terminate();
+    assert!(b.wait_exit(LIMIT).is_some_and(|s| s.success()));
+}
+
+/// Must show 7: the emulator stops: `/readyz` turns 503 within the ready
+/// timeout (while `/healthz` stays 200: nothing is stuck); it comes back
+/// by itself when the emulator returns, and a new publish is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_emulator_and_recovers_by_itself() {
+    let Some(mut emu) = Emulator::start().await else {
+        return;
+    };
+    let project = "pull-outage";
+    topic_and_subscription(&emu, project).await;
+    let ws = ws(1, "outage", true);
+    let rig = Rig::new(&ws).await;
+    let mut p = rig.serve(&emu, project, &["--pull-ready-timeout", "2s"]);
+    p.wait_ready(LIMIT).await;
+    let client = http();
+    let status = |path: &'static str| {
+        let (client, url) = (client.clone(), p.url(path));
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let open_series = format!(
+        "pushroll_pull_streams_open{{subscription=\"{}\"}}",
+        sub_name(project)
+    );
+    for round in 0..2u64 {
+        emu.stop();
+        let stopped = Instant::now();
+        let not_ready = eventually(LIMIT, || async {
+            (status("/readyz").await == 503).then_some(stopped.elapsed())
+        })
+        .await
+        .expect("/readyz turns 503");
+        // The timeout, plus at most one probe period (a quarter of it,
+        // at least 250 ms) and its answer's wait (2 s).
+        assert!(
+            not_ready <= Duration::from_millis(2000 + 500 + 2000 + 1000),
+            "round {round}: 503 after {not_ready:?}"
+        );
+        assert_eq!(status("/healthz").await, 200, "an outage is not stuck");
+        assert_eq!(metric(&p.metrics().await, &open_series), 0.0);
+        eprintln!("round {round}: /readyz 503 {not_ready:?} after the emulator stopped");
+        emu.restart().await;
+        topic_and_subscription(&emu, project).await;
+        let back = Instant::now();
+        p.wait_ready(LIMIT).await;
+        let d = digest(7, round);
+        emu.publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
+            .await;
+        assert!(
+            rig.wait_all_on(&ws, &d, LIMIT).await,
+            "round {round}: the publish after the outage was not handled:\n{}",
+            p.logs().join("\n")
+        );
+        eprintln!(
+            "round {round}: ready and handled {:?} after the emulator came back",
+            back.elapsed()
+        );
+    }
+    stop_and_assert_all_acked(&mut p, &emu, project).await;
 }
