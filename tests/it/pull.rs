@@ -571,3 +571,93 @@ async fn readyz_follows_the_emulator_and_recovers_by_itself() {
     }
     stop_and_assert_all_acked(&mut p, &emu, project).await;
 }
+
+/// Must show 8: a fleet. Two real API servers (two clusters), a serve
+/// process in each with its own subscription on the one topic: one
+/// publish rolls both clusters' workloads, and both messages are acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_two_clusters_each_with_its_subscription_rolls_on_one_publish() {
+    let Some(emu) = Emulator::start().await else {
+        return;
+    };
+    let Some(shared) = Cluster::real().await else {
+        return;
+    };
+    let Some(private) = Cluster::real_private().await else {
+        return;
+    };
+    let project = "pull-fleet";
+    emu.create_topic(project, TOPIC).await;
+    let repo = format!("{REPO}-fleet");
+    let image = format!("{repo}:v1");
+    let mut members = Vec::new();
+    for (i, c) in [&shared, &private].into_iter().enumerate() {
+        let sub = format!("pushroll-cluster-{i}");
+        emu.create_pull_subscription(project, &sub, TOPIC, 60).await;
+        let ns = c.ns("fleet");
+        c.ensure_namespace(&ns).await;
+        c.create(workload(
+            "Deployment",
+            &ns,
+            "web",
+            &[(CONTAINER, &image)],
+            &[],
+            json!({}),
+        ))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let index = dir.path().join("index.json");
+        let doc = json!({"version": 1, "generatedAt": "2026-11-26T12:00:00Z", "images": {
+            image.clone(): [{"kind": "Deployment", "namespace": ns, "name": "web", "containers": [CONTAINER]}]
+        }});
+        std::fs::write(&index, doc.to_string()).unwrap();
+        let kubeconfig = c.serve_identity().await;
+        let full = format!("projects/{project}/subscriptions/{sub}");
+        let p = Pushroll::start_env(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--auth",
+                "none",
+                "--index-file",
+                index.to_str().unwrap(),
+                "--pull-subscription",
+                &full,
+            ],
+            &[
+                ("KUBECONFIG", kubeconfig.to_string_lossy().into_owned()),
+                ("PUBSUB_EMULATOR_HOST", emu.host()),
+            ],
+        );
+        p.wait_ready(LIMIT).await;
+        members.push((c, ns, sub, p, dir));
+    }
+    let d = digest(8, 0);
+    emu.publish(project, TOPIC, &insert(&repo, "v1", &d), json!({}))
+        .await;
+    for (c, ns, sub, p, _) in &members {
+        let on = eventually(LIMIT, || async {
+            let w = c.get("Deployment", ns, "web").await?;
+            (w["spec"]["template"]["metadata"]["annotations"][ANNOTATION] == d.as_str())
+                .then_some(())
+        })
+        .await;
+        assert!(on.is_some(), "{sub}: not rolled:\n{}", p.logs().join("\n"));
+        let acked = eventually(LIMIT, || async {
+            let m = p.metrics().await;
+            let series = format!(
+                "pushroll_pull_messages_total{{subscription=\"projects/{project}/subscriptions/{sub}\",result=\"acked\"}}"
+            );
+            (metric(&m, &series) == 1.0).then_some(())
+        })
+        .await;
+        assert!(acked.is_some(), "{sub}: not acked");
+    }
+    for (_, _, sub, p, _) in &mut members {
+        p.terminate();
+        assert!(p.wait_exit(LIMIT).is_some_and(|s| s.success()));
+        let left = emu.pull_within(project, sub, ACK_CHECK_WINDOW).await;
+        assert!(left.is_empty(), "{sub}: left unacked: {left:?}");
+    }
+}
