@@ -661,3 +661,100 @@ async fn a_fleet_of_two_clusters_each_with_its_subscription_rolls_on_one_publish
         assert!(left.is_empty(), "{sub}: left unacked: {left:?}");
     }
 }
+
+/// Must show 9: with the simulated kubelet, publish → every pod Ready on
+/// the pushed digest (pin mode), by pull and by push in the same run, the
+/// same workload and the same emulator; beside `kubectl rollout restart`
+/// alone. Prints the medians.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_to_every_pod_on_the_digest_by_pull_and_by_push() {
+    use crate::support::indexer::start_serve_indexer_env;
+    use crate::support::kubelet::*;
+    let Some(c) = Cluster::real().await else {
+        return;
+    };
+    let Some(emu) = Emulator::start().await else {
+        return;
+    };
+    let ns = c.ns("pull-pods");
+    let k = SimKubelet::start(&c, &[&ns], 3).await.unwrap();
+    let image = format!("{REPO}:pods");
+    k.push(&image, &crate::support::kubelet::digest('0'));
+    c.create(pod_deployment(
+        &ns,
+        "web",
+        &[("app", &image, "IfNotPresent")],
+    ))
+    .await;
+    let limit = Duration::from_secs(60);
+    k.wait_rollout("Deployment", &ns, "web", limit).await;
+    let cm_ns = c.ns("pushroll");
+    c.ensure_namespace(&cm_ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (push_project, pull_project) = ("pods-push", "pods-pull");
+    let pull_sub = sub_name(pull_project);
+    let p = start_serve_indexer_env(
+        &c,
+        &cm_ns,
+        &ns,
+        &dir.path().join("index.json"),
+        "pods-0",
+        &["--mode", "pin", "--pull-subscription", &pull_sub],
+        &[("PUBSUB_EMULATOR_HOST", emu.host())],
+    );
+    p.wait_ready(limit).await;
+    emu.create_topic(push_project, TOPIC).await;
+    emu.create_push_subscription(push_project, "gcr-push", TOPIC, &p.url("/push"), None, 10)
+        .await;
+    topic_and_subscription(&emu, pull_project).await;
+    crate::support::rollout::push_until_found(
+        &p,
+        &insert(REPO, "pods", &crate::support::kubelet::digest('0')),
+        1,
+    )
+    .await;
+    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for round in 0..4u8 {
+        let (how, project) = if round % 2 == 0 {
+            ("pull", pull_project)
+        } else {
+            ("push", push_project)
+        };
+        let d = crate::support::kubelet::digest(char::from(b'1' + round));
+        k.push(&image, &d);
+        let t0 = Instant::now();
+        emu.publish(project, TOPIC, &insert(REPO, "pods", &d), json!({}))
+            .await;
+        let pinned = format!("{image}@{d}");
+        let done = watch_until(&c.client, "Deployment", &ns, "web", limit, |w| {
+            w["spec"]["template"]["spec"]["containers"][0]["image"] == pinned.as_str()
+                && rollout_status("Deployment", w) == Rollout::Complete
+        })
+        .await;
+        assert!(
+            done.is_ok(),
+            "{how} round {round}: {:?}\n{}",
+            done.err(),
+            p.logs().join("\n")
+        );
+        assert_runs(&k, "Deployment", &ns, "web", 3, &d, how).await;
+        times.entry(how).or_default().push(t0.elapsed());
+    }
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        restart(&c.client, "Deployment", &ns, "web").await;
+        let at = c.get("Deployment", &ns, "web").await.unwrap()["metadata"]["generation"].clone();
+        let done = watch_until(&c.client, "Deployment", &ns, "web", limit, |w| {
+            w["status"]["observedGeneration"] == at
+                && rollout_status("Deployment", w) == Rollout::Complete
+        })
+        .await;
+        assert!(done.is_ok());
+        times
+            .entry("kubectl rollout restart")
+            .or_default()
+            .push(t0.elapsed());
+    }
+    eprintln!("publish → every pod Ready on the digest (3 pods, pin mode): {times:?}");
+    k.stop().await;
+}
