@@ -20,6 +20,7 @@ use crate::cmd::{ClusterConfig, SourceConfig};
 use crate::index::store::OnMiss;
 use crate::indexer::WatchSettings;
 use crate::k8s::Pod;
+use crate::pull::PullConfig;
 use crate::server::conn::ConnLimits;
 use crate::workload::{Kind, Mode, NamespaceFilter};
 
@@ -437,6 +438,53 @@ pub struct ServeArgs {
     /// How long in-flight pushes may finish after SIGTERM.
     #[arg(long, env = "PUSHROLL_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "25s")]
     pub shutdown_timeout: Duration,
+    #[command(flatten)]
+    pub pull: PullArgs,
+}
+
+/// Pub/Sub pull (serve): for clusters with no public endpoint.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Also receive the messages of this `projects/P/subscriptions/S` by
+    /// StreamingPull (repeatable): Application Default Credentials, or the
+    /// emulator when `PUBSUB_EMULATOR_HOST` is set.
+    #[arg(long, env = "PUSHROLL_PULL_SUBSCRIPTION", value_delimiter = ',')]
+    pub pull_subscription: Vec<String>,
+    /// Messages received and not yet acked, per subscription (flow control).
+    #[arg(long, env = "PUSHROLL_PULL_MAX_OUTSTANDING", default_value_t = 64)]
+    pub pull_max_outstanding: usize,
+    /// `/readyz` is 503 once no stream to a subscription has been open this long.
+    #[arg(long, env = "PUSHROLL_PULL_READY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub pull_ready_timeout: Duration,
+}
+
+impl PullArgs {
+    fn resolve(&self) -> Result<Option<PullConfig>, ConfigError> {
+        if self.pull_subscription.is_empty() {
+            return Ok(None);
+        }
+        for s in &self.pull_subscription {
+            if !is_subscription_name(s) {
+                return Err(ConfigError::PullSubscription(s.clone()));
+            }
+        }
+        if self.pull_max_outstanding == 0 {
+            return Err(ConfigError::PullMaxOutstanding);
+        }
+        Ok(Some(PullConfig {
+            subscriptions: self.pull_subscription.clone(),
+            max_outstanding: self.pull_max_outstanding,
+            ready_timeout: self.pull_ready_timeout,
+        }))
+    }
+}
+
+/// `projects/P/subscriptions/S`, both parts non-empty and without `/`.
+fn is_subscription_name(s: &str) -> bool {
+    matches!(
+        s.split('/').collect::<Vec<_>>().as_slice(),
+        ["projects", p, "subscriptions", n] if !p.is_empty() && !n.is_empty()
+    )
 }
 
 impl ServeArgs {
@@ -474,6 +522,7 @@ impl ServeArgs {
             max_concurrent_restarts: self.max_concurrent_restarts,
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            pull: self.pull.resolve()?,
         })
     }
 }
@@ -654,6 +703,10 @@ pub enum ConfigError {
     HeaderBytes,
     #[error("--max-key-age must be at least 1s")]
     KeyAge,
+    #[error("--pull-subscription {0:?} must be projects/PROJECT/subscriptions/NAME")]
+    PullSubscription(String),
+    #[error("--pull-max-outstanding must be at least 1")]
+    PullMaxOutstanding,
     #[error("--header-read-timeout must be more than 0")]
     HeaderReadTimeout,
     #[error(

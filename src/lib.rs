@@ -18,6 +18,10 @@
 //! | waiting, carried out later; undone on failure | by the indexer's Lease holder (`indexer/pending.rs`, `indexer/undo.rs`; planned in [`policy::undo`]) |
 //! | told to people (`--notify-url`) | [`notify`]: a queue per URL, off the push's path |
 //!
+//! Pulled instead of pushed (`--pull-subscription`, private clusters):
+//! [`pull`] receives each message by StreamingPull and hands it to the same
+//! [`push::from_message`] and [`server::pipeline`], then acks or nacks it.
+//!
 //! Beside the push path:
 //!
 //! * [`index`]: the index format and map; [`index::builder`] turns
@@ -52,6 +56,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod policy;
+pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod restart;

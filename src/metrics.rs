@@ -70,6 +70,17 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriptionLabels {
+    subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PullLabels {
+    subscription: String,
+    result: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 type IntGauge = Gauge<i64, AtomicI64>;
 
@@ -130,6 +141,7 @@ pub struct Metrics {
     pub(crate) auth: AuthMetrics,
     pub(crate) indexer: IndexerMetrics,
     pub(crate) conn: ConnMetrics,
+    pub(crate) pull: PullMetrics,
 }
 
 impl Metrics {
@@ -149,7 +161,7 @@ impl Metrics {
             ConnMetrics::register(r),
         );
         let (rollout, policy) = (RolloutMetrics::register(r), PolicyMetrics::register(r));
-        let notify = NotifyMetrics::register(r);
+        let (notify, pull) = (NotifyMetrics::register(r), PullMetrics::register(r));
         let metrics = Metrics {
             registry,
             push,
@@ -163,6 +175,7 @@ impl Metrics {
             auth,
             indexer,
             conn,
+            pull,
         };
         metrics.zero_what_alerts_count();
         Arc::new(metrics)
@@ -795,6 +808,63 @@ impl ConnMetrics {
     }
 }
 
+/// Pub/Sub pull (`--pull-subscription`): what became of each pulled
+/// message, and the streams. The push metrics count pulled messages too
+/// (`source="pubsub"`).
+pub(crate) struct PullMetrics {
+    messages: Family<PullLabels, Counter>,
+    streams_open: Family<SubscriptionLabels, IntGauge>,
+}
+
+impl PullMetrics {
+    fn register(r: &mut Registry) -> PullMetrics {
+        PullMetrics {
+            messages: register(
+                r,
+                "pull_messages",
+                "Pulled messages by what became of them: acked (the work done, or nothing to do), nacked (redelivered: what /push would answer 503 for), malformed (acked: a redelivery cannot fix it)",
+                Family::default(),
+            ),
+            streams_open: register(
+                r,
+                "pull_streams_open",
+                "1 while the subscription's StreamingPull is up (the subscription answered within the last probe), 0 otherwise",
+                Family::default(),
+            ),
+        }
+    }
+
+    /// Creates a subscription's series at 0, so that the first nack reads
+    /// as an increase.
+    pub(crate) fn subscribed(&self, subscription: &str) {
+        for result in ["acked", "nacked", "malformed"] {
+            let _ = self.messages.get_or_create(&PullLabels {
+                subscription: subscription.to_owned(),
+                result,
+            });
+        }
+        self.set_open(subscription, false);
+    }
+
+    /// A pulled message settled (`acked`, `nacked` or `malformed`).
+    pub(crate) fn message(&self, subscription: &str, result: &'static str) {
+        self.messages
+            .get_or_create(&PullLabels {
+                subscription: subscription.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    pub(crate) fn set_open(&self, subscription: &str, open: bool) {
+        self.streams_open
+            .get_or_create(&SubscriptionLabels {
+                subscription: subscription.to_owned(),
+            })
+            .set(i64::from(open));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,6 +896,9 @@ mod tests {
         let _open = m.conn.opened();
         m.conn.refused();
         m.conn.timed_out("idle");
+        m.pull.subscribed("projects/p/subscriptions/s");
+        m.pull.message("projects/p/subscriptions/s", "acked");
+        m.pull.set_open("projects/p/subscriptions/s", true);
         let text = m.encode();
         for line in [
             "pushroll_pushes_total{source=\"pubsub\",outcome=\"restarted\",code=\"200\"} 1",
@@ -854,6 +927,9 @@ mod tests {
             "pushroll_connections_open 1",
             "pushroll_connections_refused_total 1",
             "pushroll_connection_timeouts_total{reason=\"idle\"} 1",
+            "pushroll_pull_messages_total{subscription=\"projects/p/subscriptions/s\",result=\"acked\"} 1",
+            "pushroll_pull_messages_total{subscription=\"projects/p/subscriptions/s\",result=\"nacked\"} 0",
+            "pushroll_pull_streams_open{subscription=\"projects/p/subscriptions/s\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -16,6 +16,7 @@ use crate::index::store::IndexStore;
 use crate::indexer::{self, WatchSettings, WatchState};
 use crate::metrics::Metrics;
 use crate::policy::Settings;
+use crate::pull::{self, PullConfig};
 use crate::restart::Restarter;
 use crate::server::conn::ConnLimits;
 use crate::server::pipeline::Pipeline;
@@ -45,6 +46,8 @@ pub struct ServeConfig {
     pub max_concurrent_restarts: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// `--pull-subscription`: also receive these subscriptions by pull.
+    pub pull: Option<PullConfig>,
 }
 
 /// Runs until `shutdown` is cancelled and in-flight pushes have drained.
@@ -105,23 +108,50 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         timeout: config.request_timeout,
         dry_run: config.dry_run,
     });
+    // Pulled messages take the pipeline /push takes (`pull` is thin).
+    let pulling = match &config.pull {
+        None => None,
+        Some(pull) => Some(
+            pull::start(
+                pull,
+                pipeline.clone(),
+                shutdown.clone(),
+                config.shutdown_timeout,
+            )
+            .await
+            .context("starting the Pub/Sub pull")?,
+        ),
+    };
+    let (mut ready, mut live): (Vec<Check>, Vec<Check>) = (Vec::new(), live.into_iter().collect());
+    if let Some(p) = &pulling {
+        ready.extend(p.ready.iter().cloned());
+        live.extend(p.live.iter().cloned());
+    }
     let state = Arc::new(AppState {
         auth,
         pipeline,
         max_body_bytes: config.max_body_bytes,
-        ready: Vec::new(),
-        live: live.into_iter().collect(),
+        ready,
+        live,
     });
     let listener = bind(config.listen).await?;
-    server::conn::serve(
+    // After SIGTERM, the HTTP drain and the pull drain (stop receiving,
+    // finish and ack what is in hand) run side by side; both end before
+    // the process does.
+    let http = server::conn::serve(
         listener,
         server::router(state),
         config.conn,
         metrics,
         shutdown,
         config.shutdown_timeout,
-    )
-    .await;
+    );
+    let pulled = async {
+        if let Some(p) = pulling {
+            p.drained().await;
+        }
+    };
+    tokio::join!(http, pulled);
     // After SIGTERM the indexer releases its Lease; after its failure, its
     // error is the process's.
     if let Some(task) = indexer {

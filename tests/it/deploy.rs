@@ -1075,3 +1075,59 @@ async fn probe_paths_are_served() {
     let r = client.get(p.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404, "an unknown path is not 200");
 }
+
+/// overlays/pull (issue 24): the base's checks and least privilege, serve
+/// pulling its subscription, nothing exposed beyond the cluster, and serve's
+/// ServiceAccount bound to a Google service account (Workload Identity).
+#[test]
+fn pull_overlay_pulls_with_workload_identity_and_exposes_nothing() {
+    let Some(docs) = render("overlays/pull") else {
+        return;
+    };
+    let o = parse(docs);
+    check_common(&o, "pushroll", true);
+    let config = check_serve(&o);
+    let indexer_args = check_indexer(&o);
+    check_rbac(&o, "pushroll", "*", &config, &indexer_args);
+    let pull = config
+        .pull
+        .as_ref()
+        .expect("serve runs with --pull-subscription");
+    assert_eq!(pull.subscriptions.len(), 1, "{pull:?}");
+    assert!(pull.subscriptions[0].starts_with("projects/"), "{pull:?}");
+    assert_eq!(pull.max_outstanding, 64);
+    assert!(
+        o.custom.is_empty(),
+        "no Gateway, no route: {:?}",
+        o.custom.keys()
+    );
+    for svc in &o.services {
+        let spec = svc.spec.clone().unwrap_or_default();
+        assert!(
+            spec.type_.as_deref().is_none_or(|t| t == "ClusterIP"),
+            "{:?} is reachable from outside the cluster",
+            svc.metadata.name
+        );
+    }
+    let serve_sa = o
+        .service_accounts
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("pushroll"))
+        .expect("serve's ServiceAccount");
+    let gsa = serve_sa
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("iam.gke.io/gcp-service-account"))
+        .expect("annotated for Workload Identity");
+    assert!(gsa.ends_with(".iam.gserviceaccount.com"), "{gsa}");
+    let indexer_sa = o
+        .service_accounts
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("pushroll-indexer"))
+        .unwrap();
+    assert!(
+        indexer_sa.metadata.annotations.is_none(),
+        "only serve talks to Pub/Sub"
+    );
+}

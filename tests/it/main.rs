@@ -32,6 +32,8 @@ mod policies;
 mod prometheus;
 mod properties;
 mod pubsub;
+// Pub/Sub pull (issue 24).
+mod pull;
 mod rbac;
 mod relist;
 mod restart;

@@ -30,6 +30,36 @@ pub struct Emulator {
     http: reqwest::Client,
     _dir: tempfile::TempDir,
     log: PathBuf,
+    port: u16,
+}
+
+/// Starts the emulator's JVM on `port`, its output in `dir`.
+fn spawn(bin: &std::path::Path, port: u16, dir: &std::path::Path) -> Child {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--host=127.0.0.1")
+        .arg(format!("--port={port}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("emulator.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("emulator.err")).unwrap());
+    // The launcher script execs java, so the child's PID is the JVM's.
+    // If this test process dies without dropping us (SIGKILL, a CI
+    // timeout), the kernel kills the JVM too.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: prctl is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn().expect("spawning the Pub/Sub emulator")
 }
 
 /// `PUSHROLL_EMULATOR_BIN`, else `<gcloud sdk root>/platform/pubsub-emulator/bin/cloud-pubsub-emulator`;
@@ -92,35 +122,10 @@ impl Emulator {
         let mut last = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let log = dir.path().join("emulator.log");
             let port = crate::support::free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.arg("--host=127.0.0.1")
-                .arg(format!("--port={port}"))
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).unwrap())
-                .stderr(std::fs::File::create(dir.path().join("emulator.err")).unwrap());
-            // The launcher script execs java, so the child's PID is the JVM's.
-            // If this test process dies without dropping us (SIGKILL, a CI
-            // timeout), the kernel kills the JVM too.
-            #[cfg(target_os = "linux")]
-            {
-                use std::os::unix::process::CommandExt as _;
-                // SAFETY: prctl is async-signal-safe; nothing else runs
-                // between fork and exec.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-            }
-            let child = cmd.spawn().expect("spawning the Pub/Sub emulator");
+            let log = dir.path().join("emulator.log");
             let mut emulator = Emulator {
-                child,
+                child: spawn(&bin, port, dir.path()),
                 base: format!("http://127.0.0.1:{port}"),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(30))
@@ -128,6 +133,7 @@ impl Emulator {
                     .unwrap(),
                 _dir: dir,
                 log,
+                port,
             };
             match emulator.wait_ready().await {
                 Ok(took) => {
@@ -169,6 +175,71 @@ impl Emulator {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Err(false)
+    }
+
+    /// `host:port`, as `PUBSUB_EMULATOR_HOST` names it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the emulator (SIGTERM, then SIGKILL): its state is gone.
+    pub fn stop(&mut self) {
+        let pid = self.child.id();
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) on our own child's PID, which `child` still
+            // holds (not reaped), so it cannot have been reused.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if self.child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped emulator again on its port (empty: topics and
+    /// subscriptions must be created again), and waits until it is ready.
+    pub async fn restart(&mut self) {
+        let bin = binary().expect("the emulator ran before");
+        for _ in 0..20 {
+            self.child = spawn(&bin, self.port, self.log.parent().unwrap());
+            match self.wait_ready().await {
+                Ok(_) => return,
+                // The port may linger a moment after the old JVM.
+                Err(true) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(false) => panic!("the emulator did not come back:\n{}", self.output()),
+            }
+        }
+        panic!(
+            "the emulator could not restart on its port:\n{}",
+            self.output()
+        );
+    }
+
+    /// A pull subscription of `topic` (as `gcloud pubsub subscriptions
+    /// create … --ack-deadline=N` makes one).
+    pub async fn create_pull_subscription(
+        &self,
+        project: &str,
+        subscription: &str,
+        topic: &str,
+        ack_deadline_seconds: u32,
+    ) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{project}/subscriptions/{subscription}"),
+            Some(json!({
+                "topic": format!("projects/{project}/topics/{topic}"),
+                "ackDeadlineSeconds": ack_deadline_seconds,
+            })),
+        )
+        .await;
     }
 
     pub fn pid(&self) -> u32 {
@@ -328,22 +399,6 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let pid = self.child.id();
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: kill(2) on our own child's PID, which `child` still
-            // holds (not reaped), so it cannot have been reused.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if self.child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -137,8 +137,23 @@ pub fn start_serve_indexer_with(
     pod: &str,
     extra: &[&str],
 ) -> Pushroll {
+    start_serve_indexer_env(c, cm_ns, ns, file, pod, extra, &[])
+}
+
+/// [`start_serve_indexer_with`] with more environment (the Pub/Sub
+/// emulator's `PUBSUB_EMULATOR_HOST`).
+pub fn start_serve_indexer_env(
+    c: &Cluster,
+    cm_ns: &str,
+    ns: &str,
+    file: &std::path::Path,
+    pod: &str,
+    extra: &[&str],
+    more_env: &[(&'static str, String)],
+) -> Pushroll {
     let cm = format!("{cm_ns}/pushroll-index");
-    let env = pod_env(c, pod);
+    let mut env = pod_env(c, pod);
+    env.extend(more_env.iter().cloned());
     let args = [
         "--index-file",
         file.to_str().unwrap(),
