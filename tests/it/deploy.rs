@@ -821,6 +821,7 @@ pub(crate) fn check_layout(layout: &str, o: &Objects) {
         "single" => check_single(o),
         "namespaced" => check_namespaced(o),
         "monitoring" => check_monitoring(o),
+        "pull" => check_pull(o),
         other => panic!("no checks for layout {other}"),
     }
 }
@@ -1085,10 +1086,16 @@ fn pull_overlay_pulls_with_workload_identity_and_exposes_nothing() {
         return;
     };
     let o = parse(docs);
-    check_common(&o, "pushroll", true);
-    let config = check_serve(&o);
-    let indexer_args = check_indexer(&o);
-    check_rbac(&o, "pushroll", "*", &config, &indexer_args);
+    check_pull(&o);
+}
+
+/// The pull layout: serve pulls its subscription as a Google service
+/// account (Workload Identity), and nothing is reachable from outside.
+fn check_pull(o: &Objects) {
+    check_common(o, "pushroll", true);
+    let config = check_serve(o);
+    let indexer_args = check_indexer(o);
+    check_rbac(o, "pushroll", "*", &config, &indexer_args);
     let pull = config
         .pull
         .as_ref()

@@ -44,6 +44,12 @@ const LAYOUTS: &[(&str, &str, &str, &str)] = &[
         "overlays/monitoring",
         "monitoring",
     ),
+    (
+        "pull",
+        r#"{"layout": "pull", "pull": {"subscriptions": ["projects/PROJECT_ID/subscriptions/pushroll-CLUSTER_NAME"], "gcpServiceAccount": "pushroll-pull@PROJECT_ID.iam.gserviceaccount.com"}}"#,
+        "overlays/pull",
+        "pull",
+    ),
 ];
 
 /// Values that have no kustomize counterpart (yet) but must render.

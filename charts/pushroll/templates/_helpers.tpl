@@ -60,7 +60,11 @@ API server's under `helm install`, Helm's default offline). */}}
 {{- if $v.auth.subscriptions }}{{ $_ := set $d "PUSHROLL_SUBSCRIPTION" (join "," $v.auth.subscriptions) }}{{ end -}}
 {{- if $v.serve.excludeNamespaces }}{{ $_ := set $d "PUSHROLL_EXCLUDE_NAMESPACE" (join "," $v.serve.excludeNamespaces) }}{{ end -}}
 {{- if eq $v.layout "namespaced" }}{{ $_ := set $d "PUSHROLL_NAMESPACE" .Release.Namespace }}{{ end -}}
-{{- if eq $v.layout "pull" }}{{ $_ := set $d "PUSHROLL_PULL_SUBSCRIPTION" (join "," $v.pull.subscriptions) }}{{ end -}}
+{{- if eq $v.layout "pull" }}
+{{- $_ := set $d "PUSHROLL_PULL_SUBSCRIPTION" (join "," $v.pull.subscriptions) }}
+{{- $_ := set $d "PUSHROLL_PULL_MAX_OUTSTANDING" (toString $v.pull.maxOutstanding) }}
+{{- $_ := set $d "PUSHROLL_PULL_READY_TIMEOUT" $v.pull.readyTimeout }}
+{{- end -}}
 {{- range $k, $val := $v.serve.settings }}{{ $_ := set $d $k (toString $val) }}{{ end -}}
 {{- toJson $d -}}
 {{- end }}
