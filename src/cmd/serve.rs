@@ -19,7 +19,10 @@ use crate::policy::Settings;
 use crate::restart::Restarter;
 use crate::server::conn::ConnLimits;
 use crate::server::pipeline::Pipeline;
+use crate::server::webhooks::{RESOLVE_TIMEOUT, Webhooks};
 use crate::server::{self, AppState, Check};
+use crate::webhook::resolve::Resolver;
+use crate::webhook::verify::Secrets;
 use crate::workload::{Mode, NamespaceFilter};
 
 /// Everything `serve` needs, as plain data.
@@ -45,6 +48,10 @@ pub struct ServeConfig {
     pub max_concurrent_restarts: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// `--webhook-secrets`: a file per registry webhook source.
+    pub webhook_secrets: std::path::PathBuf,
+    /// `--registry-endpoint HOST=URL`.
+    pub registry_endpoints: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs until `shutdown` is cancelled and in-flight pushes have drained.
@@ -111,6 +118,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         max_body_bytes: config.max_body_bytes,
         ready: Vec::new(),
         live: live.into_iter().collect(),
+        webhooks: Webhooks {
+            secrets: Secrets::new(&config.webhook_secrets),
+            resolver: Resolver::new(config.registry_endpoints.clone(), RESOLVE_TIMEOUT),
+        },
     });
     let listener = bind(config.listen).await?;
     server::conn::serve(
