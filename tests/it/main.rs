@@ -35,3 +35,4 @@ mod rbac;
 mod relist;
 mod restart;
 mod rollout;
+mod webhooks;
