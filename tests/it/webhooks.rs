@@ -923,3 +923,168 @@ async fn the_real_registry_rolls_the_pushed_digest_once() {
         medians
     );
 }
+
+// ------------------------------------------- fuzz targets, on stable (proptest)
+
+/// The parsers' "never panics" properties: one per source, on arbitrary
+/// bytes and on JSON built from the payloads' own member names and values
+/// (so that the search reaches past the first type check). The
+/// libFuzzer target is `fuzz/fuzz_targets/webhook.rs`.
+mod fuzz {
+    use proptest::prelude::*;
+    use pushroll::push::{Action, Origin};
+    use pushroll::reference::validate_digest;
+    use pushroll::webhook::{Event, MAX_EVENTS, Request, parse};
+    use serde_json::Value;
+
+    const KEYS: &[&str] = &[
+        "events",
+        "action",
+        "target",
+        "tag",
+        "digest",
+        "repository",
+        "request",
+        "host",
+        "mediaType",
+        "type",
+        "event_data",
+        "resources",
+        "resource_url",
+        "specversion",
+        "data",
+        "registry_package",
+        "package",
+        "package_version",
+        "container_metadata",
+        "name",
+        "owner",
+        "login",
+        "package_type",
+        "detail-type",
+        "detail",
+        "result",
+        "action-type",
+        "image-tag",
+        "image-digest",
+        "repository-name",
+        "account",
+        "region",
+        "push_data",
+        "repo_name",
+        "updated_tags",
+        "docker_url",
+        "zen",
+        "occur_at",
+        "pushed_at",
+        "timestamp",
+        "id",
+        "time",
+    ];
+    const WORDS: &[&str] = &[
+        "push",
+        "pull",
+        "mount",
+        "delete",
+        "PUSH_ARTIFACT",
+        "harbor.artifact.pushed",
+        "SUCCESS",
+        "FAILURE",
+        "PUSH",
+        "ECR Image Action",
+        "published",
+        "updated",
+        "container",
+        "CONTAINER",
+        "v1",
+        "a/b",
+        "h.example.com",
+        "quay.io/a/b",
+        "application/octet-stream",
+        "application/vnd.oci.image.manifest.v1+json",
+        "2026-12-01T10:00:00Z",
+        "sha256:6ec128e26cd5e5b3d5ad4ad0b3b1e0b5c5a4a2a8e1f3f6f9d0a7b4c1e2d3f4a5",
+        "A:B@c",
+        "",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            prop::sample::select(WORDS).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(KEYS).prop_map(str::to_owned),
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check(origin: Origin, event: Option<&str>, body: &[u8]) -> Result<(), TestCaseError> {
+        let request = Request {
+            github_event: event,
+            github_delivery: Some("d"),
+        };
+        if let Ok(events) = parse(origin, request, body) {
+            prop_assert!(events.len() <= MAX_EVENTS);
+            for e in events {
+                match e {
+                    Event::Ready(d) => {
+                        prop_assert_eq!(d.origin, origin);
+                        if let Action::Restart { image, digest } = &d.action {
+                            prop_assert!(
+                                image.tag().is_some() && !image.is_pinned(),
+                                "{:?}",
+                                image
+                            );
+                            prop_assert!(validate_digest(digest).is_ok(), "{:?}", digest);
+                        }
+                    }
+                    Event::Unresolved(u) => {
+                        prop_assert!(matches!(origin, Origin::Dockerhub | Origin::Quay));
+                        prop_assert!(u.image.tag().is_some() && !u.image.is_pinned());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    macro_rules! never_panics {
+        ($($name:ident: $origin:expr),* $(,)?) => {$(
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+                #[test]
+                fn $name(
+                    bytes in prop::collection::vec(any::<u8>(), 0..256),
+                    v in json_value(),
+                    wrap in any::<bool>(),
+                    event in prop::option::of(prop::sample::select(&["package", "registry_package", "ping", "push"][..])),
+                ) {
+                    check($origin, event, &bytes)?;
+                    let v = if wrap { serde_json::json!({"events": [v]}) } else { v };
+                    check($origin, event, v.to_string().as_bytes())?;
+                }
+            }
+        )*};
+    }
+
+    never_panics!(
+        distribution_never_panics: Origin::Distribution,
+        harbor_never_panics: Origin::Harbor,
+        github_never_panics: Origin::Github,
+        ecr_never_panics: Origin::Ecr,
+        dockerhub_never_panics: Origin::Dockerhub,
+        quay_never_panics: Origin::Quay,
+    );
+}
