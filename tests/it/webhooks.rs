@@ -168,11 +168,44 @@ async fn send(client: &reqwest::Client, p: &Pushroll, w: &Webhook) -> (u16, Valu
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
+    let www_authenticate = response.headers().get("www-authenticate").cloned();
     let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    conforms(&w.path, status, &body);
+    if status == 401 {
+        assert_eq!(
+            www_authenticate.as_ref().map(|v| v.to_str().unwrap()),
+            Some("Bearer")
+        );
+    }
+    (status, body)
+}
+
+/// Every answer is one `openapi.yaml` documents, with a body its schema takes.
+fn conforms(path: &str, status: u16, body: &Value) {
+    use crate::support::openapi::{check, esc, spec};
+    static SPEC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let spec = SPEC.get_or_init(spec);
+    let template = match path.matches('/').count() {
+        3 => "/webhooks/{source}/{secret}",
+        _ => "/webhooks/{source}",
+    };
+    let responses = format!("/paths/{}/post/responses", esc(template));
+    let documented = spec
+        .pointer(&format!("{responses}/{status}"))
+        .unwrap_or_else(|| {
+            panic!("POST {template} answered {status}, not in openapi.yaml: {body}")
+        });
+    let at = match documented.get("$ref").and_then(Value::as_str) {
+        Some(r) => r.trim_start_matches('#').to_owned(),
+        None => format!("{responses}/{status}"),
+    };
+    check(
+        spec,
+        &format!("{at}/content/application~1json/schema"),
+        body,
+        &format!("{status} from {template}"),
+    );
 }
 
 /// A cluster with one Deployment per source running its image, an index
