@@ -438,6 +438,16 @@ pub struct ServeArgs {
     /// How long in-flight pushes may finish after SIGTERM.
     #[arg(long, env = "PUSHROLL_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "25s")]
     pub shutdown_timeout: Duration,
+    /// Registry webhook secrets: one file per source (`distribution`, `harbor`, `github`, `ecr`, `dockerhub`, `quay`), re-read when it changes; a source without a file is disabled (404).
+    #[arg(
+        long,
+        env = "PUSHROLL_WEBHOOK_SECRETS",
+        default_value = "/etc/pushroll/webhooks"
+    )]
+    pub webhook_secrets: PathBuf,
+    /// `HOST=URL`: send a registry's API calls (the digest lookups of Docker Hub and Quay webhooks) to URL instead, e.g. a mirror or a local registry. Repeatable.
+    #[arg(long, env = "PUSHROLL_REGISTRY_ENDPOINT", value_delimiter = ',', value_parser = crate::webhook::resolve::parse_endpoint)]
+    pub registry_endpoint: Vec<(String, String)>,
     #[command(flatten)]
     pub pull: PullArgs,
 }
@@ -523,6 +533,8 @@ impl ServeArgs {
             request_timeout: self.request_timeout,
             shutdown_timeout: self.shutdown_timeout,
             pull: self.pull.resolve()?,
+            webhook_secrets: self.webhook_secrets.clone(),
+            registry_endpoints: self.registry_endpoint.iter().cloned().collect(),
         })
     }
 }

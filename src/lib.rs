@@ -9,7 +9,7 @@
 //! |---|---|
 //! | HTTP in, the one place errors become status codes | [`server`], [`server::error`] (connections: [`server::conn`]) |
 //! | verified | [`auth`] |
-//! | parsed | [`push`] (image references: [`reference`](mod@reference)) |
+//! | parsed | [`push`] (image references: [`reference`](mod@reference)); a registry's own webhook: [`webhook`] (verified by [`webhook::verify`], digests Docker Hub and Quay leave out found by [`webhook::resolve`]), served by [`server::webhooks`] |
 //! | looked up | [`index::store`]: the mounted file ([`index::file`]), the ConfigMap ([`index::configmap`]), the scan ([`index::scan`]) |
 //! | turned into patches | [`plan`] (pure) |
 //! | held or let through by the workload's rules | [`policy`] (pure: opt-in, approval, [`policy::window`], interval, refused digests; the waiting push [`policy::pending`]) |
@@ -62,4 +62,5 @@ pub mod reference;
 pub mod restart;
 pub mod rollout;
 pub mod server;
+pub mod webhook;
 pub mod workload;

@@ -501,6 +501,7 @@ mod tests {
             reason: None,
             source: None,
             workloads: Vec::new(),
+            pushes: Vec::new(),
         };
         let cases: [(Result<PushReport, ApiError>, bool, Verdict); 6] = [
             (Ok(report()), false, Verdict::Acked),

@@ -103,6 +103,24 @@ pub enum IgnoreReason {
     InvalidTag(String),
     InvalidDigest(String),
     RepositoryMismatch,
+    /// A registry webhook about a blob (a layer or config), not a tag.
+    Blob,
+    /// A registry webhook about a pull.
+    Pull,
+    /// A registry webhook about a cross-repository blob mount.
+    Mount,
+    /// A registry webhook reporting a push that failed (ECR `result: FAILURE`).
+    Failed,
+    /// A webhook's ping (GitHub's `ping`).
+    Ping,
+    /// A webhook event that is not a push (named, truncated).
+    NotAPush(String),
+    /// A GitHub package that is not a container image.
+    NotAContainer,
+    /// A payload that carries no event at all.
+    NoEvents,
+    /// A registry event that does not name the registry's host.
+    MissingHost,
 }
 
 impl IgnoreReason {
@@ -126,6 +144,19 @@ impl IgnoreReason {
             IgnoreReason::RepositoryMismatch => {
                 "the tag and the digest name different repositories".into()
             }
+            IgnoreReason::Blob => {
+                "a blob push (layer or config) restarts nothing; its manifest's event does".into()
+            }
+            IgnoreReason::Pull => "pulls restart nothing".into(),
+            IgnoreReason::Mount => "a blob mount restarts nothing".into(),
+            IgnoreReason::Failed => "the registry reports that the push failed".into(),
+            IgnoreReason::Ping => "a ping: the webhook is set up".into(),
+            IgnoreReason::NotAPush(e) => format!("event {e:?} is not a push"),
+            IgnoreReason::NotAContainer => "the package is not a container image".into(),
+            IgnoreReason::NoEvents => "the payload carries no event".into(),
+            IgnoreReason::MissingHost => {
+                "the event does not name the registry's host (request.host)".into()
+            }
         }
     }
 
@@ -141,6 +172,15 @@ impl IgnoreReason {
             IgnoreReason::InvalidTag(_) => "invalid-tag",
             IgnoreReason::InvalidDigest(_) => "invalid-digest",
             IgnoreReason::RepositoryMismatch => "repository-mismatch",
+            IgnoreReason::Blob => "blob",
+            IgnoreReason::Pull => "pull",
+            IgnoreReason::Mount => "mount",
+            IgnoreReason::Failed => "failed",
+            IgnoreReason::Ping => "ping",
+            IgnoreReason::NotAPush(_) => "not-a-push",
+            IgnoreReason::NotAContainer => "not-a-container",
+            IgnoreReason::NoEvents => "no-events",
+            IgnoreReason::MissingHost => "missing-host",
         }
     }
 }

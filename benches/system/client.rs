@@ -81,6 +81,38 @@ pub fn push_request(authorization: &str, body: String) -> hyper::Request<Full<By
         .unwrap()
 }
 
+/// What a load sends: Pub/Sub pushes with a Google token, or GitHub
+/// registry webhooks signed with HMAC-SHA256 (issue 25's comparison).
+#[derive(Clone)]
+pub enum Route {
+    /// `POST /push` with this `authorization` header.
+    Push(String),
+    /// `POST /webhooks/github`, signed with this secret.
+    Github(String),
+}
+
+impl Route {
+    pub fn request(&self, body: String) -> hyper::Request<Full<Bytes>> {
+        match self {
+            Route::Push(authorization) => push_request(authorization, body),
+            Route::Github(secret) => {
+                use hmac::Mac as _;
+                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+                    .expect("any key length");
+                mac.update(body.as_bytes());
+                let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                hyper::Request::post("/webhooks/github")
+                    .header("host", "pushroll")
+                    .header("x-github-event", "registry_package")
+                    .header("x-hub-signature-256", signature)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap()
+            }
+        }
+    }
+}
+
 /// Whether `haystack` holds `needle`.
 pub fn memchr(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::client::Route;
 use crate::client::Target;
 use crate::cluster::{Cluster, Digests};
 use crate::common;
 use crate::hits::{Hits, hits};
-use crate::load::{Body, Load, load};
+use crate::load::{Body, Load, load, load_route};
 use crate::options::Options;
-use crate::server::{Server, Startup, startup};
+use crate::server::{GITHUB_SECRET, Server, Startup, startup};
 use crate::stats::human;
 use crate::support::{self, AUDIENCE, EMAIL, SUBSCRIPTION};
 
@@ -23,6 +24,9 @@ pub struct Http {
     pub n: usize,
     pub startup: Startup,
     pub miss_1: Load,
+    /// `POST /webhooks/github` misses at 1 connection (HMAC-SHA256 instead
+    /// of RS256), in the same run as `miss_1`.
+    pub webhook_1: Load,
     pub miss_64: Load,
     pub hit_1: Hits,
     pub hit_api: BTreeMap<String, usize>,
@@ -68,11 +72,13 @@ pub async fn run_http(opts: &Options, cluster: &Cluster, digests: &Digests) -> H
     };
     rss.note("ready".to_owned());
     let (miss_1, miss_64, miss_api) = misses(opts, cluster, &target, &mut rss).await;
+    let webhook_1 = webhook_misses(opts, &target).await;
     let hit_1 = hits_phase(opts, cluster, &target, &mut rss, digests).await;
     Http {
         n,
         startup,
         miss_1,
+        webhook_1,
         miss_64,
         hit_api: hit_1.api.clone(),
         hit_1,
@@ -150,6 +156,38 @@ async fn misses(
         miss_api
     );
     (miss_1, miss_64, miss_api)
+}
+
+/// GitHub `registry_package` webhooks for images no workload runs, at 1
+/// connection, for as long as `miss_1`: the same lookup, an HMAC instead of
+/// a token.
+async fn webhook_misses(opts: &Options, target: &Target) -> Load {
+    let bodies: Arc<Vec<String>> = Arc::new(
+        (0..1000)
+            .map(|i| {
+                serde_json::json!({"action": "published", "registry_package": {
+                    "name": format!("bench-{i}"), "package_type": "CONTAINER",
+                    "owner": {"login": "bench"},
+                    "package_version": {"container_metadata": {"tag": {
+                        "name": format!("git-{i:07x}"), "digest": common::digest(i as u64)}}}}})
+                .to_string()
+            })
+            .collect(),
+    );
+    let body: Body = Arc::new(move |i| bodies[i as usize % bodies.len()].clone());
+    let route = Route::Github(GITHUB_SECRET.to_owned());
+    let (warm, secs) = (
+        Duration::from_secs_f64(opts.miss_secs.0),
+        Duration::from_secs_f64(opts.miss_secs.1),
+    );
+    let max = opts.quick.then_some(5);
+    let l = load_route(target, &route, 1, warm, secs / 3, max, body, "\"no-match\"").await;
+    eprintln!(
+        "  webhook (github, HMAC) c=1: p50 {} p99 {}",
+        human(l.latency.p50_ns),
+        human(l.latency.p99_ns)
+    );
+    l
 }
 
 /// Hits of workload n/2 at 1 connection, after 5 that warm the pools.

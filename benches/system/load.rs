@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::client::{Conn, Target, memchr, push_request};
+use crate::client::{Conn, Route, Target, memchr};
 use crate::stats::{Stats, stats};
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +56,22 @@ pub async fn load(
     body: Body,
     expect: &'static str,
 ) -> Load {
+    let route = Route::Push(target.authorization());
+    load_route(target, &route, conns, warmup, measure, max, body, expect).await
+}
+
+/// As [`load`], sending `route`'s requests.
+#[allow(clippy::too_many_arguments)]
+pub async fn load_route(
+    target: &Target,
+    route: &Route,
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+    max: Option<u64>,
+    body: Body,
+    expect: &'static str,
+) -> Load {
     let seq = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let measured_from = start + warmup;
@@ -64,10 +80,9 @@ pub async fn load(
         end: measured_from + measure,
         max,
     };
-    let auth = target.authorization();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (seq, body, auth) = (seq.clone(), body.clone(), auth.clone());
+        let (seq, body, auth) = (seq.clone(), body.clone(), route.clone());
         let addr = target.addr;
         tasks.push(tokio::spawn(async move {
             let conn = Conn::open(addr).await;
@@ -101,7 +116,7 @@ async fn one_connection(
     mut conn: Conn,
     seq: &AtomicU64,
     body: &Body,
-    auth: &str,
+    route: &Route,
     expect: &str,
     window: Window,
 ) -> (Vec<u64>, usize) {
@@ -111,7 +126,7 @@ async fn one_connection(
         if window.over(i) {
             break;
         }
-        let Some(answer) = conn.try_send(push_request(auth, body(i))).await else {
+        let Some(answer) = conn.try_send(route.request(body(i))).await else {
             errors += 1;
             break;
         };

@@ -143,7 +143,11 @@ fn load_table(md: &mut String, h: &Http) {
         md,
         "| scenario | connections | pushes | errors | pushes/s | p50 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    for (name, l) in [("miss", &h.miss_1), ("miss", &h.miss_64)] {
+    for (name, l) in [
+        ("miss", &h.miss_1),
+        ("miss, `POST /webhooks/github` (HMAC)", &h.webhook_1),
+        ("miss", &h.miss_64),
+    ] {
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} | {:.0} | {} | {} | {} |",

@@ -73,6 +73,9 @@ fn command(cluster: &Cluster, jwks_url: &str, extra: &[String]) -> Command {
             "--index-configmap",
             &format!("{}/{}", common::INDEX_NS, common::INDEX_CM),
         ])
+        // Registry webhooks: GitHub's secret, for the HMAC comparison.
+        .arg("--webhook-secrets")
+        .arg(webhook_secrets())
         .args(extra)
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("HOME", "/nonexistent")
@@ -169,4 +172,15 @@ pub fn startup(
         },
         last.unwrap(),
     )
+}
+
+/// The secret `POST /webhooks/github` is signed with in the benches.
+pub const GITHUB_SECRET: &str = "bench-github-secret";
+
+/// A directory holding GitHub's webhook secret, for every serve started.
+fn webhook_secrets() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pushroll-bench-webhooks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("github"), GITHUB_SECRET).unwrap();
+    dir
 }

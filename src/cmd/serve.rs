@@ -20,7 +20,10 @@ use crate::pull::{self, PullConfig};
 use crate::restart::Restarter;
 use crate::server::conn::ConnLimits;
 use crate::server::pipeline::Pipeline;
+use crate::server::webhooks::{RESOLVE_TIMEOUT, Webhooks};
 use crate::server::{self, AppState, Check};
+use crate::webhook::resolve::Resolver;
+use crate::webhook::verify::Secrets;
 use crate::workload::{Mode, NamespaceFilter};
 
 /// Everything `serve` needs, as plain data.
@@ -48,6 +51,10 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// `--pull-subscription`: also receive these subscriptions by pull.
     pub pull: Option<PullConfig>,
+    /// `--webhook-secrets`: a file per registry webhook source.
+    pub webhook_secrets: std::path::PathBuf,
+    /// `--registry-endpoint HOST=URL`.
+    pub registry_endpoints: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs until `shutdown` is cancelled and in-flight pushes have drained.
@@ -133,6 +140,10 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> anyhow::Re
         max_body_bytes: config.max_body_bytes,
         ready,
         live,
+        webhooks: Webhooks {
+            secrets: Secrets::new(&config.webhook_secrets),
+            resolver: Resolver::new(config.registry_endpoints.clone(), RESOLVE_TIMEOUT),
+        },
     });
     let listener = bind(config.listen).await?;
     // After SIGTERM, the HTTP drain and the pull drain (stop receiving,

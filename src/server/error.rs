@@ -11,6 +11,9 @@ use crate::auth::AuthError;
 use crate::index::store::LookupError;
 use crate::push::DecodeError;
 use crate::restart::{WorkloadFailure, WorkloadResult};
+use crate::webhook::ParseError;
+use crate::webhook::resolve::ResolveError;
+use crate::webhook::verify::{Rejected, Unreadable};
 
 /// Everything `POST /push` can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,21 @@ pub(crate) enum ApiError {
     },
     #[error("the push took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// `/webhooks/{source}`: no such source, or one without a secret.
+    #[error(
+        "no webhook source {0:?} is enabled here (a source is enabled by its file in --webhook-secrets)"
+    )]
+    SourceDisabled(String),
+    /// A webhook whose sender could not be verified.
+    #[error("the webhook's sender is not verified: {0}")]
+    Unverified(#[from] Rejected),
+    #[error(transparent)]
+    SecretUnreadable(#[from] Unreadable),
+    #[error(transparent)]
+    Webhook(#[from] ParseError),
+    /// A digest the payload lacks could not be resolved.
+    #[error("the pushed tag's digest could not be resolved: {0}")]
+    Resolve(#[from] ResolveError),
 }
 
 #[derive(Serialize)]
@@ -49,7 +67,12 @@ struct ErrorBody<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Decode(_) | ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::Decode(_) | ApiError::Body(_) | ApiError::Webhook(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::SourceDisabled(_) => StatusCode::NOT_FOUND,
+            ApiError::Unverified(_) => StatusCode::UNAUTHORIZED,
+            ApiError::SecretUnreadable(_) | ApiError::Resolve(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Auth(e) => e.status(),
             ApiError::Lookup(_) | ApiError::Restart { .. } | ApiError::Timeout(_) => {
@@ -61,7 +84,11 @@ impl ApiError {
     /// The short `error` of the JSON body, and the `outcome` metric label.
     pub fn label(&self) -> &'static str {
         match self {
-            ApiError::Decode(_) | ApiError::Body(_) => "bad-request",
+            ApiError::Decode(_) | ApiError::Body(_) | ApiError::Webhook(_) => "bad-request",
+            ApiError::SourceDisabled(_) => "not-found",
+            ApiError::Unverified(_) => "unauthorized",
+            ApiError::SecretUnreadable(_) => "secret-unreadable",
+            ApiError::Resolve(_) => "digest-unavailable",
             ApiError::TooLarge { .. } => "too-large",
             ApiError::Auth(e) if e.status() == StatusCode::FORBIDDEN => "forbidden",
             ApiError::Auth(e) if e.status() == StatusCode::UNAUTHORIZED => "unauthorized",

@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod error;
 pub mod pipeline;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     /// Conditions for `/healthz` (with `--indexer`, the in-process watch's
     /// liveness; the pull streams).
     pub live: Vec<Check>,
+    /// `/webhooks/{source}`: the secrets and the digest resolver.
+    pub webhooks: webhooks::Webhooks,
 }
 
 /// A probe's condition: `Err` says why it fails.
@@ -46,6 +49,8 @@ pub(crate) type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/push", post(push))
+        .route("/webhooks/{source}", post(webhooks::webhook))
+        .route("/webhooks/{source}/{secret}", post(webhooks::webhook))
         .route("/healthz", get(serve_healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

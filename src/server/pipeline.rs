@@ -41,6 +41,9 @@ pub(crate) struct PushReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     pub workloads: Vec<WorkloadResult>,
+    /// A webhook payload that carried several pushes: each one's report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<PushReport>,
 }
 
 /// What a push was about, as far as it got decoded: for its log line when
@@ -107,8 +110,10 @@ impl Pipeline {
                 self.metrics
                     .push
                     .answered(source, error.label(), status.as_u16(), took);
-                if let ApiError::Auth(e) = error {
-                    self.metrics.push.token_rejected(e.reason());
+                match error {
+                    ApiError::Auth(e) => self.metrics.push.token_rejected(e.reason()),
+                    ApiError::Unverified(r) => self.metrics.push.token_rejected(r.reason()),
+                    _ => {}
                 }
                 // The message id and image, when known, tie a failure to
                 // the redelivery that will follow it.
@@ -150,6 +155,7 @@ impl Pipeline {
                     reason: Some(reason.describe()),
                     source: None,
                     workloads: Vec::new(),
+                    pushes: Vec::new(),
                 });
             }
             Action::Restart { image, digest } => (image, digest),
@@ -177,6 +183,7 @@ impl Pipeline {
             reason: None,
             source: Some(found.source),
             workloads: done,
+            pushes: Vec::new(),
         })
     }
 }

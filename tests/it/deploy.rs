@@ -509,8 +509,11 @@ fn check_serve(o: &Objects) -> ServeConfig {
     let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let c = container(d);
     let mounts = c.volume_mounts.as_ref().expect("volumeMounts");
-    assert_eq!(mounts.len(), 1);
-    let mount = &mounts[0];
+    assert_eq!(mounts.len(), 2, "the index and the webhook secrets");
+    let mount = mounts
+        .iter()
+        .find(|m| m.name == "index")
+        .expect("the index mount");
     assert_eq!(
         Path::new(&mount.mount_path),
         config.index.file.parent().unwrap(),
@@ -536,6 +539,33 @@ fn check_serve(o: &Objects) -> ServeConfig {
         config.index.cluster.configmap_namespace, None,
         "POD_NAMESPACE decides"
     );
+
+    // The webhook secrets: the optional Secret pushroll-webhooks at the
+    // directory --webhook-secrets names, read-only, never subPath, and not
+    // nested in the index's volume (swapped atomically by the kubelet).
+    let hooks = mounts
+        .iter()
+        .find(|m| m.name != mount.name)
+        .expect("the webhook secrets mount");
+    assert_eq!(Path::new(&hooks.mount_path), config.webhook_secrets);
+    assert!(
+        !config.webhook_secrets.starts_with(&mount.mount_path),
+        "{} is nested in the index volume {}",
+        hooks.mount_path,
+        mount.mount_path
+    );
+    assert!(hooks.sub_path.is_none() && hooks.sub_path_expr.is_none());
+    assert_eq!(hooks.read_only, Some(true));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == hooks.name)
+        .expect("the webhook secrets volume");
+    let secret = volume.secret.as_ref().expect("a Secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("pushroll-webhooks"));
+    assert_eq!(secret.optional, Some(true), "webhooks are opt-in");
+    assert!(secret.items.is_none(), "items would hide a source's file");
 
     // Termination: preStop, then the drain, within the grace period.
     let pre_stop = c
@@ -954,9 +984,15 @@ fn gke_overlay_routes_only_push_over_https() {
     let rules = route["spec"]["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 1, "one rule");
     let matches = rules[0]["matches"].as_array().unwrap();
-    assert_eq!(matches.len(), 1);
+    assert_eq!(matches.len(), 2, "/push and /webhooks/…");
     assert_eq!(matches[0]["path"]["type"], "Exact");
     assert_eq!(matches[0]["path"]["value"], "/push");
+    // Registry webhooks, routed like /push: POST only, under /webhooks.
+    assert_eq!(matches[1]["path"]["type"], "PathPrefix");
+    assert_eq!(matches[1]["path"]["value"], "/webhooks");
+    for m in matches {
+        assert_eq!(m["method"], "POST", "{m}");
+    }
     let backends = rules[0]["backendRefs"].as_array().unwrap();
     assert_eq!(backends.len(), 1);
     let svc = o.services[0].clone();

@@ -428,7 +428,7 @@ fn webhooks_secret_is_mounted_not_shipped() {
         c["args"]
             .as_array()
             .unwrap()
-            .contains(&json!("--webhook-secrets=/etc/pushroll/webhooks")),
+            .contains(&json!("--webhook-secrets=/etc/pushroll-webhooks")),
         "{}",
         c["args"]
     );
@@ -438,7 +438,8 @@ fn webhooks_secret_is_mounted_not_shipped() {
         .iter()
         .find(|m| m["name"] == "webhooks")
         .expect("the webhooks mount");
-    assert_eq!(mount["mountPath"], "/etc/pushroll/webhooks");
+    // Beside the index's volume, never nested in it.
+    assert_eq!(mount["mountPath"], "/etc/pushroll-webhooks");
     assert_eq!(mount["readOnly"], true);
     assert!(mount["subPath"].is_null(), "subPath never updates");
     let pod = &object(&docs, "Deployment", "pushroll")["spec"]["template"]["spec"];
@@ -452,7 +453,8 @@ fn webhooks_secret_is_mounted_not_shipped() {
         volume["secret"],
         json!({"secretName": "pushroll-webhooks", "optional": true})
     );
-    let (docs, _) = render_chart(&py, "{}", "pushroll", None).unwrap();
+    let (docs, _) =
+        render_chart(&py, r#"{"webhooks": {"secretName": ""}}"#, "pushroll", None).unwrap();
     let text = serde_json::to_string(&docs).unwrap();
     assert!(!text.contains("webhook"), "no webhooks without the value");
 }

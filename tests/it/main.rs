@@ -38,3 +38,4 @@ mod rbac;
 mod relist;
 mod restart;
 mod rollout;
+mod webhooks;

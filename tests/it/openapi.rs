@@ -75,6 +75,30 @@ fn router_routes() -> BTreeSet<(String, String)> {
     routes
 }
 
+/// `path` with each `{param}` replaced by the example its operations give.
+fn with_examples(spec: &Value, path: &str) -> String {
+    let mut out = path.to_owned();
+    for method in METHODS {
+        let Some(params) = spec["paths"][path][method]["parameters"].as_array() else {
+            continue;
+        };
+        for param in params.iter().map(|p| deref(spec, p)) {
+            if param["in"] == "path" {
+                let name = param["name"].as_str().unwrap();
+                let example = param["example"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{path}: path parameter {name} has no example"));
+                out = out.replace(&format!("{{{name}}}"), example);
+            }
+        }
+    }
+    assert!(
+        !out.contains('{'),
+        "{path}: a path parameter without an example"
+    );
+    out
+}
+
 /// A request example of `POST /push`: its content type, body, extra headers
 /// and the status `serve --demo` answers.
 struct RequestExample {
@@ -303,13 +327,27 @@ async fn every_route_is_in_the_spec_and_every_spec_path_is_served() {
         ops,
         "src/server/mod.rs routes (left) and openapi.yaml operations (right) differ"
     );
-    let p = Pushroll::demo(&[]);
+    // Every webhook source enabled, so that its routes answer (401 without
+    // a secret) rather than 404 (disabled).
+    let secrets = tempfile::tempdir().unwrap();
+    for source in [
+        "distribution",
+        "harbor",
+        "github",
+        "ecr",
+        "dockerhub",
+        "quay",
+    ] {
+        std::fs::write(secrets.path().join(source), "openapi-test-secret").unwrap();
+    }
+    let p = Pushroll::demo(&["--webhook-secrets", secrets.path().to_str().unwrap()]);
     let client = http();
     let paths: BTreeSet<&String> = ops.iter().map(|(p, _)| p).collect();
     for path in paths {
+        let url = p.url(&with_examples(&spec, path));
         for method in METHODS {
             let upper = method.to_uppercase();
-            let mut request = client.request(upper.parse().unwrap(), p.url(path));
+            let mut request = client.request(upper.parse().unwrap(), &url);
             if method == "post" {
                 request = request.body(r#"{"action":"DELETE","tag":"example.com/a:b"}"#);
             }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod indexer;
 pub mod kubelet;
 pub mod openapi;
+pub mod registry;
 pub mod rollout;
 
 use std::io::{BufRead as _, BufReader};

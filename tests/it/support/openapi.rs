@@ -28,7 +28,14 @@ pub fn validator(spec: &Value, pointer: &str) -> jsonschema::Validator {
     let mut root = spec.clone();
     root.as_object_mut()
         .unwrap()
-        .insert("$ref".into(), json!(format!("#{pointer}")));
+        // A URI fragment: `{` and `}` (path templates) are percent-encoded.
+        .insert(
+            "$ref".into(),
+            json!(format!(
+                "#{}",
+                pointer.replace('{', "%7B").replace('}', "%7D")
+            )),
+        );
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .build(&root)
