@@ -140,9 +140,9 @@ fn patch_with(r: &RequestRecord, name: &str, d: &str) -> bool {
     r.verb == "patch"
         && r.status == 200
         && r.name.as_deref() == Some(name)
-        && r.body.as_ref().is_some_and(|b| {
-            b["spec"]["template"]["metadata"]["annotations"][ANNOTATION] == Value::from(d)
-        })
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b["spec"]["template"]["metadata"]["annotations"][ANNOTATION] == d)
 }
 
 /// Publishes `data`, 100 messages per call.
