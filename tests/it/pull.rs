@@ -3,8 +3,11 @@
 //! server (for its faults) or a real one. Each test starts one emulator;
 //! without it they print `SKIPPED: …` unless `PUSHROLL_REQUIRE_EMULATOR=1`.
 //! "Nothing left unacked" is read from the emulator itself once pushroll
-//! has stopped: the subscription is pulled for a while
-//! ([`Emulator::pull_within`]).
+//! has stopped: the subscription is switched to push to a recorder, which
+//! ends the streams the emulator keeps serving for gone clients, and
+//! watched for [`REDELIVERY_WINDOW`] ([`Emulator::unacked_within`]; a REST
+//! pull cannot tell, see "Dead streams" there). The SIGTERM test proves in
+//! each run that this check sees a message that was not acked.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use fake_apiserver::{FakeApiServer, FaultRule, RequestRecord};
 use serde_json::{Value, json};
 
-use crate::pubsub::emulator::{ACK_CHECK_WINDOW, Emulator};
+use crate::pubsub::emulator::{Emulator, REDELIVERY_WINDOW};
 use crate::support::cluster::{Cluster, workload};
 use crate::support::*;
 
@@ -208,13 +211,24 @@ async fn wait_pulled(p: &Pushroll, project: &str, result: &str, want: f64) {
     );
 }
 
-/// SIGTERM, exit 0, then nothing is left in the subscription.
-async fn stop_and_assert_all_acked(p: &mut Pushroll, emu: &Emulator, project: &str) {
+/// SIGTERM, and the process exits 0.
+fn stop(p: &mut Pushroll) {
     p.terminate();
     let status = p.wait_exit(LIMIT).expect("pushroll exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", p.logs().join("\n"));
-    let left = emu.pull_within(project, SUB, ACK_CHECK_WINDOW).await;
+}
+
+/// Nothing is left unacked in `subscriptions` (full names): nothing is
+/// redelivered within [`REDELIVERY_WINDOW`], watched whole.
+async fn assert_nothing_unacked(emu: &Emulator, subscriptions: &[String]) {
+    let left = emu.unacked_within(subscriptions, REDELIVERY_WINDOW).await;
     assert!(left.is_empty(), "left unacked: {left:?}");
+}
+
+/// SIGTERM, exit 0, then nothing is left in the subscription.
+async fn stop_and_assert_all_acked(p: &mut Pushroll, emu: &Emulator, project: &str) {
+    stop(p);
+    assert_nothing_unacked(emu, &[sub_name(project)]).await;
 }
 
 /// Must show 1 and 6: a publish patches each workload once, the message
@@ -360,6 +374,7 @@ async fn sigkill_mid_work_the_message_comes_back_and_finishes() {
     };
     let ws = ws(2, "kill", true);
     let rig = Rig::new(&ws).await;
+    let mut subs = Vec::new();
     for round in 0..5 {
         // A subscription per round: the emulator keeps a stream that a
         // client cancelled (SIGTERM's drain) registered, and may hand it
@@ -400,61 +415,119 @@ async fn sigkill_mid_work_the_message_comes_back_and_finishes() {
                 "round {round}: {w:?} patched {n} times with {d}"
             );
         }
-        stop_and_assert_all_acked(&mut q, &emu, project).await;
+        stop(&mut q);
+        subs.push(sub_name(project));
     }
+    // Each round's message was acked once it came back (one window for
+    // all five subscriptions).
+    assert_nothing_unacked(&emu, &subs).await;
 }
 
-/// Must show 4: SIGTERM while a message is being worked on: the work
-/// finishes, the message is acked, the process exits 0, and nothing is
-/// redelivered (a new receiver gets nothing).
+/// Must show 4: SIGTERM while a message is being worked on, three
+/// rounds: the work finishes, the message is acked, the process exits 0,
+/// and nothing is redelivered. Two controls in the same run, whose
+/// messages are never acked (SIGKILL mid-work; SIGTERM with the work
+/// outlasting `--shutdown-timeout`), must be redelivered within the same
+/// window by the same check: it can see a lost ack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_and_acks_the_messages_in_hand_then_exits_0() {
     let Some(emu) = Emulator::start().await else {
         return;
     };
-    let project = "pull-term";
-    topic_and_subscription(&emu, project).await;
     let ws = ws(2, "term", true);
     let rig = Rig::new(&ws).await;
-    let mut p = rig.serve(&emu, project, &[]);
-    p.wait_ready(LIMIT).await;
-    rig.patch_rule(&ws[1], FaultRule::delay(Duration::from_secs(2)));
-    let d = digest(4, 0);
-    emu.publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
-        .await;
-    eventually(LIMIT, || async {
-        (metric(&p.metrics().await, "pushroll_inflight_pushes") >= 1.0).then_some(())
-    })
-    .await
-    .expect("a message in hand");
-    p.terminate();
-    let status = p.wait_exit(LIMIT).expect("exits after SIGTERM");
-    assert!(status.success(), "{status:?}\n{}", p.logs().join("\n"));
-    let logs = p.logs().join("\n");
-    assert!(logs.contains("pull: drained"), "{logs}");
-    for w in &ws {
-        assert_eq!(rig.patched(w), vec![d.clone()], "{w:?}");
+    // A subscription per round: a gone process's stream stays served by
+    // the emulator and would take the next round's message.
+    let mut drained = Vec::new();
+    for round in 0..3 {
+        let project = &format!("pull-term-{round}");
+        topic_and_subscription(&emu, project).await;
+        let mut p = rig.serve(&emu, project, &[]);
+        p.wait_ready(LIMIT).await;
+        rig.patch_rule(&ws[1], FaultRule::delay(Duration::from_secs(2)));
+        let d = digest(4, round);
+        emu.publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
+            .await;
+        in_hand(&p, &rig, &ws[0], &d, round).await;
+        stop(&mut p);
+        let logs = p.logs().join("\n");
+        assert!(logs.contains("pull: drained"), "round {round}: {logs}");
+        for w in &ws {
+            let n = rig.patched(w).iter().filter(|x| **x == d).count();
+            assert_eq!(n, 1, "round {round}: {w:?} patched {n} times with {d}");
+        }
+        drained.push(sub_name(project));
     }
-    // A new receiver gets nothing in twice the ack deadline's reach of a
-    // lost ack (the emulator redelivers an unacked message within 10 s).
-    let mut q = rig.serve(&emu, project, &[]);
-    q.wait_ready(LIMIT).await;
-    let window = Instant::now();
-    while window.elapsed() < Duration::from_secs(12) {
-        let m = q.metrics().await;
-        let got: f64 = ["acked", "nacked", "malformed"]
-            .iter()
-            .map(|r| pulled(&m, project, r))
-            .sum();
+    // The controls: the second workload's PATCH hangs, the message is in
+    // hand, and the process goes without acking it. Last, so that their
+    // messages are in a fresh lease of a dead stream when the check starts.
+    let mut controls = BTreeMap::new();
+    for (i, how) in ["sigkill", "sigterm-past-shutdown-timeout"]
+        .iter()
+        .enumerate()
+    {
+        let project = &format!("pull-term-control-{i}");
+        topic_and_subscription(&emu, project).await;
+        let mut p = rig.serve(&emu, project, &["--shutdown-timeout", "1s"]);
+        p.wait_ready(LIMIT).await;
+        rig.patch_rule(&ws[1], FaultRule::delay(Duration::from_secs(60)));
+        let d = digest(4, 10 + i as u64);
+        let id = emu
+            .publish(project, TOPIC, &insert(&ws[0].repo, "v1", &d), json!({}))
+            .await;
+        in_hand(&p, &rig, &ws[0], &d, 10 + i as u64).await;
+        if i == 0 {
+            p.kill();
+        } else {
+            stop(&mut p);
+            let logs = p.logs().join("\n");
+            assert!(
+                logs.contains("still in hand at the shutdown timeout"),
+                "{logs}"
+            );
+        }
+        controls.insert(sub_name(project), (*how, id));
+    }
+    rig.fake.clear_faults();
+    let mut all = drained.clone();
+    all.extend(controls.keys().cloned());
+    let seen = emu.unacked_within(&all, REDELIVERY_WINDOW).await;
+    eprintln!("redelivered within {REDELIVERY_WINDOW:?}: {seen:?}");
+    for (sub, (how, id)) in &controls {
+        let got: Vec<&String> = seen
+            .get(sub)
+            .into_iter()
+            .flatten()
+            .map(|(m, _)| m)
+            .collect();
         assert_eq!(
             got,
-            0.0,
-            "redelivered after the drain:\n{}",
-            q.logs().join("\n")
+            vec![id],
+            "control {how}: its unacked message must come back"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop_and_assert_all_acked(&mut q, &emu, project).await;
+    for sub in &drained {
+        assert!(
+            !seen.contains_key(sub),
+            "redelivered after the drain: {seen:?}"
+        );
+    }
+}
+
+/// Waits until `p` holds the message of `d` mid-work: the first workload
+/// is on it and a push is in flight.
+async fn in_hand(p: &Pushroll, rig: &Rig, first: &W, d: &str, round: u64) {
+    let got = eventually(LIMIT, || async {
+        (metric(&p.metrics().await, "pushroll_inflight_pushes") >= 1.0
+            && rig.current(first).await.as_deref() == Some(d))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "round {round}: never in the middle of the work:\n{}",
+        p.logs().join("\n")
+    );
 }
 
 /// Must show 5: two replicas share one subscription: 20 distinct pushes
@@ -507,9 +580,8 @@ async fn two_replicas_share_one_subscription() {
     for (w, d) in ws.iter().zip(&want) {
         assert_eq!(rig.patched(w), vec![d.clone()], "{w:?}");
     }
+    stop(&mut b);
     stop_and_assert_all_acked(&mut a, &emu, project).await;
-    b.terminate();
-    assert!(b.wait_exit(LIMIT).is_some_and(|s| s.success()));
 }
 
 /// Must show 7: the emulator stops: `/readyz` turns 503 within the ready
@@ -654,12 +726,12 @@ async fn a_fleet_of_two_clusters_each_with_its_subscription_rolls_on_one_publish
         .await;
         assert!(acked.is_some(), "{sub}: not acked");
     }
+    let mut subs = Vec::new();
     for (_, _, sub, p, _) in &mut members {
-        p.terminate();
-        assert!(p.wait_exit(LIMIT).is_some_and(|s| s.success()));
-        let left = emu.pull_within(project, sub, ACK_CHECK_WINDOW).await;
-        assert!(left.is_empty(), "{sub}: left unacked: {left:?}");
+        stop(p);
+        subs.push(format!("projects/{project}/subscriptions/{sub}"));
     }
+    assert_nothing_unacked(&emu, &subs).await;
 }
 
 /// Must show 9: with the simulated kubelet, publish → every pod Ready on

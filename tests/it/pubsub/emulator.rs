@@ -4,13 +4,32 @@
 //! stopped by its PID when dropped (SIGTERM, then SIGKILL; and the kernel
 //! kills it if the test process dies first: `PR_SET_PDEATHSIG`).
 //!
+//! Dead streams (emulator 0.8.x, checked here and in its bytecode): a
+//! StreamingPull whose client is gone stays served. The emulator ends a
+//! stream's push loop only when the client half-closes it, or when the
+//! subscription stops being a pull one (deleted, detached, given a push
+//! endpoint); a cancel (RST_STREAM, a closed connection: SIGKILL, or the
+//! client library's own shutdown on SIGTERM) never reaches it (the
+//! emulator logs a `NoSuchMethodError` there). The dead stream keeps taking
+//! whatever is available every 50 ms and holds it for another ack deadline
+//! (10 s), again and again. So after a pushroll process is gone, a REST
+//! pull sees nothing (40 s watched, after a SIGKILL with a message in
+//! hand, and after a clean SIGTERM followed by a publish), and a new stream
+//! gets the message only at an expiry where it wins the race (10 s, 20 s
+//! …). "Nothing left unacked" is therefore read by
+//! [`Emulator::unacked_within`], which first gives the subscription a push
+//! endpoint (ending every stream within 50 ms) and records what is then
+//! pushed: the SIGKILLed message arrived after 10.0-10.1 s, the one eaten
+//! by a dead stream after its lease, and nothing after a clean drain.
+//!
 //! Absent emulator: [`Emulator::start`] prints `SKIPPED: …` and returns
 //! `None`, unless `PUSHROLL_REQUIRE_EMULATOR=1` (set by `.ci/run`), where
 //! it panics.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -23,6 +42,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long [`Emulator::assert_all_acked`] pulls. An unacked message is
 /// handed out within a few hundred ms of the switch to pull.
 pub const ACK_CHECK_WINDOW: Duration = Duration::from_secs(3);
+
+/// How long [`Emulator::unacked_within`] watches: an unacked message is
+/// pushed once the lease its last stream got has run out (the stream's ack
+/// deadline, 10 s; pushroll's client renews 10 s at a time), and the push
+/// loop then hands it out at once.
+pub const REDELIVERY_WINDOW: Duration = Duration::from_secs(13);
 
 pub struct Emulator {
     child: Child,
@@ -379,8 +404,66 @@ impl Emulator {
         got
     }
 
-    /// Checks that the subscription holds no unacknowledged message: it
-    /// stops pushing and pulls for a while. (An unacked message is pullable
+    /// What the pull subscriptions (full names) still hold
+    /// unacknowledged, as pushed to a recorder within `window`: message ids
+    /// per subscription, each with when it arrived (since the switch).
+    /// Giving each subscription a push endpoint ends every stream the
+    /// emulator still serves for it, dead ones included (see "Dead
+    /// streams" above), and an unacked message is pushed once its lease
+    /// runs out (at most [`REDELIVERY_WINDOW`]).
+    pub async fn unacked_within(
+        &self,
+        subscriptions: &[String],
+        window: Duration,
+    ) -> BTreeMap<String, Vec<(String, Duration)>> {
+        type Seen = Arc<Mutex<BTreeMap<String, Vec<(String, Duration)>>>>;
+        let seen: Seen = Arc::default();
+        let started = Instant::now();
+        let names: Arc<Vec<String>> = Arc::new(subscriptions.to_vec());
+        let record = {
+            let (seen, names) = (seen.clone(), names.clone());
+            move |uri: axum::http::Uri, body: axum::body::Bytes| {
+                let (seen, names) = (seen.clone(), names.clone());
+                async move {
+                    let id = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["message"]["messageId"].as_str().map(str::to_owned))
+                        .unwrap_or_else(|| "?".into());
+                    let sub = uri
+                        .path()
+                        .trim_start_matches('/')
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| names.get(i).cloned())
+                        .unwrap_or_else(|| uri.to_string());
+                    seen.lock()
+                        .unwrap()
+                        .entry(sub)
+                        .or_default()
+                        .push((id, started.elapsed()));
+                    // Acked: each one is seen once.
+                    axum::http::StatusCode::OK
+                }
+            }
+        };
+        let (addr, _stop) = crate::support::serve_local(axum::Router::new().fallback(record)).await;
+        for (i, sub) in subscriptions.iter().enumerate() {
+            self.call(
+                reqwest::Method::POST,
+                &format!("/v1/{sub}:modifyPushConfig"),
+                Some(json!({"pushConfig": {"pushEndpoint": format!("http://{addr}/{i}")}})),
+            )
+            .await;
+        }
+        // The whole window is watched: nothing may arrive in it.
+        tokio::time::sleep_until((started + window).into()).await;
+        seen.lock().unwrap().clone()
+    }
+
+    /// Checks that a push subscription holds no unacknowledged message: it
+    /// stops pushing and pulls for a while (no stream ever served it, so
+    /// nothing competes with the pull; for pull subscriptions see
+    /// [`Emulator::unacked_within`]). (An unacked message is pullable
     /// within a few hundred ms of the switch; `emulator_finds_unacked` checks
     /// that this method does see one.)
     pub async fn assert_all_acked(&self, project: &str, subscription: &str) {
