@@ -10,6 +10,7 @@
 //! | HTTP in, the one place errors become status codes | [`server`], [`server::error`] (connections: [`server::conn`]) |
 //! | verified | [`auth`] |
 //! | parsed | [`push`] (image references: [`reference`](mod@reference)); a registry's own webhook: [`webhook`] (verified by [`webhook::verify`], digests Docker Hub and Quay leave out found by [`webhook::resolve`]), served by [`server::webhooks`] |
+//! | one path from here on, whatever the source (`/push`, a pulled message, a webhook): timed, counted with a `source` label, logged | [`server::pipeline`] |
 //! | looked up | [`index::store`]: the mounted file ([`index::file`]), the ConfigMap ([`index::configmap`]), the scan ([`index::scan`]) |
 //! | turned into patches | [`plan`] (pure) |
 //! | held or let through by the workload's rules | [`policy`] (pure: opt-in, approval, [`policy::window`], interval, refused digests; the waiting push [`policy::pending`]) |
