@@ -19,13 +19,12 @@ pub mod emulator;
 mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{Cluster, workload};
+use crate::support::rig::FakeRig;
 use crate::support::*;
 use emulator::Emulator;
-use fake_apiserver::{FakeApiServer, FaultRule, RequestRecord};
+use fake_apiserver::{FaultRule, RequestRecord};
 use serde_json::{Value, json};
 use tap::Tap;
 
@@ -58,46 +57,26 @@ impl W {
 
 /// The cluster, the index, and pushroll running as deploy/'s serve
 /// ServiceAccount.
-struct Rig {
-    c: Cluster,
-    fake: FakeApiServer,
-    kubeconfig: PathBuf,
-    index: tempfile::TempDir,
+struct Rig(FakeRig);
+
+impl std::ops::Deref for Rig {
+    type Target = FakeRig;
+    fn deref(&self) -> &FakeRig {
+        &self.0
+    }
 }
 
 impl Rig {
     async fn new(ws: &[W]) -> Rig {
-        let c = Cluster::fake().await;
-        let fake = c.fake_server().unwrap().clone();
-        let mut images: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for w in ws {
-            c.create(workload(
-                "Deployment",
-                &w.ns,
-                &w.name,
-                &[(CONTAINER, &w.image())],
-                &[],
-                json!({}),
-            ))
-            .await;
-            images.entry(w.image()).or_default().push(json!({
-                "kind": "Deployment", "namespace": w.ns, "name": w.name, "containers": [CONTAINER]
-            }));
-        }
-        let index = tempfile::tempdir().unwrap();
-        let doc = json!({"version": 1, "generatedAt": "2026-11-26T12:00:00Z", "images": images});
-        std::fs::write(index.path().join("index.json"), doc.to_string()).unwrap();
-        let kubeconfig = c.serve_identity().await;
-        Rig {
-            c,
-            fake,
-            kubeconfig,
-            index,
-        }
+        let workloads: Vec<(&str, &str, String)> = ws
+            .iter()
+            .map(|w| (w.ns.as_str(), w.name.as_str(), w.image()))
+            .collect();
+        Rig(FakeRig::new(CONTAINER, &workloads).await)
     }
 
     fn serve(&self, extra: &[&str]) -> Pushroll {
-        let index = self.index.path().join("index.json");
+        let index = self.index_file();
         // `--auth none`: the emulator sends no OIDC token (see the module docs).
         let mut args = vec!["--index-file", index.to_str().unwrap()];
         args.extend_from_slice(extra);

@@ -10,14 +10,14 @@
 //! each run that this check sees a message that was not acked.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::{FakeApiServer, FaultRule, RequestRecord};
-use serde_json::{Value, json};
+use fake_apiserver::{FaultRule, RequestRecord};
+use serde_json::json;
 
 use crate::pubsub::emulator::{Emulator, REDELIVERY_WINDOW};
 use crate::support::cluster::{Cluster, workload};
+use crate::support::rig::FakeRig;
 use crate::support::*;
 
 const TOPIC: &str = "gcr";
@@ -61,49 +61,28 @@ fn ws(n: usize, base: &str, one_repo: bool) -> Vec<W> {
 
 /// The fake cluster with the workloads, their index file, and the serve
 /// ServiceAccount's kubeconfig.
-struct Rig {
-    c: Cluster,
-    fake: FakeApiServer,
-    kubeconfig: PathBuf,
-    index: tempfile::TempDir,
+struct Rig(FakeRig);
+
+impl std::ops::Deref for Rig {
+    type Target = FakeRig;
+    fn deref(&self) -> &FakeRig {
+        &self.0
+    }
 }
 
 impl Rig {
     async fn new(ws: &[W]) -> Rig {
-        let c = Cluster::fake().await;
-        let fake = c.fake_server().unwrap().clone();
-        let mut images: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for w in ws {
-            let image = format!("{}:v1", w.repo);
-            c.create(workload(
-                "Deployment",
-                &w.ns,
-                &w.name,
-                &[(CONTAINER, &image)],
-                &[],
-                json!({}),
-            ))
-            .await;
-            images.entry(image).or_default().push(json!({
-                "kind": "Deployment", "namespace": w.ns, "name": w.name, "containers": [CONTAINER]
-            }));
-        }
-        let index = tempfile::tempdir().unwrap();
-        let doc = json!({"version": 1, "generatedAt": "2026-11-26T12:00:00Z", "images": images});
-        std::fs::write(index.path().join("index.json"), doc.to_string()).unwrap();
-        let kubeconfig = c.serve_identity().await;
-        Rig {
-            c,
-            fake,
-            kubeconfig,
-            index,
-        }
+        let workloads: Vec<(&str, &str, String)> = ws
+            .iter()
+            .map(|w| (w.ns.as_str(), w.name.as_str(), format!("{}:v1", w.repo)))
+            .collect();
+        Rig(FakeRig::new(CONTAINER, &workloads).await)
     }
 
     /// `serve --pull-subscription` of `project`'s subscription, through
     /// the emulator; `/push` beside it with `--auth none`.
     fn serve(&self, emu: &Emulator, project: &str, extra: &[&str]) -> Pushroll {
-        let index = self.index.path().join("index.json");
+        let index = self.index_file();
         let sub = sub_name(project);
         let mut args = vec![
             "serve",

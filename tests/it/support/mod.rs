@@ -9,6 +9,7 @@ pub mod indexer;
 pub mod kubelet;
 pub mod openapi;
 pub mod registry;
+pub mod rig;
 pub mod rollout;
 
 use std::io::{BufRead as _, BufReader};
