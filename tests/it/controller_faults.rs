@@ -812,10 +812,16 @@ async fn ghosts_deleted_while_the_watch_was_down_are_forgotten() {
                 .then_some(())
         })
         .await;
-        assert!(
-            cut.is_some(),
-            "round {round}: the watches noticed the outage"
-        );
+        if cut.is_none() {
+            // Seen once in five CI runs (not reproduced): say which watch
+            // stayed quiet, and what the process logged meanwhile.
+            let now = watch_errors(&p.metrics().await);
+            let logs = p.logs();
+            let tail = logs[logs.len().saturating_sub(60)..].join("\n");
+            panic!(
+                "round {round}: the watches noticed the outage: watch errors {errors_before:?} -> {now:?} (deployments, statefulsets, daemonsets)\n{tail}"
+            );
+        }
         for (i, name) in names.iter().enumerate() {
             let kind = if i == 2 || i == 4 {
                 "StatefulSet"
