@@ -330,14 +330,7 @@ async fn every_route_is_in_the_spec_and_every_spec_path_is_served() {
     // Every webhook source enabled, so that its routes answer (401 without
     // a secret) rather than 404 (disabled).
     let secrets = tempfile::tempdir().unwrap();
-    for source in [
-        "distribution",
-        "harbor",
-        "github",
-        "ecr",
-        "dockerhub",
-        "quay",
-    ] {
+    for source in crate::webhooks::SOURCES {
         std::fs::write(secrets.path().join(source), "openapi-test-secret").unwrap();
     }
     let p = Pushroll::demo(&["--webhook-secrets", secrets.path().to_str().unwrap()]);

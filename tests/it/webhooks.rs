@@ -15,7 +15,8 @@ use crate::support::registry::{
 };
 use crate::support::*;
 
-const SOURCES: [&str; 6] = [
+/// The contract's webhook sources, written out (not taken from the code).
+pub(crate) const SOURCES: [&str; 6] = [
     "distribution",
     "harbor",
     "github",
@@ -159,6 +160,22 @@ fn webhook(source: &str, body: Vec<u8>, cred: Cred, event: Option<&str>) -> Webh
         headers,
         body,
     }
+}
+
+/// A push of `digest` from `source` with the right secret restarts.
+async fn assert_restarts(client: &reqwest::Client, p: &Pushroll, source: &str, digest: &str) {
+    let w = webhook(
+        source,
+        payload(source, digest).to_string().into_bytes(),
+        Cred::Right,
+        None,
+    );
+    let (status, answer) = send(client, p, &w).await;
+    assert_eq!(
+        (status, answer["outcome"].as_str()),
+        (200, Some("restarted")),
+        "{source}: {answer}"
+    );
 }
 
 async fn send(client: &reqwest::Client, p: &Pushroll, w: &Webhook) -> (u16, Value) {
@@ -395,18 +412,7 @@ async fn every_source_restarts_with_its_secret_and_refuses_without() {
     }
     // distribution and the header sources also take the plain secret.
     let d = digest(200);
-    let w = webhook(
-        "distribution",
-        payload("distribution", &d).to_string().into_bytes(),
-        Cred::Right,
-        None,
-    );
-    let (status, answer) = send(&client, &f.p, &w).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("restarted")),
-        "{answer}"
-    );
+    assert_restarts(&client, &f.p, "distribution", &d).await;
 
     // A ping (signed, as GitHub signs every delivery).
     let ping = json!({"zen": "Design for failure.", "hook_id": 42, "hook": {"type": "Repository"}});
@@ -709,18 +715,7 @@ async fn hostile_bodies_never_get_a_5xx() {
     assert_eq!(r.status(), 200);
     // And it still restarts.
     let d = digest(9);
-    let w = webhook(
-        "ecr",
-        payload("ecr", &d).to_string().into_bytes(),
-        Cred::Right,
-        None,
-    );
-    let (status, answer) = send(&client, &f.p, &w).await;
-    assert_eq!(
-        (status, answer["outcome"].as_str()),
-        (200, Some("restarted")),
-        "{answer}"
-    );
+    assert_restarts(&client, &f.p, "ecr", &d).await;
     f.assert_no_secret_logged();
 }
 
