@@ -380,6 +380,10 @@ async fn sigkill_mid_work_the_message_comes_back_and_finishes() {
         );
         p.kill();
         rig.fake.clear_faults();
+        // The emulator would keep serving the killed process's stream and
+        // could hand it the message at every lease expiry (seen: none of 9
+        // reached the new receiver); real Pub/Sub ends that stream.
+        emu.end_streams(project, SUB).await;
         let mut q = rig.serve(&emu, project, &[]);
         assert!(
             rig.wait_all_on(&ws, &d, Duration::from_secs(90)).await,

@@ -378,6 +378,21 @@ impl Emulator {
         .await;
     }
 
+    /// Ends every StreamingPull stream the emulator serves for a pull
+    /// subscription, dead ones included, as real Pub/Sub ends a crashed
+    /// client's stream: a push endpoint given and taken back (see "Dead
+    /// streams" above). A message the endpoint was offered meanwhile stays
+    /// unacked and is handed out again.
+    pub async fn end_streams(&self, project: &str, subscription: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/projects/{project}/subscriptions/{subscription}:modifyPushConfig"),
+            Some(json!({"pushConfig": {"pushEndpoint": "http://127.0.0.1:9/none"}})),
+        )
+        .await;
+        self.stop_pushing(project, subscription).await;
+    }
+
     /// The messages a pull subscription hands out within `window` (polled
     /// with `returnImmediately`): what was never acked.
     pub async fn pull_within(
